@@ -1,0 +1,119 @@
+# memalloc - one Makefile for the libraries, tests, checking builds and
+# benchmarks. `make help` lists the targets.
+
+CC      ?= cc
+BUILD   ?= build
+PREFIX  ?= /usr/local
+VERSION := 0.1.0
+
+WARN    := -Wall -Wextra -Werror
+# -fno-builtin: GCC would turn malloc + memset inside our calloc into a call
+# to calloc, which recurses forever. initial-exec TLS: reaching the thread's
+# state never allocates.
+LIBFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -ftls-model=initial-exec \
+            -fno-builtin -pthread $(WARN) -Iinclude -Isrc -MMD -MP
+OPT     ?= -O2 -g
+TESTFLAGS := -std=gnu11 -O1 -g -pthread $(WARN) -Iinclude -MMD -MP
+
+CORE_SRC := src/memalloc.c src/config.c src/error.c src/os.c src/pagemap.c src/large.c \
+            arenas/arena.c arenas/arena_check.c
+LIB_SRC  := $(CORE_SRC) src/override.c
+
+# Variants: rel (the shipped library), dbg (-O0, MEMALLOC_CHECK on by
+# default), tsan (ThreadSanitizer, for the threaded tests).
+REL_OBJ  := $(LIB_SRC:%.c=$(BUILD)/rel/%.o)
+DBG_OBJ  := $(LIB_SRC:%.c=$(BUILD)/dbg/%.o)
+TSAN_OBJ := $(LIB_SRC:%.c=$(BUILD)/tsan/%.o)
+core = $(filter-out %/override.o,$(1))
+
+SO  := $(BUILD)/libmemalloc.so
+LIB := $(BUILD)/libmemalloc.a
+
+.PHONY: all debug tsan test test-unit test-debug test-tsan clean install help
+all: $(SO) $(LIB)
+
+$(BUILD)/rel/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBFLAGS) $(OPT) -c $< -o $@
+$(BUILD)/dbg/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBFLAGS) -O0 -g -DMA_DEBUG=1 -c $< -o $@
+$(BUILD)/tsan/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBFLAGS) -O1 -g -fsanitize=thread -c $< -o $@
+
+$(SO): $(REL_OBJ)
+	$(CC) -shared -pthread -Wl,-soname,libmemalloc.so -Wl,-z,now -o $@ $^
+$(LIB): $(REL_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+debug: $(BUILD)/debug/libmemalloc.so
+$(BUILD)/debug/libmemalloc.so: $(DBG_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -pthread -Wl,-soname,libmemalloc.so -o $@ $^
+
+# ---- tests ----
+# Criterion suites link the library's objects without override.o, so the
+# test runner keeps the system allocator and the suites reach memalloc only
+# through ma_*. Each suite runs against the release objects, again against
+# the debug objects (internal checks and canaries on), and the threaded
+# suite once more under ThreadSanitizer.
+UNIT_SRC := $(wildcard tests/test_*.c)
+UNIT_REL := $(UNIT_SRC:tests/%.c=$(BUILD)/tests/rel/%)
+UNIT_DBG := $(UNIT_SRC:tests/%.c=$(BUILD)/tests/dbg/%)
+TSAN_TESTS := $(BUILD)/tests/tsan/test_threads
+PROBE_REL := $(BUILD)/tests/rel/probe
+PROBE_DBG := $(BUILD)/tests/dbg/probe
+
+$(BUILD)/tests/rel/test_%: tests/test_%.c tests/testutil.h $(call core,$(REL_OBJ)) | $(PROBE_REL)
+	@mkdir -p $(dir $@)
+	$(CC) $(TESTFLAGS) -DPROBE='"$(abspath $(PROBE_REL))"' -o $@ $< $(call core,$(REL_OBJ)) -lcriterion
+$(BUILD)/tests/dbg/test_%: tests/test_%.c tests/testutil.h $(call core,$(DBG_OBJ)) | $(PROBE_DBG)
+	@mkdir -p $(dir $@)
+	$(CC) $(TESTFLAGS) -DPROBE='"$(abspath $(PROBE_DBG))"' -o $@ $< $(call core,$(DBG_OBJ)) -lcriterion
+$(BUILD)/tests/tsan/test_%: tests/test_%.c tests/testutil.h $(call core,$(TSAN_OBJ))
+	@mkdir -p $(dir $@)
+	$(CC) $(TESTFLAGS) -fsanitize=thread -o $@ $< $(call core,$(TSAN_OBJ)) -lcriterion
+$(PROBE_REL): tests/probe.c $(call core,$(REL_OBJ))
+	@mkdir -p $(dir $@)
+	$(CC) $(TESTFLAGS) -o $@ $^
+$(PROBE_DBG): tests/probe.c $(call core,$(DBG_OBJ))
+	@mkdir -p $(dir $@)
+	$(CC) $(TESTFLAGS) -o $@ $^
+
+# Criterion runs each test in its own process; --jobs 2 matches the CI box.
+CRITERION_ARGS ?= --jobs 2 --short-filename
+
+test: test-unit test-debug test-tsan test-preload
+test-unit: $(UNIT_REL) $(SO)
+	@set -e; for t in $(UNIT_REL); do echo "== $$t"; $$t $(CRITERION_ARGS); done
+test-debug: $(UNIT_DBG)
+	@set -e; for t in $(UNIT_DBG); do echo "== $$t (debug build: checks on)"; $$t $(CRITERION_ARGS); done
+test-tsan: $(TSAN_TESTS)
+	@set -e; for t in $(TSAN_TESTS); do echo "== $$t (ThreadSanitizer)"; \
+	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" $$t $(CRITERION_ARGS); done
+
+# ---- install ----
+install: all
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/memalloc.h $(DESTDIR)$(PREFIX)/include/
+	install -m 755 $(SO) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' memalloc.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/memalloc.pc
+
+clean:
+	rm -rf $(BUILD)
+
+help:
+	@echo "make            build $(SO) and $(LIB)"
+	@echo "make debug      -O0 -g build with internal checks: $(BUILD)/debug/libmemalloc.so"
+	@echo "make test       unit tests (release, debug, ThreadSanitizer) and LD_PRELOAD programs"
+	@echo "make bench      the benchmark suite against glibc, jemalloc, tcmalloc, mimalloc"
+	@echo "make install PREFIX=/usr/local"
+	@echo "make clean"
+
+-include tests/preload/preload.mk
+-include bench/bench.mk
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,453 @@
+/*
+ * arena.c - allocation inside one arena: the segregated free-list index,
+ * splitting, coalescing, chunk growth and release, and the remote-free stack.
+ *
+ * Every function here except arena_free_remote runs with the arena lock held
+ * (the caller takes it). Block heads are read and written with relaxed atomic
+ * accesses because arena_free_remote validates a block of a foreign arena
+ * without its lock while the owner may be flipping that head's PREV_INUSE bit;
+ * on x86-64 and arm64 a relaxed access is a plain load or store.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "arena.h"
+#include "../src/os.h"
+
+/* Pushes past this many undrained remote frees let the pusher drain the
+ * owner's stack itself if the owner's lock happens to be free, so blocks
+ * freed into an idle arena do not pile up forever. */
+#define REMOTE_DRAIN_BOUND 1024
+
+#define REMOTE_COOKIE ((uintptr_t)0x5a17e4c3b2a19087ull)
+
+static inline uintptr_t remote_cookie(const void *p) { return REMOTE_COOKIE ^ (uintptr_t)p; }
+
+static inline size_t hd_get(const struct block *b) { return __atomic_load_n(&b->head, __ATOMIC_RELAXED); }
+static inline void hd_set(struct block *b, size_t v) { __atomic_store_n(&b->head, v, __ATOMIC_RELAXED); }
+
+/* ---- size classes and the bitmap index ---- */
+
+unsigned arena_class_of(size_t s)
+{
+    if (s < CLASS_EXACT_LIMIT)
+        return (unsigned)(s >> 4);
+    unsigned fl = 63u - (unsigned)__builtin_clzl(s);
+    unsigned sl = (unsigned)(s >> (fl - CLASS_SUB_LOG)) & ((1u << CLASS_SUB_LOG) - 1);
+    return 64u + (fl - 10u) * (1u << CLASS_SUB_LOG) + sl;
+}
+
+static MA_COLD MA_NORETURN void corrupt(const char *fn, const char *what, const void *p)
+{
+    ma_fatal(fn, what, p);
+}
+
+static inline void index_insert(struct arena *a, struct block *b, size_t size)
+{
+    unsigned c = arena_class_of(size);
+    struct block *h = a->heads[c];
+    b->next = h;
+    b->prev = NULL;
+    if (h != NULL) {
+        h->prev = b;
+    } else {
+        a->bitmap[c >> 6] |= (uint64_t)1 << (c & 63);
+        a->bitmap_top |= (uint64_t)1 << (c >> 6);
+    }
+    a->heads[c] = b;
+    a->free_bytes += size;
+    a->free_blocks++;
+}
+
+static inline void index_remove(struct arena *a, struct block *b, size_t size)
+{
+    unsigned c = arena_class_of(size);
+    struct block *n = b->next, *p = b->prev;
+    /* The checks glibc keeps on every unlink: a neighbour must point back.
+     * They turn an overwritten link into an abort instead of a write through
+     * an attacker-chosen pointer. */
+    if (ma_unlikely(p != NULL ? p->next != b : a->heads[c] != b))
+        corrupt("free-list", "corrupted free-list link (prev)", block_payload(b));
+    if (ma_unlikely(n != NULL && n->prev != b))
+        corrupt("free-list", "corrupted free-list link (next)", block_payload(b));
+    if (p != NULL) {
+        p->next = n;
+    } else {
+        a->heads[c] = n;
+        if (n == NULL) {
+            a->bitmap[c >> 6] &= ~((uint64_t)1 << (c & 63));
+            if (a->bitmap[c >> 6] == 0)
+                a->bitmap_top &= ~((uint64_t)1 << (c >> 6));
+        }
+    }
+    if (n != NULL)
+        n->prev = p;
+    a->free_bytes -= size;
+    a->free_blocks--;
+}
+
+/* First non-empty class at or above c, or -1. Two bit scans at most. */
+static inline int index_find(const struct arena *a, unsigned c)
+{
+    if (c >= N_CLASSES)
+        return -1;
+    unsigned w = c >> 6;
+    uint64_t bits = a->bitmap[w] & (~(uint64_t)0 << (c & 63));
+    if (bits != 0)
+        return (int)(w * 64 + (unsigned)__builtin_ctzll(bits));
+    uint64_t top = (w + 1 < 64) ? (a->bitmap_top & (~(uint64_t)0 << (w + 1))) : 0;
+    if (top == 0)
+        return -1;
+    w = (unsigned)__builtin_ctzll(top);
+    return (int)(w * 64 + (unsigned)__builtin_ctzll(a->bitmap[w]));
+}
+
+/* Removes and returns a free block of at least bsize bytes, the best fit
+ * the index can name: below 1 KiB classes are exact, so the first non-empty
+ * class at or above bsize's is the best fit; above, a class spans 1/16 of a
+ * power of two, so a few blocks of bsize's own class are tried first. */
+static struct block *index_take(struct arena *a, size_t bsize)
+{
+    unsigned c = arena_class_of(bsize);
+    if (bsize >= CLASS_EXACT_LIMIT) {
+        struct block *b = a->heads[c];
+        for (int tries = 0; b != NULL && tries < 4; tries++, b = b->next) {
+            size_t s = hd_get(b) & ~B_FLAGS;
+            if (s >= bsize) {
+                index_remove(a, b, s);
+                return b;
+            }
+        }
+        c++;
+    }
+    int f = index_find(a, c);
+    if (f < 0)
+        return NULL;
+    struct block *b = a->heads[f];
+    index_remove(a, b, hd_get(b) & ~B_FLAGS);
+    return b;
+}
+
+/* ---- chunks ---- */
+
+static struct block *chunk_first(const struct chunk *c)
+{
+    return (struct block *)((char *)c + CHUNK_HDR);
+}
+
+/* Maps a new chunk and puts its single free block in the index. */
+static struct block *arena_grow(struct arena *a)
+{
+    size_t cs = a->chunk_size;
+    struct chunk *c = os_map_aligned(cs, cs);
+    if (c == NULL)
+        return NULL;
+    if (pagemap_set((uintptr_t)c, cs, PAGEMAP_CHUNK) != 0) {
+        os_unmap(c, cs);
+        errno = ENOMEM;
+        return NULL;
+    }
+    c->magic = CHUNK_MAGIC ^ (uintptr_t)c;
+    c->arena = a;
+    c->size = cs;
+    c->prev = NULL;
+    c->next = a->chunks;
+    if (a->chunks != NULL)
+        a->chunks->prev = c;
+    a->chunks = c;
+    a->nchunks++;
+    a->mapped += cs;
+    a->empty_chunks++;
+
+    size_t cap = chunk_capacity(cs);
+    struct block *b = chunk_first(c);
+    hd_set(b, cap | B_PREV_INUSE);
+    struct block *fence = (struct block *)((char *)b + cap);
+    fence->prev_size = cap;
+    hd_set(fence, B_INUSE);
+    index_insert(a, b, cap);
+    return b;
+}
+
+static void chunk_release(struct arena *a, struct chunk *c)
+{
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        a->chunks = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    a->nchunks--;
+    a->mapped -= c->size;
+    size_t size = c->size;
+    c->magic = 0;
+    pagemap_set((uintptr_t)c, size, PAGEMAP_FREED);
+    os_unmap(c, size);
+}
+
+/* ---- allocation ---- */
+
+/* Marks free block b (already out of the index) allocated with bsize bytes,
+ * splitting off the rest as a free block when it can be one. */
+static void *block_carve(struct arena *a, struct block *b, size_t bsize)
+{
+    size_t h = hd_get(b);
+    size_t size = h & ~B_FLAGS;
+    size_t rest = size - bsize;
+    if (size == chunk_capacity(a->chunk_size))
+        a->empty_chunks--;
+    if (rest >= B_MIN) {
+        hd_set(b, bsize | B_INUSE | (h & B_PREV_INUSE));
+        struct block *r = (struct block *)((char *)b + bsize);
+        hd_set(r, rest | B_PREV_INUSE);
+        block_next(r)->prev_size = rest;
+        index_insert(a, r, rest);
+        size = bsize;
+    } else {
+        hd_set(b, h | B_INUSE);
+        struct block *n = block_next(b);
+        hd_set(n, hd_get(n) | B_PREV_INUSE);
+    }
+    a->in_use += size;
+    a->allocs++;
+    return block_payload(b);
+}
+
+void *arena_alloc(struct arena *a, size_t bsize)
+{
+    struct block *b = index_take(a, bsize);
+    if (ma_unlikely(b == NULL)) {
+        if (arena_grow(a) == NULL)
+            return NULL;
+        b = index_take(a, bsize);
+    }
+    return block_carve(a, b, bsize);
+}
+
+/* ---- freeing ---- */
+
+/* Returns allocated block b to the index, coalescing with free neighbours;
+ * a chunk that becomes wholly free goes back to the OS beyond the reserve. */
+static void block_release(struct arena *a, struct block *b)
+{
+    size_t h = hd_get(b);
+    size_t size = h & ~B_FLAGS;
+    struct block *n = (struct block *)((char *)b + size);
+    a->in_use -= size;
+
+    if (!(h & B_PREV_INUSE)) {
+        size_t ps = b->prev_size;
+        struct block *pb = (struct block *)((char *)b - ps);
+        struct chunk *c = chunk_of(b, a->chunk_size);
+        if (ma_unlikely(ps < B_MIN || (ps & B_FLAGS) || (char *)pb < (char *)chunk_first(c) ||
+                        (hd_get(pb) & ~B_FLAGS) != ps || (hd_get(pb) & B_INUSE)))
+            corrupt("free", "corrupted footer of the previous block", block_payload(b));
+        index_remove(a, pb, ps);
+        size += ps;
+        b = pb;
+    }
+    size_t nh = hd_get(n);
+    if (!(nh & B_INUSE)) {
+        size_t ns = nh & ~B_FLAGS;
+        index_remove(a, n, ns);
+        size += ns;
+    }
+    hd_set(b, size | B_PREV_INUSE);
+    struct block *after = (struct block *)((char *)b + size);
+    after->prev_size = size;
+    hd_set(after, hd_get(after) & ~B_PREV_INUSE);
+
+    if (ma_unlikely(size == chunk_capacity(a->chunk_size))) {
+        if (a->empty_chunks >= a->reserve) {
+            chunk_release(a, chunk_of(b, a->chunk_size));
+            return;
+        }
+        a->empty_chunks++;
+    }
+    index_insert(a, b, size);
+}
+
+void arena_validate(const struct chunk *c, const void *p, const char *fn)
+{
+    const struct block *b = block_of(p);
+    if (ma_unlikely((uintptr_t)p < (uintptr_t)chunk_first(c) + B_HDR))
+        corrupt(fn, "invalid pointer (inside a chunk header)", p);
+    size_t h = hd_get(b);
+    size_t s = h & ~B_FLAGS;
+    if (ma_unlikely(s < B_MIN || (const char *)b + s > (const char *)c + c->size - CHUNK_FENCE))
+        corrupt(fn, "invalid pointer or corrupted block header", p);
+    if (ma_unlikely(!(h & B_INUSE)))
+        corrupt(fn, fn[0] == 'f' && fn[1] == 'r' ? "double free detected" : "block is not allocated (already freed?)", p);
+    const struct block *n = (const struct block *)((const char *)b + s);
+    if (ma_unlikely(!(hd_get(n) & B_PREV_INUSE)))
+        corrupt(fn, "invalid pointer or corrupted block header", p);
+    if (ma_unlikely(((const uintptr_t *)p)[1] == remote_cookie(p)))
+        corrupt(fn, fn[0] == 'f' && fn[1] == 'r' ? "double free detected" : "block is not allocated (already freed?)", p);
+}
+
+void arena_free(struct arena *a, void *p)
+{
+    a->frees++;
+    block_release(a, block_of(p));
+}
+
+/* ---- remote frees ---- */
+
+void arena_free_remote(struct arena *a, void *p)
+{
+    struct block *b = block_of(p);
+    /* The cookie in the second payload word marks the block as pending, so
+     * a second free of it is caught here instead of linking it twice (which
+     * would make the stack a cycle). */
+    ((uintptr_t *)p)[1] = remote_cookie(p);
+    struct block *old = __atomic_load_n(&a->remote_head, __ATOMIC_RELAXED);
+    do {
+        b->next = old;
+    } while (!__atomic_compare_exchange_n(&a->remote_head, &old, b, 1, __ATOMIC_RELEASE,
+                                          __ATOMIC_RELAXED));
+    uint64_t pending = __atomic_add_fetch(&a->remote_pending, 1, __ATOMIC_RELAXED);
+    if (ma_unlikely(pending >= REMOTE_DRAIN_BOUND) && pthread_mutex_trylock(&a->lock) == 0) {
+        a->lock_acquires++;
+        arena_drain(a);
+        pthread_mutex_unlock(&a->lock);
+    }
+}
+
+void arena_drain(struct arena *a)
+{
+    if (__atomic_load_n(&a->remote_head, __ATOMIC_RELAXED) == NULL)
+        return;
+    struct block *b = __atomic_exchange_n(&a->remote_head, NULL, __ATOMIC_ACQUIRE);
+    uint64_t n = 0;
+    while (b != NULL) {
+        struct block *next = b->next;
+        void *p = block_payload(b);
+        ((uintptr_t *)p)[1] = 0;
+        arena_validate(chunk_of(b, a->chunk_size), p, "free");
+        a->remote_frees++;
+        arena_free(a, p);
+        n++;
+        b = next;
+    }
+    __atomic_sub_fetch(&a->remote_pending, n, __ATOMIC_RELAXED);
+}
+
+/* ---- resizing and alignment ---- */
+
+/* Cuts allocated block b down to bsize bytes when the rest can be a block,
+ * and frees the rest (which coalesces with a free successor). */
+static void block_shrink(struct arena *a, struct block *b, size_t bsize)
+{
+    size_t h = hd_get(b);
+    size_t size = h & ~B_FLAGS;
+    if (size - bsize < B_MIN)
+        return;
+    hd_set(b, bsize | (h & B_FLAGS));
+    struct block *r = (struct block *)((char *)b + bsize);
+    hd_set(r, (size - bsize) | B_INUSE | B_PREV_INUSE);
+    block_release(a, r);
+}
+
+int arena_resize(struct arena *a, void *p, size_t bsize)
+{
+    struct block *b = block_of(p);
+    size_t h = hd_get(b);
+    size_t size = h & ~B_FLAGS;
+    if (bsize > size) {
+        struct block *n = block_next(b);
+        size_t nh = hd_get(n);
+        if (nh & B_INUSE)
+            return 0;
+        size_t ns = nh & ~B_FLAGS;
+        if (size + ns < bsize)
+            return 0;
+        index_remove(a, n, ns);
+        hd_set(b, (size + ns) | (h & B_FLAGS));
+        struct block *after = block_next(b);
+        hd_set(after, hd_get(after) | B_PREV_INUSE);
+        a->in_use += ns;
+    }
+    block_shrink(a, b, bsize);
+    return 1;
+}
+
+void *arena_alloc_aligned(struct arena *a, size_t bsize, size_t align)
+{
+    void *p = arena_alloc(a, bsize + align + B_MIN);
+    if (p == NULL)
+        return NULL;
+    struct block *b = block_of(p);
+    if ((uintptr_t)p & (align - 1)) {
+        /* Skip at least B_MIN so the leading piece can be a free block. */
+        uintptr_t q = ((uintptr_t)p + B_MIN + align - 1) & ~(uintptr_t)(align - 1);
+        size_t lead = q - (uintptr_t)p;
+        size_t h = hd_get(b);
+        struct block *nb = block_of((void *)q);
+        hd_set(nb, ((h & ~B_FLAGS) - lead) | B_INUSE | B_PREV_INUSE);
+        hd_set(b, lead | B_INUSE | (h & B_PREV_INUSE));
+        block_release(a, b);
+        b = nb;
+        p = (void *)q;
+    }
+    block_shrink(a, b, bsize);
+    return p;
+}
+
+/* ---- giving memory back ---- */
+
+size_t arena_trim(struct arena *a)
+{
+    size_t released = 0;
+    size_t cap = chunk_capacity(a->chunk_size);
+    struct chunk *c = a->chunks;
+    while (c != NULL) {
+        struct chunk *next = c->next;
+        struct block *b = chunk_first(c);
+        if (hd_get(b) == (cap | B_PREV_INUSE)) {
+            index_remove(a, b, cap);
+            a->empty_chunks--;
+            released += c->size;
+            chunk_release(a, c);
+        } else {
+            for (; (hd_get(b) & ~B_FLAGS) != 0; b = block_next(b)) {
+                if (hd_get(b) & B_INUSE)
+                    continue;
+                /* Keep the head and links at the start and the footer (in
+                 * the next block) intact; drop the whole pages between. */
+                uintptr_t lo = MA_ALIGN_UP((uintptr_t)b + sizeof(struct block), MA_PAGE_SIZE);
+                uintptr_t hi = ((uintptr_t)b + block_size(b)) & ~(uintptr_t)(MA_PAGE_SIZE - 1);
+                if (hi > lo) {
+                    os_discard((void *)lo, hi - lo);
+                    released += hi - lo;
+                }
+            }
+        }
+        c = next;
+    }
+    return released;
+}
+
+/* ---- setup and locking ---- */
+
+void arena_init(struct arena *a, unsigned index, size_t chunk_size, unsigned reserve)
+{
+    memset(a, 0, sizeof *a);
+    pthread_mutex_init(&a->lock, NULL);
+    a->index = index;
+    a->chunk_size = chunk_size;
+    a->reserve = reserve;
+}
+
+void arena_lock(struct arena *a)
+{
+    if (pthread_mutex_trylock(&a->lock) != 0) {
+        pthread_mutex_lock(&a->lock);
+        a->lock_waits++;
+    }
+    a->lock_acquires++;
+}
+
+void arena_unlock(struct arena *a)
+{
+    pthread_mutex_unlock(&a->lock);
+}

@@ -1,0 +1,155 @@
+/*
+ * arena.h - the engine: one arena is a mutex, a list of chunks, a
+ * segregated free-list index with a bitmap, and a lock-free stack of blocks
+ * freed by threads of other arenas.
+ *
+ * Nothing in arenas/ knows about threads, environment variables or the
+ * standard names: callers pass the sizes they want and hold the lock when a
+ * function says so.
+ *
+ * ---- block layout (boundary tags) ----
+ *
+ *   b ->  +-----------------+
+ *         | prev_size       |  footer of the previous block, valid only
+ *         +-----------------+  while that block is free (else its payload)
+ *         | head            |  this block's size | flags
+ *   p ->  +-----------------+  payload, 16-byte aligned
+ *         | next | prev     |  free-list links, only while free
+ *         | ...             |
+ *         +-----------------+
+ *         | (next block's prev_size: our footer while free, our last
+ *         |  8 payload bytes while allocated)
+ *
+ * A block of size S (a multiple of 16, at least 32) serves S - 8 bytes, so an
+ * allocated block costs 8 bytes of overhead. A chunk is
+ *   [struct chunk][block][block]...[fence]
+ * where the fence is a zero-size block flagged in use, so walks and coalescing
+ * stop at the chunk's end without a bounds test.
+ */
+#ifndef MA_ARENA_H
+#define MA_ARENA_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../src/internal.h"
+
+struct block {
+    size_t prev_size;     /* guarded by arena->lock, valid while prev is free */
+    size_t head;          /* guarded by arena->lock: size | flags */
+    struct block *next;   /* guarded by arena->lock, only while free */
+    struct block *prev;   /* guarded by arena->lock, only while free */
+};
+
+#define B_INUSE ((size_t)1)
+#define B_PREV_INUSE ((size_t)2)
+#define B_FLAGS ((size_t)15)
+#define B_HDR ((size_t)16)             /* from block start to payload */
+#define B_OVERHEAD ((size_t)8)         /* bytes an allocated block costs */
+#define B_MIN ((size_t)32)             /* smallest block: head + two links + footer */
+
+#define CHUNK_HDR ((size_t)64)         /* struct chunk, rounded to keep blocks aligned */
+#define CHUNK_FENCE ((size_t)16)
+
+/* Classes: exact 16-byte steps below 1 KiB, then 16 classes per power of two
+ * (TLSF's second level), enough for blocks up to 1 GiB. */
+#define CLASS_EXACT_LIMIT ((size_t)1024)
+#define CLASS_SUB_LOG 4
+#define N_CLASSES 384
+#define N_WORDS (N_CLASSES / 64)
+
+struct arena;
+
+struct chunk {
+    uint64_t magic;           /* set once: CHUNK_MAGIC ^ address */
+    struct arena *arena;      /* set once: the owner */
+    struct chunk *next;       /* guarded by arena->lock */
+    struct chunk *prev;       /* guarded by arena->lock */
+    size_t size;              /* set once: bytes mapped */
+};
+
+#define CHUNK_MAGIC ((uint64_t)0x6d61436875e4b3a7ull)
+
+struct arena {
+    pthread_mutex_t lock;
+    unsigned index;                   /* set once */
+    size_t chunk_size;                /* set once: power of two */
+    unsigned reserve;                 /* set once: wholly free chunks kept */
+    uint64_t bitmap_top;              /* guarded by lock: bit w set iff bitmap[w] != 0 */
+    uint64_t bitmap[N_WORDS];         /* guarded by lock: bit c set iff heads[c] != NULL */
+    struct block *heads[N_CLASSES];   /* guarded by lock */
+    struct chunk *chunks;             /* guarded by lock */
+    size_t nchunks;                   /* guarded by lock */
+    size_t empty_chunks;              /* guarded by lock: chunks holding one free block */
+    size_t mapped, in_use, free_bytes, free_blocks; /* guarded by lock */
+    uint64_t allocs, frees, remote_frees, lock_acquires, lock_waits; /* guarded by lock */
+    /* ---- remote frees: written by any thread ---- */
+    struct block *_Atomic remote_head __attribute__((aligned(64))); /* atomic */
+    _Atomic uint64_t remote_pending;  /* atomic: pushes since the last drain */
+};
+
+/* ---- inline helpers on blocks ---- */
+
+static inline size_t block_size(const struct block *b) { return b->head & ~B_FLAGS; }
+static inline struct block *block_next(const struct block *b)
+{
+    return (struct block *)((char *)b + block_size(b));
+}
+static inline void *block_payload(struct block *b) { return (char *)b + B_HDR; }
+static inline struct block *block_of(const void *p) { return (struct block *)((char *)p - B_HDR); }
+static inline size_t block_usable(const struct block *b) { return block_size(b) - B_OVERHEAD; }
+
+/* The block size that serves a request of n bytes (n below the threshold). */
+static inline size_t block_size_for(size_t n)
+{
+    size_t s = MA_ALIGN_UP(n + B_OVERHEAD, MA_ALIGN);
+    return s < B_MIN ? B_MIN : s;
+}
+
+static inline struct chunk *chunk_of(const void *p, size_t chunk_size)
+{
+    return (struct chunk *)((uintptr_t)p & ~(uintptr_t)(chunk_size - 1));
+}
+static inline size_t chunk_capacity(size_t chunk_size) { return chunk_size - CHUNK_HDR - CHUNK_FENCE; }
+
+/* ---- arena.c ---- */
+
+/* Sets up an arena in zeroed memory. */
+MA_HIDDEN void arena_init(struct arena *a, unsigned index, size_t chunk_size, unsigned reserve);
+/* Takes the lock, counting acquisitions and waits. */
+MA_HIDDEN void arena_lock(struct arena *a);
+MA_HIDDEN void arena_unlock(struct arena *a);
+/* Frees every block on the remote stack into the lists. Lock held. */
+MA_HIDDEN void arena_drain(struct arena *a);
+/* A payload of a block of at least `bsize` bytes, or NULL if no chunk could
+ * be mapped. Lock held. */
+MA_HIDDEN void *arena_alloc(struct arena *a, size_t bsize);
+/* A payload aligned to `align` (power of two, > 16), block at least `bsize`.
+ * Lock held. */
+MA_HIDDEN void *arena_alloc_aligned(struct arena *a, size_t bsize, size_t align);
+/* Frees the block at payload p of this arena. Lock held. */
+MA_HIDDEN void arena_free(struct arena *a, void *p);
+/* Pushes payload p, owned by `a`, on a's remote stack: no lock, one CAS. */
+MA_HIDDEN void arena_free_remote(struct arena *a, void *p);
+/* Resizes the block at p in place to at least `bsize`; returns 1 on success,
+ * 0 if it must move. Lock held. */
+MA_HIDDEN int arena_resize(struct arena *a, void *p, size_t bsize);
+/* Validates that payload p is an allocated block of chunk c (cheap checks);
+ * aborts naming `fn` otherwise. */
+MA_HIDDEN void arena_validate(const struct chunk *c, const void *p, const char *fn);
+/* Releases wholly free chunks (all of them) and the interior pages of large
+ * free blocks; returns bytes given back. Lock held. */
+MA_HIDDEN size_t arena_trim(struct arena *a);
+
+/* ---- arena_check.c ---- */
+
+/* Verifies every invariant of the arena; aborts with a message on the first
+ * violation. Lock held. */
+MA_HIDDEN void arena_check(struct arena *a);
+/* Writes the arena's free lists and usage through b. Lock held. */
+MA_HIDDEN void arena_print(struct arena *a, struct ma_buf *b);
+/* Size class of a free block of size s. */
+MA_HIDDEN unsigned arena_class_of(size_t s);
+
+#endif /* MA_ARENA_H */

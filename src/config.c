@@ -1,0 +1,176 @@
+/*
+ * config.c - every MEMALLOC_* option, in one table, parsed once at
+ * initialisation straight from the environment block (getenv is avoided:
+ * the table is walked over `environ` so nothing allocates and nothing runs
+ * before the allocator itself is ready). A bad value gets one warning line
+ * and the default, never a crash.
+ */
+#include <string.h>
+
+#include "internal.h"
+#include "os.h"
+
+struct ma_config ma_cfg;
+
+#ifdef MA_DEBUG
+#define MA_CHECK_DEFAULT 1
+#else
+#define MA_CHECK_DEFAULT 0
+#endif
+
+enum opt_kind { OPT_COUNT, OPT_SIZE, OPT_POW2_SIZE };
+
+struct option {
+    const char *name;     /* the variable, without the MEMALLOC_ prefix */
+    enum opt_kind kind;   /* OPT_SIZE accepts K/M/G suffixes */
+    uint64_t def;         /* default; 0 for arenas means "one per CPU" */
+    uint64_t min, max;
+    const char *doc;
+    int seen;             /* set once at init */
+};
+
+static struct option options[] = {
+    /* Default arenas = CPUs: with per-arena locks the contention that
+     * matters is between threads running at once, and no more threads than
+     * CPUs run at once; see README.md for the measurement. */
+    { "ARENAS", OPT_COUNT, 0, 1, 1024, "arenas (default: online CPUs)", 0 },
+    { "CHUNK_SIZE", OPT_POW2_SIZE, (uint64_t)1 << 20, (uint64_t)1 << 20, (uint64_t)1 << 30,
+      "bytes an arena maps at a time (power of two)", 0 },
+    { "MMAP_THRESHOLD", OPT_SIZE, (uint64_t)256 << 10, 4096, (uint64_t)1 << 28,
+      "requests this big or bigger are mapped directly", 0 },
+    { "CHUNK_RESERVE", OPT_COUNT, 1, 0, 1024, "wholly free chunks each arena keeps", 0 },
+    { "CHECK", OPT_COUNT, MA_CHECK_DEFAULT, 0, 1, "1: canaries and periodic ma_check", 0 },
+    { "CHECK_EVERY", OPT_COUNT, 4096, 1, (uint64_t)1 << 32, "operations between full checks", 0 },
+    { "VERBOSE", OPT_COUNT, 0, 0, 1, "1: print the effective options at start", 0 },
+};
+
+enum { O_ARENAS, O_CHUNK, O_THRESHOLD, O_RESERVE, O_CHECK, O_CHECK_EVERY, O_VERBOSE, O_COUNT };
+
+_Static_assert(sizeof options / sizeof options[0] == O_COUNT, "option table and enum agree");
+
+static uint64_t values[O_COUNT];
+
+/* Parses a decimal number with an optional K/M/G suffix (sizes only).
+ * Returns 0 and sets *out, or -1 on any malformed or overflowing value. */
+static int parse_value(const char *s, enum opt_kind kind, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (*s < '0' || *s > '9')
+        return -1;
+    while (*s >= '0' && *s <= '9') {
+        uint64_t d = (uint64_t)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+        s++;
+    }
+    if (kind != OPT_COUNT && *s != '\0') {
+        unsigned shift = 0;
+        switch (*s) {
+        case 'k': case 'K': shift = 10; break;
+        case 'm': case 'M': shift = 20; break;
+        case 'g': case 'G': shift = 30; break;
+        default: return -1;
+        }
+        s++;
+        if (*s == 'i' || *s == 'B' || *s == 'b') /* accept KiB / KB */
+            s += (*s == 'i') ? 1 : 0, s += (*s == 'B' || *s == 'b') ? 1 : 0;
+        if (v > (UINT64_MAX >> shift))
+            return -1;
+        v <<= shift;
+    }
+    if (*s != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static void warn_bad(const struct option *o, const char *value, const char *why)
+{
+    char mem[256];
+    struct ma_buf b = { mem, 0, sizeof mem - 1, -1 };
+    buf_str(&b, "memalloc: ignoring MEMALLOC_");
+    buf_str(&b, o->name);
+    buf_str(&b, "=");
+    /* Bound what we echo so a huge value cannot push out the explanation. */
+    char shown[40];
+    size_t n = strnlen(value, sizeof shown - 1);
+    memcpy(shown, value, n);
+    shown[n] = '\0';
+    buf_str(&b, shown);
+    buf_str(&b, " (");
+    buf_str(&b, why);
+    buf_str(&b, "); using the default\n");
+    os_write(2, b.p, b.len);
+}
+
+static void option_parse(struct option *o, const char *value, uint64_t *out)
+{
+    uint64_t v;
+    if (parse_value(value, o->kind, &v) != 0) {
+        warn_bad(o, value, "not a number");
+        return;
+    }
+    if (v < o->min || v > o->max) {
+        warn_bad(o, value, "out of range");
+        return;
+    }
+    if (o->kind == OPT_POW2_SIZE && (v & (v - 1)) != 0) {
+        warn_bad(o, value, "not a power of two");
+        return;
+    }
+    *out = v;
+    o->seen = 1;
+}
+
+void config_load(char **envp, unsigned ncpus)
+{
+    for (unsigned i = 0; i < O_COUNT; i++)
+        values[i] = options[i].def;
+    values[O_ARENAS] = ncpus < 1 ? 1 : (ncpus > 1024 ? 1024 : ncpus);
+
+    for (char **e = envp; e != NULL && *e != NULL; e++) {
+        const char *s = *e;
+        if (strncmp(s, "MEMALLOC_", 9) != 0)
+            continue;
+        s += 9;
+        for (unsigned i = 0; i < O_COUNT; i++) {
+            size_t n = strlen(options[i].name);
+            if (strncmp(s, options[i].name, n) == 0 && s[n] == '=') {
+                option_parse(&options[i], s + n + 1, &values[i]);
+                break;
+            }
+        }
+    }
+
+    /* The threshold must leave room for several blocks in a chunk, so that
+     * every request below it fits an arena chunk. */
+    if (values[O_THRESHOLD] > values[O_CHUNK] / 4) {
+        ma_warn("MEMALLOC_MMAP_THRESHOLD is above a quarter of MEMALLOC_CHUNK_SIZE; using a quarter");
+        values[O_THRESHOLD] = values[O_CHUNK] / 4;
+    }
+
+    ma_cfg.arenas = (unsigned)values[O_ARENAS];
+    ma_cfg.chunk_size = (size_t)values[O_CHUNK];
+    ma_cfg.mmap_threshold = (size_t)values[O_THRESHOLD];
+    ma_cfg.chunk_reserve = (unsigned)values[O_RESERVE];
+    ma_cfg.check = (unsigned)values[O_CHECK];
+    ma_cfg.check_every = (unsigned)values[O_CHECK_EVERY];
+    ma_cfg.verbose = (unsigned)values[O_VERBOSE];
+}
+
+void config_print(int fd)
+{
+    char mem[512];
+    struct ma_buf b = { mem, 0, sizeof mem, fd };
+    for (unsigned i = 0; i < O_COUNT; i++) {
+        buf_str(&b, "memalloc: MEMALLOC_");
+        buf_str(&b, options[i].name);
+        buf_str(&b, "=");
+        buf_u64(&b, values[i]);
+        buf_str(&b, options[i].seen ? " (set)  # " : " (default)  # ");
+        buf_str(&b, options[i].doc);
+        buf_str(&b, "\n");
+    }
+    buf_flush(&b);
+}

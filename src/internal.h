@@ -1,0 +1,89 @@
+/*
+ * internal.h - declarations shared by the files of src/ (and the few that
+ * arenas/ needs: error reporting and the chunk registry).
+ *
+ * Nothing declared here is exported from the library: every function is
+ * hidden. Nothing here may allocate through malloc.
+ */
+#ifndef MA_INTERNAL_H
+#define MA_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MA_HIDDEN __attribute__((visibility("hidden")))
+#define MA_COLD __attribute__((noinline, cold))
+#define MA_NORETURN __attribute__((noreturn))
+#define ma_likely(x) __builtin_expect(!!(x), 1)
+#define ma_unlikely(x) __builtin_expect(!!(x), 0)
+
+/* Every payload is aligned to this; every block size is a multiple of it. */
+#define MA_ALIGN 16u
+#define MA_ALIGN_UP(n, a) (((n) + ((a) - 1)) & ~((size_t)(a) - 1))
+
+/* Largest request we try to serve: anything above cannot be mapped anyway
+ * on a 47-bit address space, and staying far below SIZE_MAX keeps every size
+ * computation (header + alignment + rounding) free of overflow. */
+#define MA_MAX_REQUEST ((size_t)1 << 46)
+
+/* ---- configuration (config.c) ---- */
+
+/* The effective options, parsed once from the environment at initialisation.
+ * set once at init, read-only afterwards. */
+struct ma_config {
+    unsigned arenas;         /* MEMALLOC_ARENAS */
+    size_t chunk_size;       /* MEMALLOC_CHUNK_SIZE, power of two */
+    size_t mmap_threshold;   /* MEMALLOC_MMAP_THRESHOLD */
+    unsigned chunk_reserve;  /* MEMALLOC_CHUNK_RESERVE: free chunks kept per arena */
+    unsigned check;          /* MEMALLOC_CHECK: 0 off, 1 canaries + periodic ma_check */
+    unsigned check_every;    /* MEMALLOC_CHECK_EVERY: operations between full checks */
+    unsigned verbose;        /* MEMALLOC_VERBOSE */
+};
+
+MA_HIDDEN extern struct ma_config ma_cfg;
+
+/* Parses MEMALLOC_* from `envp` into ma_cfg; warns once per bad value. */
+MA_HIDDEN void config_load(char **envp, unsigned ncpus);
+/* Writes the effective options to fd (MEMALLOC_VERBOSE=1). */
+MA_HIDDEN void config_print(int fd);
+
+/* ---- error reporting (error.c) ---- */
+
+/* Writes "memalloc: <fn>(): <what> at 0x<ptr>\n" and aborts. */
+MA_HIDDEN MA_COLD MA_NORETURN void ma_fatal(const char *fn, const char *what, const void *ptr);
+/* Writes "memalloc: <msg>\n" (no abort). */
+MA_HIDDEN MA_COLD void ma_warn(const char *msg);
+
+/* A tiny formatter over a caller-owned buffer, for messages and tables that
+ * must be produced without allocating. */
+struct ma_buf {
+    char *p;
+    size_t len, cap;
+    int fd;          /* flushed here when full; -1 means truncate */
+};
+MA_HIDDEN void buf_str(struct ma_buf *b, const char *s);
+MA_HIDDEN void buf_u64(struct ma_buf *b, uint64_t v);
+MA_HIDDEN void buf_u64w(struct ma_buf *b, uint64_t v, unsigned width);
+MA_HIDDEN void buf_hex(struct ma_buf *b, uint64_t v);
+MA_HIDDEN void buf_flush(struct ma_buf *b);
+
+/* ---- chunk registry (pagemap.c) ---- */
+
+/* Granule of the registry: every chunk and every large mapping starts on a
+ * multiple of it, so one byte per granule tells whether an address is ours. */
+#define MA_REGION_SHIFT 20
+#define MA_REGION_SIZE ((size_t)1 << MA_REGION_SHIFT)
+
+/* NONE: not ours. CHUNK: every granule of an arena chunk. LARGE: the first
+ * granule of a large mapping (its header sits at the granule's start).
+ * FREED: a granule we mapped and gave back; a pointer into it is a dangling
+ * pointer (double free) unless someone else mapped the range since. */
+enum { PAGEMAP_NONE = 0, PAGEMAP_CHUNK = 1, PAGEMAP_LARGE = 2, PAGEMAP_FREED = 3 };
+
+/* Marks [base, base + size) as `kind` (base aligned to MA_REGION_SIZE).
+ * Returns 0, or -1 if the registry itself could not be mapped. */
+MA_HIDDEN int pagemap_set(uintptr_t base, size_t size, int kind);
+/* The kind of the granule holding `addr`: never faults, whatever addr is. */
+MA_HIDDEN int pagemap_get(uintptr_t addr);
+
+#endif /* MA_INTERNAL_H */

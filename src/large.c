@@ -1,0 +1,203 @@
+/*
+ * large.c - blocks at or above the mmap threshold, each in a mapping of its
+ * own: mmap to allocate, munmap to free, mremap to resize (the kernel moves
+ * page tables, never bytes). A list of live mappings, under one mutex taken
+ * only around list edits, lets ma_check and the statistics see them all.
+ */
+#include <errno.h>
+#include <pthread.h>
+
+#include "large.h"
+#include "os.h"
+
+#define LARGE_HDR ((size_t)64)
+
+static pthread_mutex_t large_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct large *large_list;   /* guarded by large_lock */
+static size_t large_count;         /* guarded by large_lock */
+static size_t large_bytes;         /* guarded by large_lock */
+
+static void list_add(struct large *l)
+{
+    pthread_mutex_lock(&large_lock);
+    l->prev = NULL;
+    l->next = large_list;
+    if (large_list != NULL)
+        large_list->prev = l;
+    large_list = l;
+    large_count++;
+    large_bytes += l->map_size;
+    pthread_mutex_unlock(&large_lock);
+}
+
+static void list_remove(struct large *l)
+{
+    pthread_mutex_lock(&large_lock);
+    if (l->prev != NULL)
+        l->prev->next = l->next;
+    else
+        large_list = l->next;
+    if (l->next != NULL)
+        l->next->prev = l->prev;
+    large_count--;
+    large_bytes -= l->map_size;
+    pthread_mutex_unlock(&large_lock);
+}
+
+/* Registers a mapping at `l` in the pagemap and the list. */
+static int large_publish(struct large *l, size_t map_size, size_t offset)
+{
+    l->magic = LARGE_MAGIC ^ (uintptr_t)l;
+    l->map_size = map_size;
+    l->offset = offset;
+    if (pagemap_set((uintptr_t)l, MA_REGION_SIZE, PAGEMAP_LARGE) != 0)
+        return -1;
+    list_add(l);
+    return 0;
+}
+
+void *large_alloc(size_t n, size_t align)
+{
+    size_t offset = LARGE_HDR;
+    if (align > offset)
+        offset = align <= MA_REGION_SIZE ? align : MA_REGION_SIZE;
+    if (n > MA_MAX_REQUEST) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t map_size = MA_ALIGN_UP(offset + n, MA_PAGE_SIZE);
+    char *base;
+    if (align <= MA_REGION_SIZE) {
+        base = os_map_aligned(map_size, MA_REGION_SIZE);
+        if (base == NULL)
+            goto fail;
+    } else {
+        /* The payload must sit on an `align` boundary with the header one
+         * granule before it: map align + n aligned to align, then cut off
+         * everything before payload - MA_REGION_SIZE. */
+        char *raw = os_map_aligned(align + n, align);
+        if (raw == NULL)
+            goto fail;
+        base = raw + align - MA_REGION_SIZE;
+        os_unmap(raw, (size_t)(base - raw));
+        map_size = MA_ALIGN_UP(MA_REGION_SIZE + n, MA_PAGE_SIZE);
+        size_t tail = (align + MA_ALIGN_UP(n, MA_PAGE_SIZE)) - (size_t)(base - raw) - map_size;
+        if (tail)
+            os_unmap(base + map_size, tail);
+    }
+    struct large *l = (struct large *)base;
+    if (large_publish(l, map_size, offset) != 0) {
+        os_unmap(base, map_size);
+        goto fail;
+    }
+    return base + offset;
+fail:
+    errno = ENOMEM;
+    return NULL;
+}
+
+struct large *large_lookup(const void *p, const char *fn)
+{
+    uintptr_t q = (uintptr_t)p - 1;
+    int kind = pagemap_get(q);
+    if (ma_unlikely(kind != PAGEMAP_LARGE)) {
+        if (kind == PAGEMAP_FREED)
+            ma_fatal(fn, fn[0] == 'f' && fn[1] == 'r' ? "double free detected (memory already returned to the OS)"
+                                                      : "pointer to memory already freed",
+                     p);
+        ma_fatal(fn, "invalid pointer (not allocated by memalloc)", p);
+    }
+    struct large *l = (struct large *)(q & ~(uintptr_t)(MA_REGION_SIZE - 1));
+    if (ma_unlikely(l->magic != (LARGE_MAGIC ^ (uintptr_t)l)))
+        ma_fatal(fn, "corrupted large-block header", p);
+    if (ma_unlikely((uintptr_t)p != (uintptr_t)l + l->offset))
+        ma_fatal(fn, "invalid pointer (inside a large block)", p);
+    return l;
+}
+
+void large_free(struct large *l)
+{
+    list_remove(l);
+    size_t size = l->map_size;
+    l->magic = 0;
+    pagemap_set((uintptr_t)l, MA_REGION_SIZE, PAGEMAP_FREED);
+    os_unmap(l, size);
+}
+
+void *large_realloc(struct large *l, size_t n)
+{
+    if (n > MA_MAX_REQUEST) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t offset = l->offset;
+    size_t new_size = MA_ALIGN_UP(offset + n, MA_PAGE_SIZE);
+    if (new_size == l->map_size)
+        return (char *)l + offset;
+    if (new_size < l->map_size) {
+        pthread_mutex_lock(&large_lock);
+        large_bytes -= l->map_size - new_size;
+        pthread_mutex_unlock(&large_lock);
+        os_unmap((char *)l + new_size, l->map_size - new_size);
+        l->map_size = new_size;
+        return (char *)l + offset;
+    }
+    list_remove(l);
+    struct large *m = os_remap(l, l->map_size, new_size, MA_REGION_SIZE);
+    if (m == NULL) {
+        list_add(l);
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (m != l)
+        pagemap_set((uintptr_t)l, MA_REGION_SIZE, PAGEMAP_FREED);
+    if (large_publish(m, new_size, offset) != 0) {
+        /* Only the pagemap's own leaf could fail to map; the block is
+         * unreachable without it, so this is fatal rather than a leak. */
+        ma_fatal("realloc", "cannot register a moved large block", m);
+    }
+    return (char *)m + offset;
+}
+
+void large_check(void)
+{
+    pthread_mutex_lock(&large_lock);
+    size_t n = 0, bytes = 0;
+    const struct large *prev = NULL;
+    for (const struct large *l = large_list; l != NULL; prev = l, l = l->next) {
+        if (l->magic != (LARGE_MAGIC ^ (uintptr_t)l) || l->prev != prev)
+            ma_fatal("ma_check", "corrupted large-block header or list", l);
+        if (((uintptr_t)l & (MA_REGION_SIZE - 1)) || pagemap_get((uintptr_t)l) != PAGEMAP_LARGE)
+            ma_fatal("ma_check", "large block not aligned or not registered", l);
+        if (l->offset < LARGE_HDR || l->offset > MA_REGION_SIZE || l->offset >= l->map_size ||
+            (l->map_size & (MA_PAGE_SIZE - 1)))
+            ma_fatal("ma_check", "large block has impossible sizes", l);
+        if (++n > large_count)
+            ma_fatal("ma_check", "large list longer than its count (cycle?)", l);
+        bytes += l->map_size;
+    }
+    if (n != large_count || bytes != large_bytes)
+        ma_fatal("ma_check", "large-block totals disagree with the list", NULL);
+    pthread_mutex_unlock(&large_lock);
+}
+
+void large_totals(size_t *count, size_t *bytes)
+{
+    pthread_mutex_lock(&large_lock);
+    *count = large_count;
+    *bytes = large_bytes;
+    pthread_mutex_unlock(&large_lock);
+}
+
+void large_lock_all(void)
+{
+    pthread_mutex_lock(&large_lock);
+}
+
+void large_unlock_all(int child)
+{
+    if (child)
+        pthread_mutex_init(&large_lock, NULL);
+    else
+        pthread_mutex_unlock(&large_lock);
+}

@@ -1,0 +1,518 @@
+/*
+ * memalloc.c - the one entry point for every request: lazy initialisation,
+ * the thread -> arena mapping, the dispatch between arenas and the
+ * large-object path, the MEMALLOC_CHECK canaries, introspection, and fork
+ * safety.
+ *
+ * Never calls the system allocator and never allocates to reach its own
+ * state: the thread's arena lives in initial-exec TLS and the arena table is
+ * mapped directly.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "memalloc.h"
+#include "internal.h"
+#include "large.h"
+#include "os.h"
+#include "../arenas/arena.h"
+
+/* ---- global state ---- */
+
+static struct arena *arenas;        /* set once at init */
+static unsigned narenas;            /* set once at init */
+static int ready;                   /* atomic: 1 once init is complete */
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned next_arena;         /* atomic: round-robin assignment */
+static uint64_t check_ops;          /* atomic: operations since start, check mode */
+
+/* Requests below this go to the arena fast path: the mmap threshold, or 0
+ * before init and in check mode, so that one comparison routes both of those
+ * to the slow path. set once at init. */
+static size_t fast_limit;
+
+/* The calling thread's arena, NULL until its first allocation. */
+static __thread struct arena *my_arena;
+
+static void fork_prepare(void);
+static void fork_parent(void);
+static void fork_child(void);
+
+static MA_COLD void init_slow(void)
+{
+    pthread_mutex_lock(&init_lock);
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+        config_load(environ, os_ncpus());
+        narenas = ma_cfg.arenas;
+        size_t bytes = MA_ALIGN_UP(narenas * sizeof(struct arena), MA_PAGE_SIZE);
+        arenas = os_map(bytes);
+        if (arenas == NULL)
+            ma_fatal("init", "cannot map the arena table", NULL);
+        for (unsigned i = 0; i < narenas; i++)
+            arena_init(&arenas[i], i, ma_cfg.chunk_size, ma_cfg.chunk_reserve);
+        fast_limit = ma_cfg.check ? 0 : ma_cfg.mmap_threshold;
+        if (ma_cfg.verbose)
+            config_print(2);
+        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&init_lock);
+}
+
+static inline void ensure_init(void)
+{
+    if (ma_unlikely(!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)))
+        init_slow();
+}
+
+/* Registered when the library loads, not on the first allocation, so that
+ * an application's own fork handler that allocates cannot deadlock against
+ * ours (handlers registered later run first in prepare). */
+__attribute__((constructor)) static void memalloc_load(void)
+{
+    ensure_init();
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* ---- thread -> arena ---- */
+
+/* Round-robin over the arenas: a balanced assignment, so N threads on N
+ * arenas get one each, which a hash of the thread id does not guarantee. */
+static MA_COLD struct arena *thread_arena_assign(void)
+{
+    ensure_init();
+    unsigned i = __atomic_fetch_add(&next_arena, 1, __ATOMIC_RELAXED) % narenas;
+    my_arena = &arenas[i];
+    return my_arena;
+}
+
+static inline struct arena *thread_arena(void)
+{
+    struct arena *a = my_arena;
+    return ma_likely(a != NULL) ? a : thread_arena_assign();
+}
+
+/* ---- locating and validating a pointer ---- */
+
+/* Returns the chunk holding small block p, or NULL and *lp for a large
+ * block. Aborts (naming fn) on anything memalloc did not hand out. */
+static inline struct chunk *locate(const void *p, const char *fn, struct large **lp)
+{
+    if (ma_unlikely((uintptr_t)p & (MA_ALIGN - 1)))
+        ma_fatal(fn, "invalid pointer (not a block start)", p);
+    if (ma_likely(pagemap_get((uintptr_t)p) == PAGEMAP_CHUNK)) {
+        struct chunk *c = chunk_of(p, ma_cfg.chunk_size);
+        if (ma_unlikely(c->magic != (CHUNK_MAGIC ^ (uintptr_t)c)))
+            ma_fatal(fn, "corrupted chunk header", p);
+        arena_validate(c, p, fn);
+        return c;
+    }
+    *lp = large_lookup(p, fn);
+    return NULL;
+}
+
+static inline size_t raw_usable(const void *p, const struct chunk *c, const struct large *l)
+{
+    return c != NULL ? block_usable(block_of(p)) : large_usable(l);
+}
+
+/* ---- raw allocation: no canaries ---- */
+
+static void *alloc_small(size_t n)
+{
+    struct arena *a = thread_arena();
+    arena_lock(a);
+    arena_drain(a);
+    void *p = arena_alloc(a, block_size_for(n));
+    arena_unlock(a);
+    if (ma_unlikely(p == NULL))
+        errno = ENOMEM;
+    return p;
+}
+
+/* Any request: small, large, aligned; zeroed when `zero`. */
+static void *alloc_raw(size_t n, size_t align, int zero)
+{
+    ensure_init();
+    if (ma_unlikely(n > MA_MAX_REQUEST)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    void *p;
+    if (align <= MA_ALIGN) {
+        if (n >= ma_cfg.mmap_threshold)
+            return large_alloc(n, 0); /* fresh mappings are already zero */
+        p = alloc_small(n);
+    } else if (align <= MA_PAGE_SIZE && block_size_for(n) + align + B_MIN < ma_cfg.mmap_threshold) {
+        struct arena *a = thread_arena();
+        arena_lock(a);
+        arena_drain(a);
+        p = arena_alloc_aligned(a, block_size_for(n), align);
+        arena_unlock(a);
+        if (p == NULL)
+            errno = ENOMEM;
+    } else {
+        return large_alloc(n, align);
+    }
+    if (p != NULL && zero)
+        memset(p, 0, n);
+    return p;
+}
+
+static void free_located(void *p, struct chunk *c, struct large *l)
+{
+    if (ma_likely(c != NULL)) {
+        struct arena *a = c->arena;
+        if (a == my_arena) {
+            arena_lock(a);
+            arena_drain(a);
+            arena_free(a, p);
+            arena_unlock(a);
+        } else {
+            arena_free_remote(a, p);
+        }
+        return;
+    }
+    large_free(l);
+}
+
+/* ---- MEMALLOC_CHECK: canaries and periodic full checks ---- */
+
+/* In check mode a request of n bytes gets n + CANARY_EXTRA: at least one
+ * canary byte after the caller's bytes, and the requested size (keyed) in the
+ * last 8 usable bytes, so free and realloc can verify every byte between. */
+#define CANARY_EXTRA 9u
+#define CANARY_BYTE 0xcb
+#define CANARY_KEY ((size_t)0x9e3779b97f4a7c15ull)
+
+static void canary_set(void *p, size_t n, size_t usable)
+{
+    memset((char *)p + n, CANARY_BYTE, usable - 8 - n);
+    size_t key = n ^ CANARY_KEY ^ (uintptr_t)p;
+    memcpy((char *)p + usable - 8, &key, 8);
+}
+
+/* Returns the size the caller asked for; aborts on an overwritten canary. */
+static size_t canary_verify(const void *p, size_t usable, const char *fn)
+{
+    size_t key;
+    memcpy(&key, (const char *)p + usable - 8, 8);
+    size_t n = key ^ CANARY_KEY ^ (uintptr_t)p;
+    if (usable < CANARY_EXTRA || n > usable - CANARY_EXTRA)
+        ma_fatal(fn, "heap buffer overflow detected (canary size overwritten)", p);
+    const unsigned char *c = (const unsigned char *)p;
+    for (size_t i = n; i < usable - 8; i++)
+        if (c[i] != CANARY_BYTE)
+            ma_fatal(fn, "heap buffer overflow detected (canary overwritten)", p);
+    return n;
+}
+
+static void check_tick(void)
+{
+    uint64_t n = __atomic_add_fetch(&check_ops, 1, __ATOMIC_RELAXED);
+    if (n % ma_cfg.check_every == 0)
+        ma_check();
+}
+
+static MA_COLD void *alloc_checked(size_t n, size_t align, int zero)
+{
+    check_tick();
+    if (n > MA_MAX_REQUEST) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    void *p = alloc_raw(n + CANARY_EXTRA, align, zero);
+    if (p != NULL) {
+        struct large *l = NULL;
+        struct chunk *c = locate(p, "malloc", &l);
+        canary_set(p, n, raw_usable(p, c, l));
+    }
+    return p;
+}
+
+/* ---- the API ---- */
+
+static MA_COLD void *malloc_slow(size_t n)
+{
+    ensure_init();
+    if (ma_cfg.check)
+        return alloc_checked(n, 0, 0);
+    return alloc_raw(n, 0, 0);
+}
+
+void *ma_malloc(size_t n)
+{
+    if (ma_likely(n < fast_limit))
+        return alloc_small(n);
+    return malloc_slow(n);
+}
+
+void ma_free(void *p)
+{
+    if (p == NULL)
+        return;
+    struct large *l = NULL;
+    struct chunk *c = locate(p, "free", &l);
+    if (ma_unlikely(ma_cfg.check)) {
+        canary_verify(p, raw_usable(p, c, l), "free");
+        check_tick();
+    }
+    free_located(p, c, l);
+}
+
+void *ma_calloc(size_t count, size_t size)
+{
+    size_t n;
+    if (ma_unlikely(__builtin_mul_overflow(count, size, &n))) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (ma_likely(n < fast_limit)) {
+        void *p = alloc_small(n);
+        if (p != NULL)
+            memset(p, 0, n);
+        return p;
+    }
+    ensure_init();
+    if (ma_cfg.check)
+        return alloc_checked(n, 0, 1);
+    return alloc_raw(n, 0, 1);
+}
+
+void *ma_realloc(void *p, size_t n)
+{
+    if (p == NULL)
+        return ma_malloc(n);
+    if (ma_unlikely(n > MA_MAX_REQUEST)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    struct large *l = NULL;
+    struct chunk *c = locate(p, "realloc", &l);
+    size_t usable = raw_usable(p, c, l);
+    size_t keep = usable; /* bytes of the old block worth copying */
+    size_t need = n;
+    if (ma_unlikely(ma_cfg.check)) {
+        keep = canary_verify(p, usable, "realloc");
+        need = n + CANARY_EXTRA;
+        check_tick();
+    }
+
+    void *q = NULL;
+    if (c != NULL) {
+        if (need < ma_cfg.mmap_threshold) {
+            struct arena *a = c->arena;
+            arena_lock(a);
+            int ok = arena_resize(a, p, block_size_for(need));
+            arena_unlock(a);
+            if (ok)
+                q = p;
+        }
+    } else if (need >= ma_cfg.mmap_threshold) {
+        q = large_realloc(l, need);
+        if (q == NULL)
+            return NULL;
+    }
+    if (q == NULL) {
+        q = alloc_raw(need, 0, 0);
+        if (q == NULL)
+            return NULL;
+        memcpy(q, p, keep < n ? keep : n);
+        free_located(p, c, l);
+    }
+    if (ma_unlikely(ma_cfg.check)) {
+        struct large *ql = NULL;
+        struct chunk *qc = locate(q, "realloc", &ql);
+        canary_set(q, n, raw_usable(q, qc, ql));
+    }
+    return q;
+}
+
+void *ma_reallocarray(void *p, size_t count, size_t size)
+{
+    size_t n;
+    if (__builtin_mul_overflow(count, size, &n)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return ma_realloc(p, n);
+}
+
+void *ma_aligned_alloc(size_t align, size_t n)
+{
+    if (align == 0 || (align & (align - 1)) != 0 || align > ((size_t)1 << 30)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    ensure_init();
+    if (ma_cfg.check)
+        return alloc_checked(n, align, 0);
+    return alloc_raw(n, align, 0);
+}
+
+int ma_posix_memalign(void **out, size_t align, size_t n)
+{
+    if (align < sizeof(void *) || (align & (align - 1)) != 0 || align > ((size_t)1 << 30))
+        return EINVAL;
+    int saved = errno;
+    void *p = ma_aligned_alloc(align, n);
+    errno = saved;
+    if (p == NULL)
+        return ENOMEM;
+    *out = p;
+    return 0;
+}
+
+size_t ma_usable_size(const void *p)
+{
+    if (p == NULL)
+        return 0;
+    struct large *l = NULL;
+    struct chunk *c = locate(p, "malloc_usable_size", &l);
+    size_t usable = raw_usable(p, c, l);
+    if (ma_unlikely(ma_cfg.check))
+        return canary_verify(p, usable, "malloc_usable_size");
+    return usable;
+}
+
+void *ma_memdup(const void *src, size_t n)
+{
+    void *p = ma_malloc(n);
+    if (p != NULL && n > 0)
+        memcpy(p, src, n);
+    return p;
+}
+
+/* ---- whole-heap operations ---- */
+
+size_t ma_trim(void)
+{
+    ensure_init();
+    size_t released = 0;
+    for (unsigned i = 0; i < narenas; i++) {
+        arena_lock(&arenas[i]);
+        arena_drain(&arenas[i]);
+        released += arena_trim(&arenas[i]);
+        arena_unlock(&arenas[i]);
+    }
+    return released;
+}
+
+int ma_check(void)
+{
+    ensure_init();
+    /* One arena at a time: never two arena locks held together, so no lock
+     * order can deadlock against the allocation paths. */
+    for (unsigned i = 0; i < narenas; i++) {
+        arena_lock(&arenas[i]);
+        arena_drain(&arenas[i]);
+        arena_check(&arenas[i]);
+        arena_unlock(&arenas[i]);
+    }
+    large_check();
+    return 0;
+}
+
+void ma_print_free_list(int fd)
+{
+    ensure_init();
+    char mem[2048];
+    struct ma_buf b = { mem, 0, sizeof mem, fd };
+    for (unsigned i = 0; i < narenas; i++) {
+        arena_lock(&arenas[i]);
+        arena_drain(&arenas[i]);
+        arena_print(&arenas[i], &b);
+        arena_unlock(&arenas[i]);
+    }
+    size_t count, bytes;
+    large_totals(&count, &bytes);
+    buf_str(&b, "large: ");
+    buf_u64(&b, count);
+    buf_str(&b, " mappings, ");
+    buf_u64(&b, bytes);
+    buf_str(&b, " bytes\n");
+    buf_flush(&b);
+}
+
+unsigned ma_arena_count(void)
+{
+    ensure_init();
+    return narenas;
+}
+
+unsigned ma_thread_arena(void)
+{
+    return thread_arena()->index;
+}
+
+int ma_arena_of(const void *p)
+{
+    struct large *l = NULL;
+    struct chunk *c = locate(p, "ma_arena_of", &l);
+    return c != NULL ? (int)c->arena->index : -1;
+}
+
+int ma_arena_stats_get(unsigned index, ma_arena_stats_t *out)
+{
+    ensure_init();
+    if (index >= narenas || out == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct arena *a = &arenas[index];
+    arena_lock(a);
+    arena_drain(a);
+    out->mapped = a->mapped;
+    out->in_use = a->in_use;
+    out->free = a->free_bytes;
+    out->chunks = a->nchunks;
+    out->free_blocks = a->free_blocks;
+    out->largest_free = 0;
+    for (int c = N_CLASSES - 1; c >= 0; c--) {
+        if (a->heads[c] == NULL)
+            continue;
+        for (struct block *b = a->heads[c]; b != NULL; b = b->next)
+            if (block_size(b) > out->largest_free)
+                out->largest_free = block_size(b);
+        break;
+    }
+    out->allocs = a->allocs;
+    out->frees = a->frees;
+    out->remote_frees = a->remote_frees;
+    out->remote_pending = __atomic_load_n(&a->remote_pending, __ATOMIC_RELAXED);
+    out->lock_acquires = a->lock_acquires;
+    out->lock_waits = a->lock_waits;
+    arena_unlock(a);
+    return 0;
+}
+
+/* ---- fork ---- */
+
+/* Take every lock before fork() so the child never inherits one held by a
+ * thread that does not exist there; both sides then release (the child
+ * re-initialises, since the owner's thread id changed). */
+static void fork_prepare(void)
+{
+    ensure_init();
+    pthread_mutex_lock(&init_lock);
+    for (unsigned i = 0; i < narenas; i++)
+        pthread_mutex_lock(&arenas[i].lock);
+    large_lock_all();
+}
+
+static void fork_parent(void)
+{
+    large_unlock_all(0);
+    for (unsigned i = narenas; i-- > 0;)
+        pthread_mutex_unlock(&arenas[i].lock);
+    pthread_mutex_unlock(&init_lock);
+}
+
+static void fork_child(void)
+{
+    large_unlock_all(1);
+    for (unsigned i = 0; i < narenas; i++)
+        pthread_mutex_init(&arenas[i].lock, NULL);
+    pthread_mutex_init(&init_lock, NULL);
+}

@@ -1,0 +1,31 @@
+/*
+ * os.h - the seam between memalloc and the kernel. os.c is the only file
+ * that makes system calls for memory; it never allocates and never uses stdio.
+ */
+#ifndef MA_OS_H
+#define MA_OS_H
+
+#include <stddef.h>
+#include "internal.h"
+
+#define MA_PAGE_SIZE ((size_t)4096)
+
+/* Maps `size` bytes of zeroed read-write memory; NULL on failure (errno kept
+ * as the kernel set it, normally ENOMEM). */
+MA_HIDDEN void *os_map(size_t size);
+/* Maps `size` bytes aligned to `align` (a power of two >= page size). */
+MA_HIDDEN void *os_map_aligned(size_t size, size_t align);
+/* Unmaps; aborts with a message if the kernel refuses (a corrupted size). */
+MA_HIDDEN void os_unmap(void *p, size_t size);
+/* Resizes a mapping in place or, failing that, moves it to an address
+ * aligned to `align`; NULL on failure (mapping intact). */
+MA_HIDDEN void *os_remap(void *p, size_t old_size, size_t new_size, size_t align);
+/* Tells the kernel the pages in [p, p + size) may be dropped (contents become
+ * zero on next touch). p and size must be page aligned. */
+MA_HIDDEN void os_discard(void *p, size_t size);
+/* Number of CPUs this process may run on (at least 1). */
+MA_HIDDEN unsigned os_ncpus(void);
+/* write(2) all of it, retrying on EINTR; errors are ignored. */
+MA_HIDDEN void os_write(int fd, const char *s, size_t n);
+
+#endif /* MA_OS_H */
