@@ -65,11 +65,12 @@ static inline void index_remove(struct arena *a, struct block *b, size_t size)
     struct block *n = b->next, *p = b->prev;
     /* The checks glibc keeps on every unlink: a neighbour must point back.
      * They turn an overwritten link into an abort instead of a write through
-     * an attacker-chosen pointer. */
-    if (ma_unlikely(p != NULL ? p->next != b : a->heads[c] != b))
-        corrupt("free-list", "corrupted free-list link (prev)", block_payload(b));
-    if (ma_unlikely(n != NULL && n->prev != b))
-        corrupt("free-list", "corrupted free-list link (next)", block_payload(b));
+     * an attacker-chosen pointer; a link is checked for alignment before it is
+     * followed, which stops most garbage before it can fault. */
+    if (ma_unlikely((((uintptr_t)n | (uintptr_t)p) & (MA_ALIGN - 1)) ||
+                    (a->heads[c] == b ? p != NULL : (p == NULL || p->next != b)) ||
+                    (n != NULL && n->prev != b)))
+        corrupt("malloc", "corrupted free-list link", block_payload(b));
     if (p != NULL) {
         p->next = n;
     } else {

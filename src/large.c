@@ -169,7 +169,7 @@ void large_check(void)
             ma_fatal("ma_check", "corrupted large-block header or list", l);
         if (((uintptr_t)l & (MA_REGION_SIZE - 1)) || pagemap_get((uintptr_t)l) != PAGEMAP_LARGE)
             ma_fatal("ma_check", "large block not aligned or not registered", l);
-        if (l->offset < LARGE_HDR || l->offset > MA_REGION_SIZE || l->offset >= l->map_size ||
+        if (l->offset < LARGE_HDR || l->offset > MA_REGION_SIZE || l->offset > l->map_size ||
             (l->map_size & (MA_PAGE_SIZE - 1)))
             ma_fatal("ma_check", "large block has impossible sizes", l);
         if (++n > large_count)
@@ -194,10 +194,7 @@ void large_lock_all(void)
     pthread_mutex_lock(&large_lock);
 }
 
-void large_unlock_all(int child)
+void large_unlock_all(void)
 {
-    if (child)
-        pthread_mutex_init(&large_lock, NULL);
-    else
-        pthread_mutex_unlock(&large_lock);
+    pthread_mutex_unlock(&large_lock);
 }

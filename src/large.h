@@ -40,6 +40,6 @@ MA_HIDDEN void large_check(void);
 MA_HIDDEN void large_totals(size_t *count, size_t *bytes);
 /* fork support: take and release the large-list lock. */
 MA_HIDDEN void large_lock_all(void);
-MA_HIDDEN void large_unlock_all(int child);
+MA_HIDDEN void large_unlock_all(void);
 
 #endif /* MA_LARGE_H */

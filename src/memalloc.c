@@ -37,8 +37,7 @@ static size_t fast_limit;
 static __thread struct arena *my_arena;
 
 static void fork_prepare(void);
-static void fork_parent(void);
-static void fork_child(void);
+static void fork_release(void);
 
 static MA_COLD void init_slow(void)
 {
@@ -72,7 +71,7 @@ static inline void ensure_init(void)
 __attribute__((constructor)) static void memalloc_load(void)
 {
     ensure_init();
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    pthread_atfork(fork_prepare, fork_release, fork_release);
 }
 
 /* ---- thread -> arena ---- */
@@ -490,8 +489,8 @@ int ma_arena_stats_get(unsigned index, ma_arena_stats_t *out)
 /* ---- fork ---- */
 
 /* Take every lock before fork() so the child never inherits one held by a
- * thread that does not exist there; both sides then release (the child
- * re-initialises, since the owner's thread id changed). */
+ * thread that does not exist there; both sides then release them: in the
+ * child the forking thread is the one that holds them all. */
 static void fork_prepare(void)
 {
     ensure_init();
@@ -501,18 +500,10 @@ static void fork_prepare(void)
     large_lock_all();
 }
 
-static void fork_parent(void)
+static void fork_release(void)
 {
-    large_unlock_all(0);
+    large_unlock_all();
     for (unsigned i = narenas; i-- > 0;)
         pthread_mutex_unlock(&arenas[i].lock);
     pthread_mutex_unlock(&init_lock);
-}
-
-static void fork_child(void)
-{
-    large_unlock_all(1);
-    for (unsigned i = 0; i < narenas; i++)
-        pthread_mutex_init(&arenas[i].lock, NULL);
-    pthread_mutex_init(&init_lock, NULL);
 }

@@ -1,0 +1,181 @@
+/*
+ * probe.c - a plain program linked with memalloc's core (no override, so
+ * malloc here is the system's) that tests run as a child process: to give
+ * it an environment of its own (MEMALLOC_*), or to watch it abort on misuse.
+ * Each command prints what the test asserts on.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "memalloc.h"
+
+static pthread_barrier_t barrier;
+static unsigned thread_arena_of[256];
+static int owner_ok[256];
+
+static void *arena_thread(void *arg)
+{
+    long i = (long)arg;
+    void *p = ma_malloc(64);
+    thread_arena_of[i] = ma_thread_arena();
+    owner_ok[i] = ma_arena_of(p) == (int)thread_arena_of[i];
+    pthread_barrier_wait(&barrier); /* all alive at once */
+    ma_free(p);
+    return NULL;
+}
+
+/* arenas T: T threads, each reports its arena; prints the count, how many
+ * distinct arenas served, and the most threads on one arena. */
+static int cmd_arenas(int t)
+{
+    pthread_t th[256];
+    unsigned load[1024] = { 0 };
+    pthread_barrier_init(&barrier, NULL, (unsigned)t);
+    for (long i = 0; i < t; i++)
+        pthread_create(&th[i], NULL, arena_thread, (void *)i);
+    for (int i = 0; i < t; i++)
+        pthread_join(th[i], NULL);
+    unsigned n = ma_arena_count(), used = 0, maxload = 0, owners = 0;
+    for (int i = 0; i < t; i++) {
+        if (load[thread_arena_of[i]]++ == 0)
+            used++;
+        if (load[thread_arena_of[i]] > maxload)
+            maxload = load[thread_arena_of[i]];
+        owners += (unsigned)owner_ok[i];
+    }
+    printf("count=%u used=%u maxload=%u owners=%u\n", n, used, maxload, owners);
+    return 0;
+}
+
+static int cmd_oom(void)
+{
+    /* The arena's first chunk exists before the limit bites (one small block
+     * allocated and freed; the empty chunk stays as the reserve). */
+    ma_free(ma_malloc(24));
+    /* Room for what is mapped already plus a little, then ask for more. */
+    struct rlimit rl = { 256u << 20, 256u << 20 };
+    if (setrlimit(RLIMIT_AS, &rl) != 0)
+        return 2;
+    void *keep[4096];
+    int n = 0, saw_enomem = 0;
+    for (; n < 4096; n++) {
+        errno = 0;
+        keep[n] = ma_malloc(1u << 20);
+        if (keep[n] == NULL) {
+            saw_enomem = errno == ENOMEM;
+            break;
+        }
+        memset(keep[n], n, 1u << 20);
+    }
+    errno = 0;
+    void *huge = ma_malloc((size_t)1 << 40);
+    int huge_enomem = huge == NULL && errno == ENOMEM;
+    /* Smaller requests keep working after the failures. */
+    int small_ok = 1;
+    for (int i = 0; i < 1000; i++) {
+        void *p = ma_malloc(24);
+        if (p == NULL) {
+            small_ok = 0;
+            break;
+        }
+        ma_free(p);
+    }
+    for (int i = 0; i < n; i++)
+        ma_free(keep[i]);
+    ma_check();
+    printf("big=%d enomem=%d huge_enomem=%d small_ok=%d\n", n, saw_enomem, huge_enomem, small_ok);
+    return 0;
+}
+
+static void *remote_free_thread(void *p)
+{
+    ma_free(p);
+    return NULL;
+}
+
+int g_global;
+
+/* Each misuse command does one wrong thing that must abort. */
+static int cmd_misuse(const char *what)
+{
+    if (strcmp(what, "double-free-small") == 0) {
+        char *p = ma_malloc(40);
+        ma_free(p);
+        ma_free(p);
+    } else if (strcmp(what, "double-free-large") == 0) {
+        char *p = ma_malloc(1 << 20);
+        ma_free(p);
+        ma_free(p);
+    } else if (strcmp(what, "double-free-remote") == 0) {
+        /* Both frees from a thread of another arena: the block is still
+         * on the owner's remote stack when the second one arrives. */
+        char *p = ma_malloc(40);
+        pthread_t t;
+        pthread_create(&t, NULL, remote_free_thread, p);
+        pthread_join(t, NULL);
+        pthread_create(&t, NULL, remote_free_thread, p);
+        pthread_join(t, NULL);
+    } else if (strcmp(what, "free-stack") == 0) {
+        char buf[64];
+        ma_free(buf + 16);
+        printf("%c", buf[0]);
+    } else if (strcmp(what, "free-global") == 0) {
+        ma_free(&g_global);
+    } else if (strcmp(what, "free-interior") == 0) {
+        char *p = ma_malloc(200);
+        memset(p, 0, 200);
+        ma_free(p + 64);
+    } else if (strcmp(what, "free-foreign") == 0) {
+        void *p = malloc(100); /* the system allocator's block */
+        ma_free(p);
+    } else if (strcmp(what, "overflow-header") == 0) {
+        /* Overflow the first block far enough to wipe the second's head. */
+        char *a = ma_malloc(40), *b = ma_malloc(40);
+        memset(a, 0x41, (size_t)(b - a));
+        ma_free(b);
+    } else if (strcmp(what, "corrupt-link") == 0) {
+        /* Use after free: overwrite a free block's list links, then make
+         * the allocator unlink it. */
+        char *a = ma_malloc(100), *sep = ma_malloc(100), *b = ma_malloc(100), *sep2 = ma_malloc(100);
+        ma_free(a);
+        ma_free(b);
+        memset(b, 0x42, 16);
+        void *c = ma_malloc(100); /* takes b off its list: the check fires */
+        printf("%p %p %p\n", (void *)sep, (void *)sep2, c);
+    } else if (strcmp(what, "canary") == 0) {
+        char *p = ma_malloc(100);
+        p[100] = 'x'; /* one byte past the end */
+        ma_free(p);
+    } else if (strcmp(what, "realloc-invalid") == 0) {
+        char buf[64];
+        void *q = ma_realloc(buf + 16, 10);
+        printf("%p\n", q);
+    } else {
+        return 2;
+    }
+    puts("survived");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 3 && strcmp(argv[1], "arenas") == 0)
+        return cmd_arenas(atoi(argv[2]));
+    if (argc >= 2 && strcmp(argv[1], "oom") == 0)
+        return cmd_oom();
+    if (argc >= 2 && strcmp(argv[1], "touch") == 0) {
+        void *p = ma_malloc(1);
+        ma_free(p);
+        printf("arenas=%u\n", ma_arena_count());
+        return 0;
+    }
+    if (argc >= 3 && strcmp(argv[1], "misuse") == 0)
+        return cmd_misuse(argv[2]);
+    fprintf(stderr, "usage: probe arenas T | oom | touch | misuse CASE\n");
+    return 2;
+}

@@ -1,0 +1,292 @@
+/*
+ * test_arena.c - the arena engine through the API: splitting, coalescing in
+ * every neighbour combination, best fit across classes, in-place realloc,
+ * usable size, and ma_check after every step. Criterion runs each test in a
+ * fresh process, so each starts with an empty memalloc heap.
+ */
+#include "testutil.h"
+
+/* Three adjacent blocks a, b, c followed by a guard that keeps the tail of
+ * the chunk from merging in. */
+struct trio {
+    char *a, *b, *c, *guard;
+};
+
+static struct trio trio_make(size_t n)
+{
+    struct trio t = { ma_malloc(n), ma_malloc(n), ma_malloc(n), ma_malloc(n) };
+    size_t step = (size_t)(t.b - t.a);
+    cr_assert_eq(step, block_for(n), "blocks are carved one after another");
+    cr_assert_eq((size_t)(t.c - t.b), step);
+    cr_assert_eq((size_t)(t.guard - t.c), step);
+    return t;
+}
+
+Test(arena, split_serves_consecutive_blocks_with_8_byte_overhead)
+{
+    size_t bs = block_for(24);
+    cr_assert_eq(bs, check_mode() ? 48 : 32, "24-byte requests take 32-byte blocks");
+    char *p[10];
+    for (int i = 0; i < 10; i++)
+        p[i] = ma_malloc(24);
+    for (int i = 1; i < 10; i++)
+        cr_assert_eq((size_t)(p[i] - p[i - 1]), bs);
+    ma_arena_stats_t s = my_stats();
+    cr_assert_eq(s.in_use, 10 * bs);
+    cr_assert_eq(s.free_blocks, 1, "one remainder block after splitting");
+    cr_assert_eq(s.in_use + s.free, s.mapped - s.chunks * (64 + 16));
+    for (int i = 0; i < 10; i++)
+        ma_free(p[i]);
+    ma_check();
+}
+
+/* Frees a subset of a, b, c (bit 0 = a, bit 1 = b, bit 2 = c) in the given
+ * order and checks the number of free blocks the coalescing leaves. */
+static void coalesce_case(unsigned mask, int order_reversed)
+{
+    struct trio t = trio_make(100);
+    char *blk[3] = { t.a, t.b, t.c };
+    ma_arena_stats_t before = my_stats();
+    for (int k = 0; k < 3; k++) {
+        int i = order_reversed ? 2 - k : k;
+        if (mask & (1u << i)) {
+            ma_free(blk[i]);
+            ma_check();
+        }
+    }
+    /* Runs of adjacent freed blocks become one block each. */
+    unsigned runs = 0;
+    for (int i = 0; i < 3; i++)
+        if ((mask & (1u << i)) && !(i > 0 && (mask & (1u << (i - 1)))))
+            runs++;
+    ma_arena_stats_t after = my_stats();
+    cr_assert_eq(after.free_blocks, before.free_blocks + runs, "mask %u: %u runs", mask, runs);
+    /* A request the size of the longest run lands at the start of a run of
+     * that length: the coalesced block is found and reused whole. */
+    if (mask) {
+        int start[3], len[3], nruns = 0, longest = 0;
+        for (int i = 0; i < 3; i++) {
+            if (!(mask & (1u << i)) || (i > 0 && (mask & (1u << (i - 1)))))
+                continue;
+            start[nruns] = i;
+            len[nruns] = 0;
+            while (i + len[nruns] < 3 && (mask & (1u << (i + len[nruns]))))
+                len[nruns]++;
+            if (len[nruns] > longest)
+                longest = len[nruns];
+            nruns++;
+        }
+        size_t bytes = (size_t)(t.b - t.a) * (size_t)longest - overhead();
+        char *p = ma_malloc(bytes);
+        int hit = 0;
+        for (int r = 0; r < nruns; r++)
+            hit |= len[r] == longest && p == blk[start[r]];
+        cr_assert(hit, "mask %u: coalesced block of %d reused whole", mask, longest);
+        ma_free(p);
+    }
+    ma_free(t.guard);
+    for (int i = 0; i < 3; i++)
+        if (!(mask & (1u << i)))
+            ma_free(blk[i]);
+    ma_check();
+}
+
+Test(arena, coalesce_every_neighbour_combination)
+{
+    for (unsigned mask = 0; mask < 8; mask++) {
+        coalesce_case(mask, 0);
+        coalesce_case(mask, 1);
+    }
+}
+
+Test(arena, coalesce_with_the_chunk_tail)
+{
+    size_t bs = block_for(500);
+    char *a = ma_malloc(500);
+    ma_arena_stats_t s1 = my_stats();
+    ma_free(a);
+    ma_arena_stats_t s2 = my_stats();
+    cr_assert_eq(s2.free_blocks, s1.free_blocks, "freed block merged with the tail remainder");
+    cr_assert_eq(s2.largest_free, s1.largest_free + bs);
+    ma_check();
+}
+
+Test(arena, best_fit_across_classes)
+{
+    /* Free blocks of 64, 256 and 2048 bytes separated by live guards. */
+    size_t sizes[] = { 56, 248, 2040 };
+    char *blocks[3], *guards[3];
+    for (int i = 0; i < 3; i++) {
+        blocks[i] = ma_malloc(sizes[i]);
+        guards[i] = ma_malloc(16);
+    }
+    for (int i = 0; i < 3; i++)
+        ma_free(blocks[i]);
+    ma_check();
+    /* 40 first: 200 from the 256-byte block would leave a 48-byte remainder,
+     * which is then the best fit for 40. */
+    cr_assert_eq(ma_malloc(40), blocks[0], "40 bytes fit best in the 64-byte block");
+    cr_assert_eq(ma_malloc(200), blocks[1], "200 bytes fit best in the 256-byte block");
+    cr_assert_eq(ma_malloc(1500), blocks[2], "1500 bytes fit best in the 2 KiB block");
+    ma_check();
+    (void)guards;
+}
+
+Test(arena, best_fit_prefers_exact_class_over_bigger)
+{
+    char *big = ma_malloc(4000), *g1 = ma_malloc(16);
+    char *exact = ma_malloc(120), *g2 = ma_malloc(16);
+    ma_free(big);
+    ma_free(exact);
+    cr_assert_eq(ma_malloc(120), exact);
+    cr_assert_eq(ma_malloc(3000), big);
+    (void)g1;
+    (void)g2;
+    ma_check();
+}
+
+Test(arena, realloc_grows_in_place_into_free_successor)
+{
+    struct trio t = trio_make(100);
+    fill(t.a, 100, 1);
+    ma_free(t.b);
+    char *p = ma_realloc(t.a, 200);
+    cr_assert_eq(p, t.a, "grew into the free next block");
+    cr_assert(intact(p, 100, 1));
+    cr_assert_geq(ma_usable_size(p), 200);
+    ma_check();
+    /* Next block in use: must move, keeping contents. */
+    char *q = ma_realloc(p, 400);
+    cr_assert_neq(q, p);
+    cr_assert(intact(q, 100, 1));
+    ma_check();
+}
+
+Test(arena, realloc_shrinks_in_place_and_frees_the_tail)
+{
+    size_t big = block_for(1000), small = block_for(100);
+    char *p = ma_malloc(1000), *guard = ma_malloc(16);
+    fill(p, 1000, 2);
+    ma_arena_stats_t s1 = my_stats();
+    char *q = ma_realloc(p, 100);
+    cr_assert_eq(q, p);
+    cr_assert(intact(q, 100, 2));
+    ma_arena_stats_t s2 = my_stats();
+    cr_assert_eq(s2.in_use, s1.in_use - (big - small), "tail returned");
+    cr_assert_eq(s2.free_blocks, s1.free_blocks + 1);
+    /* Shrinking by less than a block keeps the block as it is. */
+    cr_assert_eq(ma_realloc(q, 96), q);
+    cr_assert_eq(my_stats().in_use, s2.in_use);
+    ma_free(guard);
+    ma_free(q);
+    ma_check();
+}
+
+Test(arena, realloc_shrink_tail_coalesces_with_free_successor)
+{
+    char *p = ma_malloc(1000), *n = ma_malloc(100), *guard = ma_malloc(16);
+    ma_free(n);
+    ma_arena_stats_t s1 = my_stats();
+    cr_assert_eq(ma_realloc(p, 100), p);
+    ma_arena_stats_t s2 = my_stats();
+    cr_assert_eq(s2.free_blocks, s1.free_blocks, "the tail merged with the free block after it");
+    (void)guard;
+    ma_check();
+}
+
+Test(arena, usable_size_covers_the_request)
+{
+    for (size_t n = 0; n < 3000; n += 7) {
+        char *p = ma_malloc(n);
+        size_t u = ma_usable_size(p);
+        cr_assert_geq(u, n);
+        cr_assert_lt(u, n + 40, "n=%zu usable=%zu", n, u);
+        memset(p, 0xab, u); /* the whole usable size is ours to write */
+        ma_free(p);
+    }
+    cr_assert_eq(ma_usable_size(NULL), 0);
+    ma_check();
+}
+
+Test(arena, zero_size_gives_distinct_freeable_blocks)
+{
+    void *a = ma_malloc(0), *b = ma_malloc(0);
+    cr_assert_not_null(a);
+    cr_assert_not_null(b);
+    cr_assert_neq(a, b);
+    ma_free(a);
+    ma_free(b);
+    ma_check();
+}
+
+Test(arena, payloads_are_16_byte_aligned)
+{
+    for (size_t n = 1; n < 2000; n += 13) {
+        void *p = ma_malloc(n);
+        cr_assert_eq((uintptr_t)p % 16, 0);
+    }
+    ma_check();
+}
+
+Test(arena, wholly_free_chunks_go_back_beyond_the_reserve)
+{
+    /* Fill three chunks' worth, free everything: one chunk stays (the
+     * reserve), the others are unmapped. */
+    enum { N = 3 * 1024 };
+    static char *p[N];
+    for (int i = 0; i < N; i++)
+        p[i] = ma_malloc(1000);
+    ma_arena_stats_t s1 = my_stats();
+    cr_assert_geq(s1.chunks, 3);
+    for (int i = 0; i < N; i++)
+        ma_free(p[i]);
+    ma_arena_stats_t s2 = my_stats();
+    cr_assert_eq(s2.chunks, 1, "one empty chunk kept as reserve");
+    cr_assert_eq(s2.in_use, 0);
+    ma_check();
+    cr_assert_geq(ma_trim(), 1u << 20);
+    cr_assert_eq(my_stats().chunks, 0, "ma_trim releases the reserve too");
+    ma_check();
+}
+
+Test(arena, calloc_zeroes_reused_memory)
+{
+    char *p = ma_malloc(500);
+    memset(p, 0xff, 500);
+    ma_free(p);
+    char *q = ma_calloc(50, 10);
+    cr_assert_eq(q, p, "reuses the dirty block");
+    for (int i = 0; i < 500; i++)
+        cr_assert_eq(q[i], 0);
+    ma_free(q);
+}
+
+Test(arena, memdup_copies)
+{
+    char src[300];
+    fill(src, sizeof src, 9);
+    char *d = ma_memdup(src, sizeof src);
+    cr_assert(intact(d, sizeof src, 9));
+    ma_free(d);
+}
+
+Test(arena, print_free_list_lists_classes)
+{
+    size_t bs = block_for(100);
+    char want[128];
+    snprintf(want, sizeof want, "class %3zu:      1 blocks %11zu bytes", bs / 16, bs);
+    char *a = ma_malloc(100), *g = ma_malloc(100);
+    ma_free(a);
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    ma_print_free_list(fds[1]);
+    close(fds[1]);
+    char out[8192];
+    ssize_t n = read(fds[0], out, sizeof out - 1);
+    cr_assert_gt(n, 0);
+    out[n] = '\0';
+    cr_assert(strstr(out, "arena ") != NULL, "%s", out);
+    cr_assert(strstr(out, want) != NULL, "want '%s' in %s", want, out);
+    cr_assert(strstr(out, "large: 0 mappings") != NULL, "%s", out);
+    (void)g;
+}

@@ -1,0 +1,144 @@
+/*
+ * test_large.c - the large-object path (direct mappings, mremap), aligned
+ * allocations from 16 B to 1 MiB and beyond, and calloc on fresh mappings.
+ */
+#include <sys/mman.h>
+
+#include "testutil.h"
+
+#define THRESHOLD (256u << 10)
+
+Test(large, at_threshold_bypasses_arenas)
+{
+    ma_arena_stats_t s1 = my_stats();
+    char *p = ma_malloc(THRESHOLD);
+    cr_assert_not_null(p);
+    cr_assert_eq(ma_arena_of(p), -1, "large blocks belong to no arena");
+    cr_assert_eq(my_stats().in_use, s1.in_use);
+    cr_assert_geq(ma_usable_size(p), THRESHOLD);
+    fill(p, THRESHOLD, 3);
+    cr_assert(intact(p, THRESHOLD, 3));
+    ma_check();
+    ma_free(p);
+    ma_check();
+    /* (check mode adds 9 bytes of canary and size to every request) */
+    char *q = ma_malloc(THRESHOLD - (check_mode() ? 10 : 1));
+    cr_assert_geq(ma_arena_of(q), 0, "just below the threshold is an arena block");
+    ma_free(q);
+}
+
+Test(large, free_unmaps)
+{
+    char *p = ma_malloc(8u << 20);
+    memset(p, 1, 8u << 20);
+    unsigned char vec[1];
+    /* The page is mapped while allocated... */
+    cr_assert_eq(mincore((void *)((uintptr_t)p & ~4095ul), 4096, vec), 0);
+    ma_free(p);
+    /* ...and gone after free: mincore fails with ENOMEM on unmapped memory. */
+    errno = 0;
+    cr_assert_eq(mincore((void *)((uintptr_t)p & ~4095ul), 4096, vec), -1);
+    cr_assert_eq(errno, ENOMEM);
+}
+
+Test(large, calloc_of_fresh_mapping_is_zero)
+{
+    for (int round = 0; round < 4; round++) {
+        unsigned char *p = ma_calloc(1, 3u << 20);
+        cr_assert_not_null(p);
+        for (size_t i = 0; i < (3u << 20); i += 511)
+            cr_assert_eq(p[i], 0);
+        memset(p, 0xee, 3u << 20);
+        ma_free(p);
+    }
+}
+
+Test(large, realloc_grows_by_mremap_and_keeps_contents)
+{
+    size_t n = 300u << 10;
+    char *p = ma_malloc(n);
+    fill(p, n, 4);
+    for (int i = 0; i < 6; i++) {
+        size_t m = n * 2;
+        p = ma_realloc(p, m);
+        cr_assert_not_null(p);
+        cr_assert(intact(p, n, 4), "contents survive growing to %zu", m);
+        fill(p, m, 4);
+        n = m;
+        cr_assert_eq(ma_arena_of(p), -1);
+        ma_check();
+    }
+    /* Shrink within the large range stays in place. */
+    char *q = ma_realloc(p, n / 2);
+    cr_assert_eq(q, p);
+    cr_assert(intact(q, n / 2, 4));
+    /* Shrink below the threshold moves to an arena. */
+    char *r = ma_realloc(q, 1000);
+    cr_assert_geq(ma_arena_of(r), 0);
+    cr_assert(intact(r, 1000, 4));
+    ma_free(r);
+    ma_check();
+}
+
+Test(large, small_realloc_crosses_into_large)
+{
+    char *p = ma_malloc(1000);
+    fill(p, 1000, 5);
+    char *q = ma_realloc(p, 1u << 20);
+    cr_assert_eq(ma_arena_of(q), -1);
+    cr_assert(intact(q, 1000, 5));
+    ma_free(q);
+    ma_check();
+}
+
+Test(large, aligned_from_16_bytes_to_1_mib)
+{
+    for (size_t align = 16; align <= (1u << 20); align <<= 1) {
+        size_t sizes[] = { 1, 24, 100, 4000, 70000, 300000 };
+        for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            char *p = ma_aligned_alloc(align, sizes[i]);
+            cr_assert_not_null(p, "align %zu size %zu", align, sizes[i]);
+            cr_assert_eq((uintptr_t)p % align, 0, "align %zu size %zu", align, sizes[i]);
+            cr_assert_geq(ma_usable_size(p), sizes[i]);
+            fill(p, sizes[i], (unsigned)i);
+            void *q;
+            cr_assert_eq(ma_posix_memalign(&q, align, sizes[i]), 0);
+            cr_assert_eq((uintptr_t)q % align, 0);
+            cr_assert(intact(p, sizes[i], (unsigned)i));
+            ma_free(q);
+            ma_free(p);
+        }
+        ma_check();
+    }
+}
+
+Test(large, aligned_beyond_a_granule)
+{
+    for (size_t align = 2u << 20; align <= (64u << 20); align <<= 1) {
+        char *p = ma_aligned_alloc(align, 5000);
+        cr_assert_not_null(p);
+        cr_assert_eq((uintptr_t)p % align, 0);
+        fill(p, 5000, 6);
+        char *q = ma_realloc(p, 9u << 20);
+        cr_assert(intact(q, 5000, 6));
+        ma_free(q);
+    }
+    ma_check();
+}
+
+Test(large, aligned_small_blocks_leave_a_consistent_arena)
+{
+    void *p[200];
+    for (int i = 0; i < 200; i++) {
+        p[i] = ma_aligned_alloc((size_t)64 << (i % 7), (size_t)(i * 37 % 500));
+        cr_assert_eq((uintptr_t)p[i] % ((size_t)64 << (i % 7)), 0);
+    }
+    ma_check();
+    for (int i = 0; i < 200; i += 2)
+        ma_free(p[i]);
+    ma_check();
+    for (int i = 1; i < 200; i += 2)
+        ma_free(p[i]);
+    ma_check();
+    cr_assert_eq(my_stats().in_use, 0);
+}

@@ -1,0 +1,235 @@
+/*
+ * test_threads.c - many threads at once, and blocks freed by threads of
+ * other arenas: contents stay intact, every free reaches the owning arena,
+ * and the owner (not the freeing thread's arena) reuses the block.
+ * Also built with ThreadSanitizer by `make test`.
+ */
+#include <pthread.h>
+
+#include "testutil.h"
+
+/* ---- many threads, thread-local churn ---- */
+
+static void *churn(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    enum { SLOTS = 64 };
+    char *p[SLOTS] = { 0 };
+    size_t n[SLOTS] = { 0 };
+    uint64_t r = seed * 2654435761u + 1;
+    for (int i = 0; i < 20000; i++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        unsigned k = (unsigned)(r >> 33) % SLOTS;
+        if (p[k] != NULL) {
+            if (!intact(p[k], n[k], seed + k))
+                return (void *)1;
+            ma_free(p[k]);
+        }
+        n[k] = (size_t)(r >> 20) % 2000;
+        p[k] = ma_malloc(n[k]);
+        if (p[k] == NULL)
+            return (void *)1;
+        fill(p[k], n[k], seed + k);
+    }
+    for (int k = 0; k < SLOTS; k++) {
+        if (p[k] != NULL && !intact(p[k], n[k], seed + k))
+            return (void *)1;
+        ma_free(p[k]);
+    }
+    return NULL;
+}
+
+Test(threads, sixteen_threads_churn_with_intact_contents, .timeout = 300)
+{
+    pthread_t t[16];
+    for (uintptr_t i = 0; i < 16; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, churn, (void *)i), 0);
+    for (int i = 0; i < 16; i++) {
+        void *ret;
+        pthread_join(t[i], &ret);
+        cr_assert_null(ret, "thread %d saw corrupted contents", i);
+    }
+    ma_check();
+    for (unsigned a = 0; a < ma_arena_count(); a++)
+        cr_assert_eq(arena_stats(a).in_use, 0, "arena %u holds nothing", a);
+}
+
+/* ---- producer / consumer across arenas ---- */
+
+#define RING 256
+#define ITEMS 20000
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    char *items[RING];
+    size_t sizes[RING];
+    unsigned head, tail;
+    int round_done;
+} q = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, { 0 }, { 0 }, 0, 0, 0 };
+
+static unsigned producer_arena, consumer_arena;
+static char *first_round[ITEMS];
+static int reused_own, reused_same_address, produced_bad;
+static size_t mapped_before_round2, mapped_after_round2;
+static pthread_barrier_t ready_barrier, round_barrier;
+
+static void push(char *p, size_t n)
+{
+    pthread_mutex_lock(&q.lock);
+    while (q.head - q.tail == RING)
+        pthread_cond_wait(&q.cond, &q.lock);
+    q.items[q.head % RING] = p;
+    q.sizes[q.head % RING] = n;
+    q.head++;
+    pthread_cond_broadcast(&q.cond);
+    pthread_mutex_unlock(&q.lock);
+}
+
+static char *pop(size_t *n)
+{
+    pthread_mutex_lock(&q.lock);
+    while (q.head == q.tail)
+        pthread_cond_wait(&q.cond, &q.lock);
+    char *p = q.items[q.tail % RING];
+    *n = q.sizes[q.tail % RING];
+    q.tail++;
+    pthread_cond_broadcast(&q.cond);
+    pthread_mutex_unlock(&q.lock);
+    return p;
+}
+
+static void *producer(void *arg)
+{
+    (void)arg;
+    producer_arena = ma_thread_arena();
+    pthread_barrier_wait(&ready_barrier);
+    for (int i = 0; i < ITEMS; i++) {
+        size_t n = 16 + (size_t)(i * 37) % 1000;
+        char *p = ma_malloc(n);
+        if (ma_arena_of(p) != (int)producer_arena)
+            produced_bad++;
+        fill(p, n, (unsigned)i);
+        first_round[i] = p;
+        push(p, n);
+    }
+    pthread_barrier_wait(&round_barrier); /* consumer freed all of them */
+    /* Round two: the owner reuses what the other arena's thread freed. */
+    ma_arena_stats_t st;
+    ma_arena_stats_get(producer_arena, &st);
+    mapped_before_round2 = st.mapped;
+    char *again[64];
+    for (int i = 0; i < 64; i++) {
+        again[i] = ma_malloc(16 + (size_t)(i * 37) % 1000);
+        reused_own += ma_arena_of(again[i]) == (int)producer_arena;
+        for (int j = 0; j < ITEMS; j++)
+            if (first_round[j] == again[i]) {
+                reused_same_address++;
+                break;
+            }
+    }
+    ma_arena_stats_get(producer_arena, &st);
+    mapped_after_round2 = st.mapped;
+    for (int i = 0; i < 64; i++)
+        ma_free(again[i]);
+    return NULL;
+}
+
+static void *consumer(void *arg)
+{
+    int *bad = arg;
+    consumer_arena = ma_thread_arena();
+    pthread_barrier_wait(&ready_barrier);
+    for (int i = 0; i < ITEMS; i++) {
+        size_t n;
+        char *p = pop(&n);
+        if (!intact(p, n, (unsigned)i))
+            (*bad)++;
+        ma_free(p);
+    }
+    pthread_barrier_wait(&round_barrier);
+    return NULL;
+}
+
+Test(threads, producer_consumer_frees_route_to_the_owner, .timeout = 300)
+{
+    cr_assert_geq(ma_arena_count(), 2, "needs two arenas (make test sets MEMALLOC_ARENAS=4)");
+    pthread_barrier_init(&ready_barrier, NULL, 2);
+    pthread_barrier_init(&round_barrier, NULL, 2);
+    int bad = 0;
+    pthread_t p, c;
+    /* Round-robin assignment gives consecutive new threads different arenas. */
+    pthread_create(&p, NULL, producer, NULL);
+    pthread_create(&c, NULL, consumer, &bad);
+    pthread_join(p, NULL);
+    pthread_join(c, NULL);
+    cr_assert_neq(producer_arena, consumer_arena);
+    cr_assert_eq(bad, 0, "consumer saw corrupted blocks");
+    cr_assert_eq(produced_bad, 0);
+    ma_arena_stats_t ps = arena_stats(producer_arena), cs = arena_stats(consumer_arena);
+    cr_assert_eq(ps.remote_frees, ITEMS, "every consumer free went to the producer's arena");
+    cr_assert_eq(ps.frees, ITEMS + 64);
+    cr_assert_eq(ps.in_use, 0);
+    cr_assert_eq(ps.remote_pending, 0);
+    cr_assert_eq(cs.allocs, 0, "the consumer's arena served nothing");
+    cr_assert_eq(cs.frees, 0, "and received no blocks");
+    cr_assert_eq(reused_own, 64, "owner allocates from its own arena");
+    cr_assert_gt(reused_same_address, 0, "owner hands out blocks freed remotely again");
+    cr_assert_eq(mapped_after_round2, mapped_before_round2, "round two fits in the recycled memory");
+    cr_assert_gt(mapped_before_round2, 0);
+    ma_check();
+}
+
+/* ---- a ring of threads, each freeing its neighbour's blocks ---- */
+
+#define RING_THREADS 8
+#define BATCH 2000
+
+static char *volatile handoff[RING_THREADS][BATCH];
+static pthread_barrier_t ring_barrier;
+
+static void *ring_member(void *arg)
+{
+    unsigned me = (unsigned)(uintptr_t)arg;
+    unsigned left = (me + RING_THREADS - 1) % RING_THREADS;
+    int bad = 0;
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < BATCH; i++) {
+            size_t n = 8 + (size_t)(i * 13 + me) % 600;
+            char *p = ma_malloc(n);
+            fill(p, n, me * 1000 + (unsigned)i);
+            handoff[me][i] = p;
+        }
+        pthread_barrier_wait(&ring_barrier);
+        for (int i = 0; i < BATCH; i++) {
+            size_t n = 8 + (size_t)(i * 13 + left) % 600;
+            if (!intact(handoff[left][i], n, left * 1000 + (unsigned)i))
+                bad++;
+            ma_free(handoff[left][i]);
+        }
+        pthread_barrier_wait(&ring_barrier);
+    }
+    return (void *)(uintptr_t)bad;
+}
+
+Test(threads, ring_of_cross_arena_frees, .timeout = 300)
+{
+    pthread_barrier_init(&ring_barrier, NULL, RING_THREADS);
+    pthread_t t[RING_THREADS];
+    for (uintptr_t i = 0; i < RING_THREADS; i++)
+        pthread_create(&t[i], NULL, ring_member, (void *)i);
+    for (int i = 0; i < RING_THREADS; i++) {
+        void *bad;
+        pthread_join(t[i], &bad);
+        cr_assert_null(bad, "thread %d saw corrupted blocks", i);
+    }
+    ma_check();
+    uint64_t remote = 0;
+    for (unsigned a = 0; a < ma_arena_count(); a++) {
+        ma_arena_stats_t s = arena_stats(a);
+        cr_assert_eq(s.in_use, 0);
+        cr_assert_eq(s.allocs, s.frees, "arena %u: every block came back", a);
+        remote += s.remote_frees;
+    }
+    cr_assert_gt(remote, 0, "some frees crossed arenas");
+}
