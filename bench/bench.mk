@@ -1,0 +1,73 @@
+# bench/bench.mk - benchmark suite, included by the top-level Makefile
+# (`-include bench/bench.mk`); also usable alone: make -f bench/bench.mk bench-build
+#
+# Targets:
+#   bench-build   build the benchmark programs into $(BUILD)/bench/
+#   bench         full suite, every allocator, 1..16 threads -> BENCHMARK.md
+#   bench-quick   the same, small sizes and 3 repetitions (< 5 minutes)
+#   bench-check   smoke test: every program runs, prints one RESULT line, and
+#                 fails (exit 2, no result) when a block is corrupted on purpose
+#   bench-report  regenerate BENCHMARK.md and the plots from the last results
+#   perf          perf stat + perf record of one benchmark (callgrind when the
+#                 hardware counters are not available)
+#   bench-clean   remove $(BUILD)/bench
+#
+# Knobs: BENCH_ARGS (extra run.py options, e.g. --allocators glibc,jemalloc
+# --benches larson --threads 1,4 --reps 5), PERF_BENCH, PERF_ALLOC.
+# The programs use only the standard malloc names, so each one is measured
+# under every allocator by LD_PRELOAD; see bench/run.py.
+
+BUILD ?= build
+CC ?= cc
+PYTHON ?= python3
+
+BENCH_SRC_DIR := bench
+BENCH_OUT := $(BUILD)/bench
+BENCH_CFLAGS := -std=gnu11 -O2 -g -pthread -Wall -Wextra -Werror
+BENCH_LDLIBS := -pthread
+BENCH_PROGRAMS := threadtest larson xmalloc cache-thrash cache-scratch \
+                  fragmentation realloc churn
+BENCH_BINS := $(addprefix $(BENCH_OUT)/,$(BENCH_PROGRAMS))
+BENCH_COMMON := $(BENCH_OUT)/common.o
+BENCH_LIB := $(BUILD)/libmemalloc.so
+BENCH_ARGS ?=
+PERF_BENCH ?= larson
+PERF_ALLOC ?= memalloc
+
+.PHONY: bench bench-quick bench-build bench-check bench-report perf bench-clean
+
+bench-build: $(BENCH_BINS)
+
+$(BENCH_OUT):
+	@mkdir -p $@
+
+$(BENCH_COMMON): $(BENCH_SRC_DIR)/common.c $(BENCH_SRC_DIR)/common.h | $(BENCH_OUT)
+	$(CC) $(BENCH_CFLAGS) -c -o $@ $<
+
+$(BENCH_OUT)/cache-thrash: $(BENCH_SRC_DIR)/cache.c $(BENCH_COMMON) $(BENCH_SRC_DIR)/common.h | $(BENCH_OUT)
+	$(CC) $(BENCH_CFLAGS) -o $@ $< $(BENCH_COMMON) $(BENCH_LDLIBS)
+
+$(BENCH_OUT)/cache-scratch: $(BENCH_SRC_DIR)/cache.c $(BENCH_COMMON) $(BENCH_SRC_DIR)/common.h | $(BENCH_OUT)
+	$(CC) $(BENCH_CFLAGS) -DCACHE_SCRATCH -o $@ $< $(BENCH_COMMON) $(BENCH_LDLIBS)
+
+$(BENCH_OUT)/%: $(BENCH_SRC_DIR)/%.c $(BENCH_COMMON) $(BENCH_SRC_DIR)/common.h | $(BENCH_OUT)
+	$(CC) $(BENCH_CFLAGS) -o $@ $< $(BENCH_COMMON) $(BENCH_LDLIBS)
+
+bench: $(BENCH_BINS) $(BENCH_LIB)
+	$(PYTHON) $(BENCH_SRC_DIR)/run.py --full --bin-dir $(BENCH_OUT) --lib $(BENCH_LIB) $(BENCH_ARGS)
+
+bench-quick: $(BENCH_BINS) $(BENCH_LIB)
+	$(PYTHON) $(BENCH_SRC_DIR)/run.py --quick --bin-dir $(BENCH_OUT) --lib $(BENCH_LIB) $(BENCH_ARGS)
+
+bench-check: $(BENCH_BINS)
+	$(PYTHON) $(BENCH_SRC_DIR)/run.py --check --bin-dir $(BENCH_OUT) --lib $(BENCH_LIB) $(BENCH_ARGS)
+
+bench-report:
+	$(PYTHON) $(BENCH_SRC_DIR)/run.py --report-only $(BENCH_ARGS)
+
+perf: $(BENCH_BINS) $(BENCH_LIB)
+	$(PYTHON) $(BENCH_SRC_DIR)/run.py --perf $(PERF_BENCH) --perf-alloc $(PERF_ALLOC) \
+		--bin-dir $(BENCH_OUT) --lib $(BENCH_LIB) $(BENCH_ARGS)
+
+bench-clean:
+	rm -rf $(BENCH_OUT)
