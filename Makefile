@@ -30,7 +30,7 @@ SO  := $(BUILD)/libmemalloc.so
 LIB := $(BUILD)/libmemalloc.a
 
 .SECONDARY:
-.PHONY: all debug tsan test test-unit test-debug test-tsan clean install help
+.PHONY: all debug tsan test test-unit test-debug test-tsan clean install help deps
 all: $(SO) $(LIB)
 
 $(BUILD)/rel/%.o: %.c
@@ -97,6 +97,16 @@ test-tsan: $(TSAN_TESTS)
 	@set -e; for t in $(TSAN_TESTS); do echo "== $$t (ThreadSanitizer)"; \
 	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" MEMALLOC_ARENAS=4 $$t; done
 
+# ---- set-up on a fresh Debian/Ubuntu machine ----
+# Everything the build, the tests and the benchmarks use. Runs apt-get as
+# root, or through sudo.
+DEPS := build-essential pkg-config libcriterion-dev libtsan2 valgrind python3 git time \
+        libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev gnuplot-nox hyperfine
+deps:
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(DEPS)
+
 # ---- install ----
 install: all
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/lib/pkgconfig
@@ -110,6 +120,7 @@ clean:
 	rm -rf $(BUILD)
 
 help:
+	@echo "make deps       install build, test and benchmark dependencies (apt-get)"
 	@echo "make            build $(SO) and $(LIB)"
 	@echo "make debug      -O0 -g build with internal checks: $(BUILD)/debug/libmemalloc.so"
 	@echo "make test       unit tests (release, debug, ThreadSanitizer) and LD_PRELOAD programs"
