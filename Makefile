@@ -29,6 +29,14 @@ core = $(filter-out %/override.o,$(1))
 SO  := $(BUILD)/libmemalloc.so
 LIB := $(BUILD)/libmemalloc.a
 
+# Fragments add their own targets: each may append a test target to
+# TEST_EXTRA (run by `make test`) and Debian packages to DEPS_EXTRA.
+TEST_EXTRA :=
+DEPS_EXTRA :=
+.DEFAULT_GOAL := all
+-include $(wildcard tests/*/*.mk)
+-include bench/bench.mk
+
 .SECONDARY:
 .PHONY: all debug tsan test test-unit test-debug test-tsan clean install help deps
 all: $(SO) $(LIB)
@@ -88,7 +96,7 @@ $(PROBE_DBG): tests/probe.c $(call core,$(DBG_OBJ))
 # Criterion runs each test in its own process; --jobs 2 matches the CI box.
 CRITERION_ARGS ?= --jobs 2 --short-filename
 
-test: test-unit test-debug test-tsan test-preload
+test: test-unit test-debug test-tsan test-preload $(TEST_EXTRA)
 test-unit: $(UNIT_REL) $(SO)
 	@set -e; for t in $(UNIT_REL); do echo "== $$t"; MEMALLOC_ARENAS=4 $$t $(CRITERION_ARGS); done
 test-debug: $(UNIT_DBG)
@@ -100,8 +108,8 @@ test-tsan: $(TSAN_TESTS)
 # ---- set-up on a fresh Debian/Ubuntu machine ----
 # Everything the build, the tests and the benchmarks use. Runs apt-get as
 # root, or through sudo.
-DEPS := build-essential pkg-config libcriterion-dev libtsan2 valgrind python3 git time \
-        libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev gnuplot-nox hyperfine
+DEPS = build-essential pkg-config libcriterion-dev libtsan2 valgrind python3 git time \
+       libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev gnuplot-nox hyperfine $(DEPS_EXTRA)
 deps:
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && \
@@ -128,6 +136,4 @@ help:
 	@echo "make install PREFIX=/usr/local"
 	@echo "make clean"
 
--include tests/preload/preload.mk
--include bench/bench.mk
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
