@@ -81,8 +81,10 @@ run_mode() {
     if [[ $mode == pre ]]; then
         envs=("LD_PRELOAD=$LIB" "MEMALLOC_EXPECT=$MEMALLOC_EXPECT")
     fi
-    timeout -k 10 "$PRELOAD_TIMEOUT" env "${envs[@]}" "$@" \
-        >"$dir/$mode.out" 2>"$dir/$mode.err" </dev/null || rc=$?
+    # the outer 2>/dev/null silences bash's own "Segmentation fault" notice;
+    # the exit status still says which signal ended the run
+    { timeout -k 10 "$PRELOAD_TIMEOUT" env "${envs[@]}" "$@" \
+        >"$dir/$mode.out" 2>"$dir/$mode.err" </dev/null; } 2>/dev/null || rc=$?
     echo "$rc" >"$dir/$mode.rc"
 }
 
