@@ -19,7 +19,8 @@
  * one jump of each wrapper) for ops = N + W malloc/free pairs, which is what
  * the runner divides by. Natively the result line gives pairs per second.
  *
- * Usage: churn [-m small|medium|mixed] [-n steps] [-w window] [-X]
+ * Usage: churn [-m small|medium|mixed] [-n steps] [-w window] [-t 1] [-X]
+ * (-t is accepted for a uniform command line; churn is single-threaded.)
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -63,8 +64,12 @@ int main(int argc, char **argv)
     size_t window = 256;
     int corrupt = 0, opt;
     bench_init("churn");
-    while ((opt = getopt(argc, argv, "m:n:w:X")) != -1) {
+    while ((opt = getopt(argc, argv, "m:n:w:t:X")) != -1) {
         switch (opt) {
+        case 't':
+            if (bench_parse("-t", optarg, 0) != 1)
+                bench_fail("churn is single-threaded: -t must be 1");
+            break;
         case 'm': mode = optarg; break;
         case 'n':
             /* 0 is allowed: a run with only the window's pairs */
@@ -73,7 +78,7 @@ int main(int argc, char **argv)
         case 'w': window = (size_t)bench_parse("-w", optarg, 0); break;
         case 'X': corrupt = 1; break;
         default:
-            fprintf(stderr, "usage: %s [-m small|medium|mixed] [-n steps] [-w window] [-X]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-m small|medium|mixed] [-n steps] [-w window] [-t 1] [-X]\n", argv[0]);
             return 2;
         }
     }

@@ -125,14 +125,19 @@ void bench_init(const char *name);
 void bench_fail(const char *fmt, ...)
     __attribute__((noreturn, format(printf, 1, 2)));
 
-/* Peak resident set of this process in KiB (getrusage ru_maxrss). */
+/* Peak resident set of this process in KiB: VmHWM from /proc/self/status,
+ * the high-water mark of this program's own address space. (getrusage's
+ * ru_maxrss is not used for this: Linux carries it across execve, so a
+ * program started by a big parent, e.g. the Python runner, reports the
+ * parent's size when its own is smaller.) Falls back to ru_maxrss. */
 long bench_maxrss_kb(void);
 
 /* Current resident set in KiB (from /proc/self/statm). */
 long bench_rss_kb(void);
 
 /* Prints the RESULT line: bench, threads, ops, secs, ops_per_sec, then the
- * caller's extra "key=value ..." text (may be NULL), then maxrss_kb, rss_kb,
+ * caller's extra "key=value ..." text (may be NULL), then maxrss_kb (peak,
+ * as bench_maxrss_kb), ru_maxrss_kb (getrusage, as is), rss_kb (now),
  * minflt (minor page faults), the voluntary/involuntary context switches and
  * lib= the allocator library found mapped in this process ("glibc" when
  * none of the known ones is). */
