@@ -290,8 +290,10 @@ static void test_alignment(void)
             f_free(p);
     }
     for (size_t a = 1; a <= ((size_t)16 << 20); a <<= 1) {
-        size_t sizes[] = { 1, a, 3 * a + 5 < 40000 ? 3 * a + 5 : 40000 };
-        for (int k = 0; k < 3; k++) {
+        /* small, exact, odd, and above the usual mmap threshold (not a
+         * whole number of pages: the large path must round it) */
+        size_t sizes[] = { 1, a, 3 * a + 5 < 40000 ? 3 * a + 5 : 40000, 300001 };
+        for (int k = 0; k < 4; k++) {
             size_t n = sizes[k];
             void *p = f_aligned_alloc(a, n);
             /* C only promises `a`; memalloc promises at least 16 */
