@@ -15,7 +15,7 @@ LIBFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -ftls-model=initial
 OPT     ?= -O2 -g
 TESTFLAGS := -std=gnu11 -O1 -g -pthread $(WARN) -Iinclude -MMD -MP
 
-CORE_SRC := src/memalloc.c src/config.c src/error.c src/os.c src/pagemap.c src/large.c \
+CORE_SRC := src/memalloc.c src/config.c src/error.c src/os.c src/pagemap.c src/large.c src/stats.c src/heapmap.c \
             arenas/arena.c arenas/arena_check.c
 LIB_SRC  := $(CORE_SRC) src/override.c
 
@@ -109,7 +109,8 @@ test-tsan: $(TSAN_TESTS)
 # Everything the build, the tests and the benchmarks use. Runs apt-get as
 # root, or through sudo.
 DEPS = build-essential pkg-config libcriterion-dev libtsan2 valgrind python3 git time \
-       libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev gnuplot-nox hyperfine $(DEPS_EXTRA)
+       libxml2-utils libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev gnuplot-nox hyperfine \
+       $(DEPS_EXTRA)
 deps:
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && \

@@ -117,11 +117,22 @@ MA_EXPORT unsigned ma_thread_arena(void);
  * mapped) block. Aborts on a pointer memalloc did not return. */
 MA_EXPORT int ma_arena_of(const void *ptr);
 
+/* ---- statistics ---- */
+
+#define MA_STATS_VERSION 1
+/* Arenas reported in full by ma_stats_get (more may exist: see .arenas). */
+#define MA_STATS_MAX_ARENAS 64
+/* Free blocks are counted by power-of-two size: class i holds free blocks of
+ * 2^(i+5) to 2^(i+6)-1 bytes (32 bytes is the smallest block). */
+#define MA_STATS_CLASSES 26
+
 /* Figures of one arena, consistent with each other at the moment of the
- * call (taken under the arena's lock). */
+ * call (taken under the arena's lock). Byte figures count whole blocks,
+ * headers included. */
 typedef struct ma_arena_stats {
     size_t mapped;          /* bytes of chunks mapped by this arena */
-    size_t in_use;          /* bytes in allocated blocks (headers included) */
+    size_t in_use;          /* bytes in allocated blocks (thread caches included) */
+    size_t peak_in_use;     /* highest in_use seen */
     size_t free;            /* bytes in free blocks */
     size_t largest_free;    /* size of the largest free block */
     size_t chunks;          /* chunks currently mapped */
@@ -132,11 +143,51 @@ typedef struct ma_arena_stats {
     uint64_t remote_pending;/* remote frees pushed but not yet drained */
     uint64_t lock_acquires; /* times the arena lock was taken */
     uint64_t lock_waits;    /* of those, times the lock was busy */
+    double fragmentation;   /* 1 - largest_free / free (0 when nothing is free) */
+    uint64_t free_by_class[MA_STATS_CLASSES]; /* free blocks per power-of-two class */
 } ma_arena_stats_t;
 
 /* Fills *out with arena `index`'s figures (after draining its remote-free
  * stack). Returns 0, or -1 with errno = EINVAL for a bad index. */
 MA_EXPORT int ma_arena_stats_get(unsigned index, ma_arena_stats_t *out);
+
+/* The whole allocator. The caller sets .size = sizeof(ma_stats_t) before
+ * calling, so a program built against an older header is told apart. */
+typedef struct ma_stats {
+    size_t size;            /* in: sizeof(ma_stats_t) */
+    unsigned version;       /* out: MA_STATS_VERSION */
+    unsigned arenas;        /* arenas in use; arena[] holds the first MA_STATS_MAX_ARENAS */
+    /* totals over arena chunks */
+    size_t mapped, in_use, free, largest_free, free_blocks;
+    uint64_t allocs, frees, remote_frees, lock_acquires, lock_waits;
+    double fragmentation;   /* 1 - largest_free / free over all arenas */
+    double free_ratio;      /* free / mapped over arena chunks */
+    /* large objects (own mappings) */
+    size_t large_live, large_bytes, large_peak_bytes;
+    uint64_t large_maps, large_unmaps;
+    /* everything mapped: arena chunks + large mappings */
+    size_t total_mapped, peak_mapped;
+    ma_arena_stats_t arena[MA_STATS_MAX_ARENAS];
+} ma_stats_t;
+
+/* Fills *s (see .size). Returns 0, or -1 with errno = EINVAL if s is NULL or
+ * s->size is not sizeof(ma_stats_t). Takes each arena lock in turn. */
+MA_EXPORT int ma_stats_get(ma_stats_t *s);
+
+#define MA_PRINT_JSON 1u     /* one line of JSON (schema "memalloc-stats", version 1) */
+#define MA_PRINT_CLASSES 2u  /* tables: add free blocks per class for each arena */
+#define MA_PRINT_LEAKS 4u    /* add what is still allocated, by class and arena */
+#define MA_PRINT_XML 8u      /* glibc's malloc_info() XML instead of a table */
+
+/* Writes the statistics to file descriptor fd: a readable table, or with
+ * MA_PRINT_JSON one line of JSON. Allocates nothing (stack buffer, write(2)). */
+MA_EXPORT void ma_stats_print(int fd, unsigned opts);
+
+/* Writes an SVG picture of the heap to fd: every chunk of every arena as a
+ * strip, allocated and free blocks in different colours, large mappings
+ * beside them, with a legend and the totals. Allocates nothing. Returns 0,
+ * or -1 if writing failed. */
+MA_EXPORT int ma_heap_map(int fd);
 
 #ifdef __cplusplus
 }

@@ -18,7 +18,7 @@ struct ma_config ma_cfg;
 #define MA_CHECK_DEFAULT 0
 #endif
 
-enum opt_kind { OPT_COUNT, OPT_SIZE, OPT_POW2_SIZE };
+enum opt_kind { OPT_COUNT, OPT_SIZE, OPT_POW2_SIZE, OPT_PATH, OPT_STATS };
 
 struct option {
     const char *name;     /* the variable, without the MEMALLOC_ prefix */
@@ -42,9 +42,13 @@ static struct option options[] = {
     { "CHECK", OPT_COUNT, MA_CHECK_DEFAULT, 0, 1, "1: canaries and periodic ma_check", 0 },
     { "CHECK_EVERY", OPT_COUNT, 4096, 1, (uint64_t)1 << 32, "operations between full checks", 0 },
     { "VERBOSE", OPT_COUNT, 0, 0, 1, "1: print the effective options at start", 0 },
+    { "STATS", OPT_STATS, 0, 0, 2, "1 (or table): statistics and leaks at exit; json: as JSON", 0 },
+    { "STATS_FILE", OPT_PATH, 0, 0, 0, "write the exit statistics here instead of stderr", 0 },
+    { "HEAP_MAP", OPT_PATH, 0, 0, 0, "write an SVG picture of the heap here at exit", 0 },
 };
 
-enum { O_ARENAS, O_CHUNK, O_THRESHOLD, O_RESERVE, O_CHECK, O_CHECK_EVERY, O_VERBOSE, O_COUNT };
+enum { O_ARENAS, O_CHUNK, O_THRESHOLD, O_RESERVE, O_CHECK, O_CHECK_EVERY, O_VERBOSE,
+       O_STATS, O_STATS_FILE, O_HEAP_MAP, O_COUNT };
 
 _Static_assert(sizeof options / sizeof options[0] == O_COUNT, "option table and enum agree");
 
@@ -64,7 +68,7 @@ static int parse_value(const char *s, enum opt_kind kind, uint64_t *out)
         v = v * 10 + d;
         s++;
     }
-    if (kind != OPT_COUNT && *s != '\0') {
+    if ((kind == OPT_SIZE || kind == OPT_POW2_SIZE) && *s != '\0') {
         unsigned shift = 0;
         switch (*s) {
         case 'k': case 'K': shift = 10; break;
@@ -104,9 +108,34 @@ static void warn_bad(const struct option *o, const char *value, const char *why)
     os_write(2, b.p, b.len);
 }
 
+/* Copies a path option into its fixed buffer (paths longer than the buffer
+ * are refused rather than truncated). */
+static void option_path(struct option *o, const char *value, char *dst, size_t cap)
+{
+    size_t n = strnlen(value, cap);
+    if (n == 0 || n >= cap) {
+        warn_bad(o, value, n == 0 ? "empty" : "too long");
+        return;
+    }
+    memcpy(dst, value, n + 1);
+    o->seen = 1;
+}
+
 static void option_parse(struct option *o, const char *value, uint64_t *out)
 {
     uint64_t v;
+    if (o->kind == OPT_STATS) {
+        if (strcmp(value, "json") == 0 || strcmp(value, "JSON") == 0) {
+            *out = 2;
+            o->seen = 1;
+            return;
+        }
+        if (strcmp(value, "table") == 0) {
+            *out = 1;
+            o->seen = 1;
+            return;
+        }
+    }
     if (parse_value(value, o->kind, &v) != 0) {
         warn_bad(o, value, "not a number");
         return;
@@ -137,7 +166,12 @@ void config_load(char **envp, unsigned ncpus)
         for (unsigned i = 0; i < O_COUNT; i++) {
             size_t n = strlen(options[i].name);
             if (strncmp(s, options[i].name, n) == 0 && s[n] == '=') {
-                option_parse(&options[i], s + n + 1, &values[i]);
+                if (i == O_STATS_FILE)
+                    option_path(&options[i], s + n + 1, ma_cfg.stats_file, sizeof ma_cfg.stats_file);
+                else if (i == O_HEAP_MAP)
+                    option_path(&options[i], s + n + 1, ma_cfg.heap_map, sizeof ma_cfg.heap_map);
+                else
+                    option_parse(&options[i], s + n + 1, &values[i]);
                 break;
             }
         }
@@ -157,6 +191,7 @@ void config_load(char **envp, unsigned ncpus)
     ma_cfg.check = (unsigned)values[O_CHECK];
     ma_cfg.check_every = (unsigned)values[O_CHECK_EVERY];
     ma_cfg.verbose = (unsigned)values[O_VERBOSE];
+    ma_cfg.stats = (unsigned)values[O_STATS];
 }
 
 void config_print(int fd)
@@ -167,7 +202,12 @@ void config_print(int fd)
         buf_str(&b, "memalloc: MEMALLOC_");
         buf_str(&b, options[i].name);
         buf_str(&b, "=");
-        buf_u64(&b, values[i]);
+        if (i == O_STATS_FILE)
+            buf_str(&b, ma_cfg.stats_file);
+        else if (i == O_HEAP_MAP)
+            buf_str(&b, ma_cfg.heap_map);
+        else
+            buf_u64(&b, values[i]);
         buf_str(&b, options[i].seen ? " (set)  # " : " (default)  # ");
         buf_str(&b, options[i].doc);
         buf_str(&b, "\n");

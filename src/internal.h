@@ -38,6 +38,9 @@ struct ma_config {
     unsigned check;          /* MEMALLOC_CHECK: 0 off, 1 canaries + periodic ma_check */
     unsigned check_every;    /* MEMALLOC_CHECK_EVERY: operations between full checks */
     unsigned verbose;        /* MEMALLOC_VERBOSE */
+    unsigned stats;          /* MEMALLOC_STATS: 0 off, 1 table at exit, 2 JSON at exit */
+    char stats_file[256];    /* MEMALLOC_STATS_FILE: "" means stderr */
+    char heap_map[256];      /* MEMALLOC_HEAP_MAP: SVG written at exit, "" for none */
 };
 
 MA_HIDDEN extern struct ma_config ma_cfg;
@@ -66,6 +69,19 @@ MA_HIDDEN void buf_u64(struct ma_buf *b, uint64_t v);
 MA_HIDDEN void buf_u64w(struct ma_buf *b, uint64_t v, unsigned width);
 MA_HIDDEN void buf_hex(struct ma_buf *b, uint64_t v);
 MA_HIDDEN void buf_flush(struct ma_buf *b);
+
+/* ---- the arena table and start-up (memalloc.c) ---- */
+
+struct arena;
+MA_HIDDEN extern struct arena *ma_arenas;   /* set once at init */
+MA_HIDDEN extern unsigned ma_narenas;       /* set once at init */
+/* Initialises the allocator if nothing has yet. */
+MA_HIDDEN void ma_ensure_init(void);
+
+/* ---- statistics (stats.c) ---- */
+
+/* Writes what MEMALLOC_STATS and MEMALLOC_HEAP_MAP ask for. */
+MA_HIDDEN void stats_exit_report(void);
 
 /* ---- chunk registry (pagemap.c) ---- */
 

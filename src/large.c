@@ -16,6 +16,9 @@ static pthread_mutex_t large_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct large *large_list;   /* guarded by large_lock */
 static size_t large_count;         /* guarded by large_lock */
 static size_t large_bytes;         /* guarded by large_lock */
+static size_t large_peak;          /* guarded by large_lock */
+static uint64_t large_maps;        /* guarded by large_lock */
+static uint64_t large_unmaps;      /* guarded by large_lock */
 
 static void list_add(struct large *l)
 {
@@ -27,6 +30,8 @@ static void list_add(struct large *l)
     large_list = l;
     large_count++;
     large_bytes += l->map_size;
+    if (large_bytes > large_peak)
+        large_peak = large_bytes;
     pthread_mutex_unlock(&large_lock);
 }
 
@@ -54,6 +59,16 @@ static int large_publish(struct large *l, size_t map_size, size_t offset)
         return -1;
     list_add(l);
     return 0;
+}
+
+static void count_map(int map)
+{
+    pthread_mutex_lock(&large_lock);
+    if (map)
+        large_maps++;
+    else
+        large_unmaps++;
+    pthread_mutex_unlock(&large_lock);
 }
 
 void *large_alloc(size_t n, size_t align)
@@ -90,6 +105,7 @@ void *large_alloc(size_t n, size_t align)
         os_unmap(base, map_size);
         goto fail;
     }
+    count_map(1);
     return base + offset;
 fail:
     errno = ENOMEM;
@@ -122,6 +138,7 @@ void large_free(struct large *l)
     l->magic = 0;
     pagemap_set((uintptr_t)l, MA_REGION_SIZE, PAGEMAP_FREED);
     os_unmap(l, size);
+    count_map(0);
 }
 
 void *large_realloc(struct large *l, size_t n)
@@ -181,11 +198,23 @@ void large_check(void)
     pthread_mutex_unlock(&large_lock);
 }
 
-void large_totals(size_t *count, size_t *bytes)
+void large_totals(struct large_totals *t)
 {
     pthread_mutex_lock(&large_lock);
-    *count = large_count;
-    *bytes = large_bytes;
+    t->live = large_count;
+    t->bytes = large_bytes;
+    t->peak_bytes = large_peak;
+    t->maps = large_maps;
+    t->unmaps = large_unmaps;
+    pthread_mutex_unlock(&large_lock);
+}
+
+void large_each(void (*fn)(void *ctx, const struct large *l), void *ctx, size_t max)
+{
+    pthread_mutex_lock(&large_lock);
+    size_t n = 0;
+    for (const struct large *l = large_list; l != NULL && n < max; l = l->next, n++)
+        fn(ctx, l);
     pthread_mutex_unlock(&large_lock);
 }
 

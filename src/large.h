@@ -36,8 +36,15 @@ MA_HIDDEN void *large_realloc(struct large *l, size_t n);
 static inline size_t large_usable(const struct large *l) { return l->map_size - l->offset; }
 /* Verifies every live large mapping; aborts on a violation. */
 MA_HIDDEN void large_check(void);
-/* Totals of live large blocks. */
-MA_HIDDEN void large_totals(size_t *count, size_t *bytes);
+/* Figures of the large-object path. */
+struct large_totals {
+    size_t live, bytes, peak_bytes;
+    uint64_t maps, unmaps;
+};
+MA_HIDDEN void large_totals(struct large_totals *t);
+/* Calls fn for up to `max` live large blocks, under the list lock (fn must
+ * not allocate). */
+MA_HIDDEN void large_each(void (*fn)(void *ctx, const struct large *l), void *ctx, size_t max);
 /* fork support: take and release the large-list lock. */
 MA_HIDDEN void large_lock_all(void);
 MA_HIDDEN void large_unlock_all(void);

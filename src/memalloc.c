@@ -21,8 +21,8 @@
 
 /* ---- global state ---- */
 
-static struct arena *arenas;        /* set once at init */
-static unsigned narenas;            /* set once at init */
+struct arena *ma_arenas;            /* set once at init */
+unsigned ma_narenas;                /* set once at init */
 static int ready;                   /* atomic: 1 once init is complete */
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned next_arena;         /* atomic: round-robin assignment */
@@ -44,13 +44,13 @@ static MA_COLD void init_slow(void)
     pthread_mutex_lock(&init_lock);
     if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
         config_load(environ, os_ncpus());
-        narenas = ma_cfg.arenas;
-        size_t bytes = MA_ALIGN_UP(narenas * sizeof(struct arena), MA_PAGE_SIZE);
-        arenas = os_map(bytes);
-        if (arenas == NULL)
+        ma_narenas = ma_cfg.arenas;
+        size_t bytes = MA_ALIGN_UP(ma_narenas * sizeof(struct arena), MA_PAGE_SIZE);
+        ma_arenas = os_map(bytes);
+        if (ma_arenas == NULL)
             ma_fatal("init", "cannot map the arena table", NULL);
-        for (unsigned i = 0; i < narenas; i++)
-            arena_init(&arenas[i], i, ma_cfg.chunk_size, ma_cfg.chunk_reserve);
+        for (unsigned i = 0; i < ma_narenas; i++)
+            arena_init(&ma_arenas[i], i, ma_cfg.chunk_size, ma_cfg.chunk_reserve);
         fast_limit = ma_cfg.check ? 0 : ma_cfg.mmap_threshold;
         if (ma_cfg.verbose)
             config_print(2);
@@ -65,6 +65,11 @@ static inline void ensure_init(void)
         init_slow();
 }
 
+void ma_ensure_init(void)
+{
+    ensure_init();
+}
+
 /* Registered when the library loads, not on the first allocation, so that
  * an application's own fork handler that allocates cannot deadlock against
  * ours (handlers registered later run first in prepare). */
@@ -74,6 +79,14 @@ __attribute__((constructor)) static void memalloc_load(void)
     pthread_atfork(fork_prepare, fork_release, fork_release);
 }
 
+/* The exit report (MEMALLOC_STATS, MEMALLOC_HEAP_MAP). A destructor runs
+ * after the program's own atexit handlers, so it sees the final heap. */
+__attribute__((destructor)) static void memalloc_unload(void)
+{
+    if (__atomic_load_n(&ready, __ATOMIC_ACQUIRE) && (ma_cfg.stats || ma_cfg.heap_map[0]))
+        stats_exit_report();
+}
+
 /* ---- thread -> arena ---- */
 
 /* Round-robin over the arenas: a balanced assignment, so N threads on N
@@ -81,8 +94,8 @@ __attribute__((constructor)) static void memalloc_load(void)
 static MA_COLD struct arena *thread_arena_assign(void)
 {
     ensure_init();
-    unsigned i = __atomic_fetch_add(&next_arena, 1, __ATOMIC_RELAXED) % narenas;
-    my_arena = &arenas[i];
+    unsigned i = __atomic_fetch_add(&next_arena, 1, __ATOMIC_RELAXED) % ma_narenas;
+    my_arena = &ma_arenas[i];
     return my_arena;
 }
 
@@ -389,11 +402,11 @@ size_t ma_trim(void)
 {
     ensure_init();
     size_t released = 0;
-    for (unsigned i = 0; i < narenas; i++) {
-        arena_lock(&arenas[i]);
-        arena_drain(&arenas[i]);
-        released += arena_trim(&arenas[i]);
-        arena_unlock(&arenas[i]);
+    for (unsigned i = 0; i < ma_narenas; i++) {
+        arena_lock(&ma_arenas[i]);
+        arena_drain(&ma_arenas[i]);
+        released += arena_trim(&ma_arenas[i]);
+        arena_unlock(&ma_arenas[i]);
     }
     return released;
 }
@@ -403,11 +416,11 @@ int ma_check(void)
     ensure_init();
     /* One arena at a time: never two arena locks held together, so no lock
      * order can deadlock against the allocation paths. */
-    for (unsigned i = 0; i < narenas; i++) {
-        arena_lock(&arenas[i]);
-        arena_drain(&arenas[i]);
-        arena_check(&arenas[i]);
-        arena_unlock(&arenas[i]);
+    for (unsigned i = 0; i < ma_narenas; i++) {
+        arena_lock(&ma_arenas[i]);
+        arena_drain(&ma_arenas[i]);
+        arena_check(&ma_arenas[i]);
+        arena_unlock(&ma_arenas[i]);
     }
     large_check();
     return 0;
@@ -418,18 +431,18 @@ void ma_print_free_list(int fd)
     ensure_init();
     char mem[2048];
     struct ma_buf b = { mem, 0, sizeof mem, fd };
-    for (unsigned i = 0; i < narenas; i++) {
-        arena_lock(&arenas[i]);
-        arena_drain(&arenas[i]);
-        arena_print(&arenas[i], &b);
-        arena_unlock(&arenas[i]);
+    for (unsigned i = 0; i < ma_narenas; i++) {
+        arena_lock(&ma_arenas[i]);
+        arena_drain(&ma_arenas[i]);
+        arena_print(&ma_arenas[i], &b);
+        arena_unlock(&ma_arenas[i]);
     }
-    size_t count, bytes;
-    large_totals(&count, &bytes);
+    struct large_totals lt;
+    large_totals(&lt);
     buf_str(&b, "large: ");
-    buf_u64(&b, count);
+    buf_u64(&b, lt.live);
     buf_str(&b, " mappings, ");
-    buf_u64(&b, bytes);
+    buf_u64(&b, lt.bytes);
     buf_str(&b, " bytes\n");
     buf_flush(&b);
 }
@@ -437,7 +450,7 @@ void ma_print_free_list(int fd)
 unsigned ma_arena_count(void)
 {
     ensure_init();
-    return narenas;
+    return ma_narenas;
 }
 
 unsigned ma_thread_arena(void)
@@ -452,40 +465,6 @@ int ma_arena_of(const void *p)
     return c != NULL ? (int)c->arena->index : -1;
 }
 
-int ma_arena_stats_get(unsigned index, ma_arena_stats_t *out)
-{
-    ensure_init();
-    if (index >= narenas || out == NULL) {
-        errno = EINVAL;
-        return -1;
-    }
-    struct arena *a = &arenas[index];
-    arena_lock(a);
-    arena_drain(a);
-    out->mapped = a->mapped;
-    out->in_use = a->in_use;
-    out->free = a->free_bytes;
-    out->chunks = a->nchunks;
-    out->free_blocks = a->free_blocks;
-    out->largest_free = 0;
-    for (int c = N_CLASSES - 1; c >= 0; c--) {
-        if (a->heads[c] == NULL)
-            continue;
-        for (struct block *b = a->heads[c]; b != NULL; b = b->next)
-            if (block_size(b) > out->largest_free)
-                out->largest_free = block_size(b);
-        break;
-    }
-    out->allocs = a->allocs;
-    out->frees = a->frees;
-    out->remote_frees = a->remote_frees;
-    out->remote_pending = __atomic_load_n(&a->remote_pending, __ATOMIC_RELAXED);
-    out->lock_acquires = a->lock_acquires;
-    out->lock_waits = a->lock_waits;
-    arena_unlock(a);
-    return 0;
-}
-
 /* ---- fork ---- */
 
 /* Take every lock before fork() so the child never inherits one held by a
@@ -495,15 +474,15 @@ static void fork_prepare(void)
 {
     ensure_init();
     pthread_mutex_lock(&init_lock);
-    for (unsigned i = 0; i < narenas; i++)
-        pthread_mutex_lock(&arenas[i].lock);
+    for (unsigned i = 0; i < ma_narenas; i++)
+        pthread_mutex_lock(&ma_arenas[i].lock);
     large_lock_all();
 }
 
 static void fork_release(void)
 {
     large_unlock_all();
-    for (unsigned i = narenas; i-- > 0;)
-        pthread_mutex_unlock(&arenas[i].lock);
+    for (unsigned i = ma_narenas; i-- > 0;)
+        pthread_mutex_unlock(&ma_arenas[i].lock);
     pthread_mutex_unlock(&init_lock);
 }

@@ -4,16 +4,44 @@
  * kernel set it on failure so callers can report ENOMEM faithfully.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "os.h"
 
+/* Bytes memalloc has mapped (chunks, large blocks and its own tables) and
+ * the highest that figure reached. atomic. */
+static size_t mapped_now, mapped_peak;
+
+static void account(size_t add, size_t sub)
+{
+    size_t now = __atomic_add_fetch(&mapped_now, add - sub, __ATOMIC_RELAXED);
+    size_t peak = __atomic_load_n(&mapped_peak, __ATOMIC_RELAXED);
+    while (now > peak &&
+           !__atomic_compare_exchange_n(&mapped_peak, &peak, now, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+}
+
+static size_t page_round(size_t n)
+{
+    return (n + MA_PAGE_SIZE - 1) & ~(MA_PAGE_SIZE - 1);
+}
+
+void os_mapped(size_t *now, size_t *peak)
+{
+    *now = __atomic_load_n(&mapped_now, __ATOMIC_RELAXED);
+    *peak = __atomic_load_n(&mapped_peak, __ATOMIC_RELAXED);
+}
+
 void *os_map(size_t size)
 {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    if (p == MAP_FAILED)
+        return NULL;
+    account(page_round(size), 0);
+    return p;
 }
 
 void *os_map_aligned(size_t size, size_t align)
@@ -32,9 +60,9 @@ void *os_map_aligned(size_t size, size_t align)
     size_t head = start - (uintptr_t)raw;
     size_t tail = span - head - size;
     if (head)
-        munmap(raw, head);
+        os_unmap(raw, head);
     if (tail)
-        munmap((char *)start + size, tail);
+        os_unmap((char *)start + size, tail);
     return (void *)start;
 }
 
@@ -42,13 +70,16 @@ void os_unmap(void *p, size_t size)
 {
     if (munmap(p, size) != 0)
         ma_fatal("munmap", "kernel refused to unmap a region (corrupted size?)", p);
+    account(0, page_round(size));
 }
 
 void *os_remap(void *p, size_t old_size, size_t new_size, size_t align)
 {
     void *q = mremap(p, old_size, new_size, 0);
-    if (q != MAP_FAILED)
+    if (q != MAP_FAILED) {
+        account(page_round(new_size), page_round(old_size));
         return q;
+    }
     /* Cannot grow in place: reserve an aligned destination and let the
      * kernel move the pages there (no copy), replacing the reservation. */
     void *dst = os_map_aligned(new_size, align);
@@ -57,10 +88,12 @@ void *os_remap(void *p, size_t old_size, size_t new_size, size_t align)
     q = mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
     if (q == MAP_FAILED) {
         int saved = errno;
-        munmap(dst, new_size);
+        os_unmap(dst, new_size);
         errno = saved;
         return NULL;
     }
+    /* The reservation at dst was replaced, the old range released. */
+    account(0, page_round(old_size));
     return q;
 }
 
@@ -82,6 +115,21 @@ unsigned os_ncpus(void)
             return (unsigned)n;
     }
     return 1;
+}
+
+int os_open_write(const char *path)
+{
+    int saved = errno;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    errno = saved;
+    return fd;
+}
+
+void os_close(int fd)
+{
+    int saved = errno;
+    close(fd);
+    errno = saved;
 }
 
 void os_write(int fd, const char *s, size_t n)

@@ -25,6 +25,11 @@ MA_HIDDEN void *os_remap(void *p, size_t old_size, size_t new_size, size_t align
 MA_HIDDEN void os_discard(void *p, size_t size);
 /* Number of CPUs this process may run on (at least 1). */
 MA_HIDDEN unsigned os_ncpus(void);
+/* Bytes mapped through this file now, and the most ever. */
+MA_HIDDEN void os_mapped(size_t *now, size_t *peak);
+/* Opens (creates, truncates) a file for writing; -1 on failure. */
+MA_HIDDEN int os_open_write(const char *path);
+MA_HIDDEN void os_close(int fd);
 /* write(2) all of it, retrying on EINTR; errors are ignored. */
 MA_HIDDEN void os_write(int fd, const char *s, size_t n);
 

@@ -6,7 +6,9 @@
  */
 #include <errno.h>
 #include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "memalloc.h"
 
@@ -35,4 +37,60 @@ MA_PUBLIC void *pvalloc(size_t n)
         return NULL;
     }
     return ma_aligned_alloc(PAGE, rounded);
+}
+
+/* ---- glibc's introspection names ---- */
+
+MA_PUBLIC void malloc_stats(void) { ma_stats_print(2, 0); }
+
+MA_PUBLIC struct mallinfo2 mallinfo2(void)
+{
+    ma_stats_t s;
+    s.size = sizeof s;
+    struct mallinfo2 m;
+    memset(&m, 0, sizeof m);
+    if (ma_stats_get(&s) == 0) {
+        m.arena = s.mapped;          /* bytes in arena chunks */
+        m.ordblks = s.free_blocks;   /* free blocks */
+        m.hblks = s.large_live;      /* directly mapped blocks */
+        m.hblkhd = s.large_bytes;
+        m.usmblks = s.peak_mapped;
+        m.uordblks = s.in_use + s.large_bytes;
+        m.fordblks = s.free;
+    }
+    return m;
+}
+
+/* The old int-sized form: figures above INT_MAX are clamped, not wrapped. */
+MA_PUBLIC struct mallinfo mallinfo(void)
+{
+    struct mallinfo2 m2 = mallinfo2();
+    struct mallinfo m;
+#define MA_CLAMP(v) ((v) > 0x7fffffff ? 0x7fffffff : (int)(v))
+    m.arena = MA_CLAMP(m2.arena);
+    m.ordblks = MA_CLAMP(m2.ordblks);
+    m.smblks = 0;
+    m.hblks = MA_CLAMP(m2.hblks);
+    m.hblkhd = MA_CLAMP(m2.hblkhd);
+    m.usmblks = MA_CLAMP(m2.usmblks);
+    m.fsmblks = 0;
+    m.uordblks = MA_CLAMP(m2.uordblks);
+    m.fordblks = MA_CLAMP(m2.fordblks);
+    m.keepcost = 0;
+#undef MA_CLAMP
+    return m;
+}
+
+/* Writes the XML to the stream's descriptor; a stream without one (e.g.
+ * open_memstream) gets EINVAL rather than a partial document. */
+MA_PUBLIC int malloc_info(int options, FILE *fp)
+{
+    int fd = fp != NULL ? fileno(fp) : -1;
+    if (options != 0 || fd < 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    fflush(fp);
+    ma_stats_print(fd, MA_PRINT_XML);
+    return 0;
 }

@@ -174,8 +174,18 @@ int main(int argc, char **argv)
         printf("arenas=%u\n", ma_arena_count());
         return 0;
     }
+    if (argc >= 2 && strcmp(argv[1], "leak") == 0) {
+        /* Leaves three 100-byte blocks and one large block for the exit
+         * report to find. */
+        for (int i = 0; i < 3; i++)
+            memset(ma_malloc(100), i, 100);
+        memset(ma_malloc(1u << 20), 1, 1u << 20);
+        void *freed = ma_malloc(200);
+        ma_free(freed);
+        return 0;
+    }
     if (argc >= 3 && strcmp(argv[1], "misuse") == 0)
         return cmd_misuse(argv[2]);
-    fprintf(stderr, "usage: probe arenas T | oom | touch | misuse CASE\n");
+    fprintf(stderr, "usage: probe arenas T | oom | touch | leak | misuse CASE\n");
     return 2;
 }
