@@ -49,7 +49,8 @@ void *os_map_aligned(size_t size, size_t align)
     if (align <= MA_PAGE_SIZE)
         return os_map(size);
     /* Over-map by the alignment and cut off both ends: costs address space
-     * only, never resident memory. */
+     * only, never resident memory. Both cuts must fall on page boundaries. */
+    size = page_round(size);
     size_t span = size + align;
     if (span < size)
         return NULL;
