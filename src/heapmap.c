@@ -184,7 +184,8 @@ int ma_heap_map(int fd)
     buf_u64(&b, height);
     buf_str(&b, "\" font-family=\"monospace\" font-size=\"11\">\n<style>.used{fill:" COLOR_USED
                 "}.free{fill:" COLOR_FREE "}.meta{fill:" COLOR_META "}.large{fill:" COLOR_LARGE
-                "}</style>\n<title>memalloc heap map</title>\n");
+                "}text{fill:#222}</style>\n<title>memalloc heap map</title>\n"
+                "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n");
 
     /* Title, totals and legend. */
     char line[160];
