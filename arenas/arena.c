@@ -131,11 +131,6 @@ static struct block *index_take(struct arena *a, size_t bsize)
 
 /* ---- chunks ---- */
 
-static struct block *chunk_first(const struct chunk *c)
-{
-    return (struct block *)((char *)c + CHUNK_HDR);
-}
-
 /* Maps a new chunk and puts its single free block in the index. */
 static struct block *arena_grow(struct arena *a)
 {
@@ -161,7 +156,7 @@ static struct block *arena_grow(struct arena *a)
     a->empty_chunks++;
 
     size_t cap = chunk_capacity(cs);
-    struct block *b = chunk_first(c);
+    struct block *b = chunk_first_block(c);
     hd_set(b, cap | B_PREV_INUSE);
     struct block *fence = (struct block *)((char *)b + cap);
     fence->prev_size = cap;
@@ -210,6 +205,8 @@ static void *block_carve(struct arena *a, struct block *b, size_t bsize)
         hd_set(n, hd_get(n) | B_PREV_INUSE);
     }
     a->in_use += size;
+    if (a->in_use > a->peak_in_use)
+        a->peak_in_use = a->in_use;
     a->allocs++;
     return block_payload(b);
 }
@@ -240,7 +237,7 @@ static void block_release(struct arena *a, struct block *b)
         size_t ps = b->prev_size;
         struct block *pb = (struct block *)((char *)b - ps);
         struct chunk *c = chunk_of(b, a->chunk_size);
-        if (ma_unlikely(ps < B_MIN || (ps & B_FLAGS) || (char *)pb < (char *)chunk_first(c) ||
+        if (ma_unlikely(ps < B_MIN || (ps & B_FLAGS) || (char *)pb < (char *)chunk_first_block(c) ||
                         (hd_get(pb) & ~B_FLAGS) != ps || (hd_get(pb) & B_INUSE)))
             corrupt("free", "corrupted footer of the previous block", block_payload(b));
         index_remove(a, pb, ps);
@@ -271,7 +268,7 @@ static void block_release(struct arena *a, struct block *b)
 void arena_validate(const struct chunk *c, const void *p, const char *fn)
 {
     const struct block *b = block_of(p);
-    if (ma_unlikely((uintptr_t)p < (uintptr_t)chunk_first(c) + B_HDR))
+    if (ma_unlikely((uintptr_t)p < (uintptr_t)chunk_first_block(c) + B_HDR))
         corrupt(fn, "invalid pointer (inside a chunk header)", p);
     size_t h = hd_get(b);
     size_t s = h & ~B_FLAGS;
@@ -367,6 +364,8 @@ int arena_resize(struct arena *a, void *p, size_t bsize)
         struct block *after = block_next(b);
         hd_set(after, hd_get(after) | B_PREV_INUSE);
         a->in_use += ns;
+        if (a->in_use > a->peak_in_use)
+            a->peak_in_use = a->in_use;
     }
     block_shrink(a, b, bsize);
     return 1;
@@ -403,7 +402,7 @@ size_t arena_trim(struct arena *a)
     struct chunk *c = a->chunks;
     while (c != NULL) {
         struct chunk *next = c->next;
-        struct block *b = chunk_first(c);
+        struct block *b = chunk_first_block(c);
         if (hd_get(b) == (cap | B_PREV_INUSE)) {
             index_remove(a, b, cap);
             a->empty_chunks--;

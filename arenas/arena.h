@@ -83,6 +83,7 @@ struct arena {
     size_t nchunks;                   /* guarded by lock */
     size_t empty_chunks;              /* guarded by lock: chunks holding one free block */
     size_t mapped, in_use, free_bytes, free_blocks; /* guarded by lock */
+    size_t peak_in_use;               /* guarded by lock */
     uint64_t allocs, frees, remote_frees, lock_acquires, lock_waits; /* guarded by lock */
     /* ---- remote frees: written by any thread ---- */
     struct block *_Atomic remote_head __attribute__((aligned(64))); /* atomic */
@@ -151,5 +152,20 @@ MA_HIDDEN void arena_check(struct arena *a);
 MA_HIDDEN void arena_print(struct arena *a, struct ma_buf *b);
 /* Size class of a free block of size s. */
 MA_HIDDEN unsigned arena_class_of(size_t s);
+
+/* What arena_walk reports: each chunk, then each of its blocks in address
+ * order (the fence excluded). */
+struct arena_visitor {
+    void (*chunk)(void *ctx, const struct chunk *c);
+    void (*block)(void *ctx, const struct chunk *c, const struct block *b, size_t size, int in_use);
+    void *ctx;
+};
+/* Visits every chunk and block of the arena. Lock held. */
+MA_HIDDEN void arena_walk(struct arena *a, const struct arena_visitor *v);
+/* First block of a chunk. */
+static inline struct block *chunk_first_block(const struct chunk *c)
+{
+    return (struct block *)((char *)c + CHUNK_HDR);
+}
 
 #endif /* MA_ARENA_H */

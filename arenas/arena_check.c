@@ -37,7 +37,7 @@ void arena_check(struct arena *a)
         prevc = c;
 
         const char *end = (const char *)c + c->size - CHUNK_FENCE;
-        struct block *b = (struct block *)((char *)c + CHUNK_HDR);
+        struct block *b = chunk_first_block(c);
         int prev_inuse = 1;
         for (;;) {
             size_t h = b->head;
@@ -112,6 +112,17 @@ void arena_check(struct arena *a)
             check_fail("remote-free stack holds a foreign or free block", block_payload(b));
         if (++pending > in_use / B_MIN)
             check_fail("remote-free stack is a cycle", block_payload(b));
+    }
+}
+
+void arena_walk(struct arena *a, const struct arena_visitor *v)
+{
+    for (struct chunk *c = a->chunks; c != NULL; c = c->next) {
+        if (v->chunk != NULL)
+            v->chunk(v->ctx, c);
+        for (struct block *b = chunk_first_block(c); (b->head & ~B_FLAGS) != 0; b = block_next(b))
+            if (v->block != NULL)
+                v->block(v->ctx, c, b, b->head & ~B_FLAGS, (b->head & B_INUSE) != 0);
     }
 }
 
