@@ -13,6 +13,7 @@ Only the Python standard library is used.
 
 import json
 import math
+import re
 import os
 import shutil
 import subprocess
@@ -236,27 +237,27 @@ def plot_scaling(bench, title, unit, data, allocs, threads, out_svg, workdir):
 
 def plot_bars(name, title, ylabel, groups, allocs, values, out_svg, workdir, log_y=False):
     """Clustered bars: one cluster per group, one bar per allocator.
-    values[(group, alloc)] = number or None."""
+    values[(group, alloc)] = number or None. A group label may hold one
+    space-separated word per line."""
     dat = os.path.join(workdir, name + ".dat")
     with open(dat, "w") as f:
-        f.write("group " + " ".join(allocs) + "\n")
         for g in groups:
-            row = ['"%s"' % g]
+            row = [str(groups.index(g))]
             for a in allocs:
                 v = values.get((g, a))
                 row.append("%g" % v if v is not None else "?")
             f.write(" ".join(row) + "\n")
     cols = ", \\\n     ".join(
-        "'%s' using %d%s title '%s' lc rgb '%s'"
-        % (dat, i + 2, ":xtic(1)" if i == 0 else "", a, COLORS.get(a, "#000000"))
+        "'%s' using %d title '%s' lc rgb '%s'" % (dat, i + 2, a, COLORS.get(a, "#000000"))
         for i, a in enumerate(allocs))
-    script = SVG_HEAD + (
+    tics = ", ".join('"%s" %d' % (g.replace(" ", "\\n"), i) for i, g in enumerate(groups))
+    script = SVG_HEAD.replace("760,440", "%d,460" % max(760, 90 * len(groups) + 200)) + (
         "set output '%s'\nset title '%s'\nset ylabel '%s'\nset datafile missing '?'\n"
         "set style data histograms\nset style histogram clustered gap 1\n"
-        "set style fill solid 0.85 border -1\nset boxwidth 0.9\nset xtics rotate by -25\n"
-        "%sset key autotitle columnheader\nplot %s\n"
-        % (out_svg, title, ylabel,
-           "set logscale y\nset yrange [*:*]\n" if log_y else "set yrange [0:*]\n", cols))
+        "set style fill solid 0.85 border -1\nset boxwidth 0.9\n"
+        "set xtics (%s) scale 0 font ',10'\nset bmargin 4\n%splot %s\n"
+        % (out_svg, title, ylabel, tics,
+           "set logscale y\n" if log_y else "set yrange [0:*]\n", cols))
     return gnuplot(script, workdir)
 
 
@@ -308,7 +309,8 @@ def write_report(results_path, report_path, plots_dir, root):
         body += ["", "### %s" % title, "", desc, ""]
         cmd = next((r["cmd"] for r in runs if r["bench"] == bench and r["alloc"] != "glibc"), None)
         if cmd:
-            body += ["Command (per allocator and thread count): `%s`" % cmd, ""]
+            body += ["Command: `%s` (T = thread count; LD_PRELOAD per allocator as listed under Machine)"
+                     % re.sub(r" -t \d+", " -t T", cmd), ""]
         body.append("Throughput, %s per second: median (min–max) of %s; higher is better."
                     % (unit, plural(meta.get("reps", 0), "run")))
         body.append("")
@@ -439,7 +441,7 @@ def write_report(results_path, report_path, plots_dir, root):
         if not brs:
             continue
         t = max(r["threads"] for r in brs)
-        label = "%s %dt" % (bench, t)
+        label = "%s %dt" % (bench, t)  # one word per line in the plot
         groups.append(label)
         for a in allocs:
             vals = [r["result"]["maxrss_kb"] / 1024 for r in brs if r["alloc"] == a and r["threads"] == t]
@@ -467,6 +469,29 @@ def write_report(results_path, report_path, plots_dir, root):
                     v = "win" if mine < best * 0.9 else "loss" if mine > best * 1.1 else "tie"
                     summary_items.append(("rss", "peak RSS, " + g, 0, v, best / mine, who))
 
+    # ---- perf counters (only where perf stat could count them) ----
+    perf_section = []
+    for event in meta.get("perf_events") or []:
+        per_op = {}
+        for r in runs:
+            c = (r.get("perf") or {}).get(event)
+            ops = (r.get("result") or {}).get("ops")
+            if r.get("ok") and c is not None and ops:
+                per_op.setdefault(("%s %dt" % (r["bench"], r["threads"]), r["alloc"]), []).append(c / ops)
+        if not per_op:
+            continue
+        configs = []
+        for (g, _) in per_op:
+            if g not in configs:
+                configs.append(g)
+        perf_section += ["", "### perf stat: %s per operation" % event, "",
+                         "Median over the repetitions of `perf stat -e %s` for the whole process "
+                         "(start-up included) divided by the benchmark's operation count. Lower is "
+                         "better." % event, ""]
+        perf_section += md_table(["benchmark"] + allocs,
+                                 [[g] + [("%.1f" % stats(per_op[(g, a)])[0]) if (g, a) in per_op else "—"
+                                         for a in allocs] for g in configs])
+
     # ---- failures ----
     failed = [r for r in runs + instr if not r.get("ok")]
 
@@ -487,7 +512,7 @@ def write_report(results_path, report_path, plots_dir, root):
             "| | |", "|---|---|",
             "| CPU | %s |" % m.get("cpu", "?"),
             "| cores | %s (usable by the runs: %s) |" % (m.get("cores", "?"), m.get("cores_usable", "?")),
-            "| memory | %s |" % m.get("mem_total", "?"),
+            "| memory | %s |" % mem_text(m.get("mem_total")),
             "| kernel | Linux %s %s |" % (m.get("kernel", "?"), m.get("arch", "")),
             "| compiler | %s |" % m.get("compiler", "?"),
             "| memalloc | %s |" % (v.get("memalloc") or "?"),
@@ -513,6 +538,7 @@ def write_report(results_path, report_path, plots_dir, root):
             "Multi-threaded times run from the first worker's start to the last worker's end."]
     out += body
     out += rss_section
+    out += perf_section
     if failed:
         out += ["", "## Failed runs", "", "These runs produced no number (a corrupted block, a crash "
                 "or a timeout); they are left out of the tables above.", ""]
@@ -544,6 +570,14 @@ def write_report(results_path, report_path, plots_dir, root):
         os.path.relpath(report_path, root),
         len([p for p in os.listdir(plots_dir) if p.endswith(".svg")]),
         os.path.relpath(plots_dir, root)))
+
+
+def mem_text(meminfo):
+    """'24683656 kB' -> '23.5 GiB'."""
+    try:
+        return "%.1f GiB" % (int(meminfo.split()[0]) / 1024.0 / 1024.0)
+    except (AttributeError, ValueError, IndexError):
+        return "?"
 
 
 def plural(n, word):
@@ -579,6 +613,26 @@ def summary_text(items, vs_glibc, has_mem, allocs, meta):
             where = i[1] + (", %d thr" % i[2] if kind == "speed" else
                             ", %d thr" % i[2] if kind == "memory" else "")
             return "%s: %.2f× %s" % (where, i[4], i[5])
+        if kind == "speed":
+            # one row per benchmark, one column per thread count
+            threads = sorted({i[2] for i in its})
+            benches = []
+            for i in its:
+                if i[1] not in benches:
+                    benches.append(i[1])
+            mark = {"win": "**win**", "loss": "loss", "tie": "tie"}
+            rows = []
+            for b in benches:
+                row = [b]
+                for t in threads:
+                    hit = [i for i in its if i[1] == b and i[2] == t]
+                    row.append("%.2f %s (%s)" % (hit[0][4], mark[hit[0][3]], hit[0][5]) if hit else "")
+                rows.append(row)
+            lines += ["memalloc's throughput ÷ the best other allocator's (named), per benchmark "
+                      "and thread count:", ""]
+            lines += md_table(["benchmark"] + ["%d thr" % t for t in threads], rows)
+            lines.append("")
+            continue
         if w:
             lines.append("- wins: " + "; ".join(fmt(i) for i in sorted(w, key=lambda i: -i[4])))
         if l:

@@ -46,32 +46,32 @@ ALL_ALLOCATORS = ["memalloc", "glibc", "jemalloc", "tcmalloc", "mimalloc"]
 # ---- the suite ---------------------------------------------------------------
 #
 # Each benchmark: program, arguments per mode (the thread count is added as
-# -t T), which thread counts it runs at ("all" = the --threads list), and
-# for churn the callgrind instruction count. Quick sizes keep a run near
-# 0.1-0.3 s under glibc so the whole quick suite stays under 5 minutes on a
-# 2-core machine; full sizes are ~5-10x longer.
+# -t T) and which thread counts it runs at ("all" = the --threads list).
+# Quick sizes keep a run near 0.1-0.4 s under glibc, so the quick suite
+# (~500 runs) takes about 3 minutes on a 2-core machine; full sizes are
+# about 5x longer and run 5 times.
 
 SUITE = [
     dict(id="threadtest", prog="threadtest", threads="all",
-         quick=["-i", "20", "-n", "50000"], full=["-i", "100", "-n", "100000"]),
+         quick=["-i", "60", "-n", "50000"], full=["-i", "150", "-n", "100000"]),
     dict(id="larson", prog="larson", threads="all",
-         quick=["-d", "0.25"], full=["-d", "2"]),
+         quick=["-d", "0.3"], full=["-d", "1.5"]),
     dict(id="xmalloc", prog="xmalloc", threads="all",
-         quick=["-n", "300k"], full=["-n", "3M"]),
+         quick=["-n", "1500k"], full=["-n", "8M"]),
     dict(id="cache-thrash", prog="cache-thrash", threads="all",
-         quick=["-i", "2000", "-r", "2000"], full=["-i", "10000", "-r", "5000"]),
+         quick=["-i", "5000", "-r", "4000"], full=["-i", "20000", "-r", "5000"]),
     dict(id="cache-scratch", prog="cache-scratch", threads="all",
-         quick=["-i", "2000", "-r", "2000"], full=["-i", "10000", "-r", "5000"]),
+         quick=["-i", "5000", "-r", "4000"], full=["-i", "20000", "-r", "5000"]),
     dict(id="fragmentation", prog="fragmentation", threads=[1, 4],
-         quick=["-n", "100k", "-m", "16M"], full=["-n", "1M", "-m", "64M"]),
+         quick=["-n", "300k", "-m", "32M"], full=["-n", "1500k", "-m", "64M"]),
     dict(id="realloc", prog="realloc", threads=[1],
-         quick=["-r", "20"], full=["-r", "200"]),
+         quick=["-r", "80"], full=["-r", "400"]),
     dict(id="churn-small", prog="churn", threads=[1],
-         quick=["-m", "small", "-n", "2M"], full=["-m", "small", "-n", "20M"]),
+         quick=["-m", "small", "-n", "6M"], full=["-m", "small", "-n", "30M"]),
     dict(id="churn-medium", prog="churn", threads=[1],
-         quick=["-m", "medium", "-n", "1M"], full=["-m", "medium", "-n", "10M"]),
+         quick=["-m", "medium", "-n", "3M"], full=["-m", "medium", "-n", "15M"]),
     dict(id="churn-mixed", prog="churn", threads=[1],
-         quick=["-m", "mixed", "-n", "2M"], full=["-m", "mixed", "-n", "20M"]),
+         quick=["-m", "mixed", "-n", "6M"], full=["-m", "mixed", "-n", "30M"]),
 ]
 
 # Instructions per malloc+free pair: churn under callgrind, counting only
@@ -530,7 +530,7 @@ def run_perf(args, libs):
     if not shutil.which("valgrind"):
         print("no hardware counters and no valgrind: nothing more to show")
         return 0
-    print("== hardware counters unavailable: callgrind instead (slow; shorter run)", flush=True)
+    print("== hardware counters unavailable: callgrind instead (slow)", flush=True)
     out = os.path.join(args.bin_dir, "callgrind.out")
     subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out] + cmd, env=env)
     if shutil.which("callgrind_annotate"):
