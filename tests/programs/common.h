@@ -1,0 +1,191 @@
+/*
+ * common.h - helpers shared by the stress programs in tests/programs/.
+ *
+ * The programs run unchanged on the system allocator and under
+ * LD_PRELOAD=libmemalloc.so, so they only use the standard allocation
+ * names; memalloc's own checker is reached through dlsym when it is there.
+ * Failure messages go through write(2) from a stack buffer, so they work in
+ * a forked child, a signal handler or while the heap is suspect.
+ */
+#ifndef PROGRAMS_COMMON_H
+#define PROGRAMS_COMMON_H
+
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The program's name, set by main before anything can fail. */
+static const char *prog_name = "program";
+
+static void prog_vsay(const char *fmt, va_list ap)
+{
+    char buf[512];
+    int n = snprintf(buf, sizeof buf, "%s[%d]: ", prog_name, (int)getpid());
+    if (n < 0)
+        n = 0;
+    int m = vsnprintf(buf + n, sizeof buf - (size_t)n - 1, fmt, ap);
+    if (m < 0)
+        m = 0;
+    size_t len = (size_t)n + (size_t)m;
+    if (len > sizeof buf - 2)
+        len = sizeof buf - 2;
+    buf[len++] = '\n';
+    (void)!write(2, buf, len);
+}
+
+static void prog_say(const char *fmt, ...) __attribute__((format(printf, 1, 2), unused));
+static void prog_say(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    prog_vsay(fmt, ap);
+    va_end(ap);
+}
+
+/* Reports a failure and ends the process at once (no atexit, no flush). */
+static void prog_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn, unused));
+static void prog_die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    prog_vsay(fmt, ap);
+    va_end(ap);
+    _exit(1);
+}
+
+/* ---- deterministic random numbers ---- */
+
+/* xorshift64*: one private state per thread, never zero. */
+static inline uint64_t rng_next(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static inline uint64_t rng_seed(uint64_t a, uint64_t b)
+{
+    uint64_t s = a * 0x9E3779B97F4A7C15ULL + b * 0xBF58476D1CE4E5B9ULL + 1;
+    return s ? s : 1;
+}
+
+/* ---- patterned blocks ---- */
+
+/* The byte at offset i of a block with tag t: different tags and offsets
+ * give different bytes, so a block moved, overlapped or reused too early
+ * is caught by pattern_check. */
+static inline unsigned char pattern_byte(uint64_t tag, size_t i)
+{
+    uint64_t x = tag ^ ((uint64_t)i * 0x9E3779B97F4A7C15ULL);
+    x ^= x >> 29;
+    return (unsigned char)(x ^ (x >> 8) ^ (tag >> 32));
+}
+
+/* Fills the n bytes at p with the pattern of `tag`. Large blocks are only
+ * written at a stride (every 64th byte plus both ends): enough to detect
+ * overlap and keeps the programs fast, while still touching every page. */
+static void pattern_fill(void *p, size_t n, uint64_t tag) __attribute__((unused));
+static void pattern_fill(void *p, size_t n, uint64_t tag)
+{
+    unsigned char *b = p;
+    size_t step = n > 4096 ? 64 : 1;
+    for (size_t i = 0; i < n; i += step)
+        b[i] = pattern_byte(tag, i);
+    if (n > 0)
+        b[n - 1] = pattern_byte(tag, n - 1);
+}
+
+/* Returns 1 when the first `upto` bytes of a block of n bytes filled by
+ * pattern_fill(p, n, tag) still hold their pattern (the stride is the one
+ * pattern_fill used for n bytes). */
+static int pattern_prefix_ok(const void *p, size_t n, size_t upto, uint64_t tag) __attribute__((unused));
+static int pattern_prefix_ok(const void *p, size_t n, size_t upto, uint64_t tag)
+{
+    const unsigned char *b = p;
+    size_t step = n > 4096 ? 64 : 1;
+    if (upto > n)
+        upto = n;
+    for (size_t i = 0; i < upto; i += step)
+        if (b[i] != pattern_byte(tag, i))
+            return 0;
+    return upto < n || n == 0 || b[n - 1] == pattern_byte(tag, n - 1);
+}
+
+/* Returns 1 when the n bytes at p still hold the pattern of `tag`. */
+static inline int pattern_ok(const void *p, size_t n, uint64_t tag)
+{
+    return pattern_prefix_ok(p, n, n, tag);
+}
+
+/* ---- memory figures ---- */
+
+/* Resident set size of this process in bytes (/proc/self/statm, second
+ * field), read without allocating. Returns 0 if it cannot be read. */
+static size_t rss_bytes(void) __attribute__((unused));
+static size_t rss_bytes(void)
+{
+    char buf[128];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    unsigned long size = 0, resident = 0;
+    if (sscanf(buf, "%lu %lu", &size, &resident) != 2)
+        return 0;
+    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static inline double mib(size_t bytes)
+{
+    return (double)bytes / (1024.0 * 1024.0);
+}
+
+/* ---- memalloc's checker, when memalloc is the allocator ---- */
+
+/* Runs ma_check() if the process's allocator exports it (memalloc, linked
+ * or preloaded) and returns 1; returns 0 on any other allocator. ma_check
+ * aborts with a "memalloc: ma_check(): ..." line on a broken heap. */
+static int heap_check(void) __attribute__((unused));
+static int heap_check(void)
+{
+    int (*check)(void);
+    *(void **)&check = dlsym(RTLD_DEFAULT, "ma_check");
+    if (check == NULL)
+        return 0;
+    if (check() != 0)
+        prog_die("ma_check() returned non-zero");
+    return 1;
+}
+
+/* MEMALLOC_EXPECT=1 (set by run.sh for the preloaded runs) makes a program
+ * refuse to pass when memalloc is not really the allocator. */
+static void expect_allocator(void) __attribute__((unused));
+static void expect_allocator(void)
+{
+    const char *e = getenv("MEMALLOC_EXPECT");
+    if (e != NULL && strcmp(e, "1") == 0 && dlsym(RTLD_DEFAULT, "ma_check") == NULL)
+        prog_die("MEMALLOC_EXPECT=1 but ma_check is not exported: memalloc is not loaded");
+}
+
+static inline double now_sec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+#endif /* PROGRAMS_COMMON_H */
