@@ -359,7 +359,7 @@ def write_report(results_path, report_path, plots_dir, root):
         cmd = next((r["cmd"] for r in frag_runs if r["alloc"] != "glibc"), None)
         if cmd:
             body += ["Command: `%s`" % cmd, ""]
-        body += ["Peak RSS = getrusage ru_maxrss of the process; *live* = bytes requested and not "
+        body += ["Peak RSS = the process's resident high-water mark (VmHWM); *live* = bytes requested and not "
                  "yet freed; *pinned* = RSS with only the long-lived blocks left; *empty* = RSS "
                  "after freeing everything; lower is better everywhere. Median (min–max).", ""]
         for t in sorted({r["threads"] for r in frag_runs}):
@@ -449,7 +449,7 @@ def write_report(results_path, report_path, plots_dir, root):
     rss_section = []
     if groups:
         rss_section += ["", "### peak RSS per benchmark", "",
-                        "Median peak resident set (MiB, getrusage ru_maxrss of the benchmark process) "
+                        "Median peak resident set (MiB, VmHWM of the benchmark process) "
                         "at each benchmark's largest thread count. Lower is better.", ""]
         rows = [[g] + [("%.1f" % rssvals[(g, a)]) if rssvals.get((g, a)) is not None else "—"
                        for a in allocs] for g in groups]
@@ -535,7 +535,11 @@ def write_report(results_path, report_path, plots_dir, root):
     out += ["## Benchmarks", "",
             "Every program writes a pattern into every block it allocates and verifies it before "
             "freeing; a corrupted block makes the run fail (exit 2) instead of producing a number. "
-            "Multi-threaded times run from the first worker's start to the last worker's end."]
+            "Multi-threaded times run from the first worker's start to the last worker's end. "
+            "Peak RSS is the high-water mark of the benchmark's own address space (VmHWM in "
+            "/proc/self/status, read at exit); getrusage's ru_maxrss is recorded too but not used, "
+            "because Linux carries it across execve from the parent (the Python runner), which "
+            "hides any peak smaller than the runner's own."]
     out += body
     out += rss_section
     out += perf_section
