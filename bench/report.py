@@ -405,10 +405,9 @@ def write_report(results_path, report_path, plots_dir, root):
                  "churn run under `valgrind --tool=callgrind` with the allocator preloaded, counting "
                  "only inside the two wrapper functions that call malloc and free; the count of a run "
                  "with no steps (allocator start-up, the window's own pairs) is subtracted and the "
-                 "rest divided by the steps (%s). The count includes about 4 instructions of the "
-                 "wrappers' and the PLT's jumps, the same for every allocator (toggling on glibc's own "
-                 "malloc and free instead gives 139 where this gives 142). Deterministic, so one run "
-                 "each. Lower is better."
+                 "rest divided by the steps (%s). The count includes the few jumps of the wrappers "
+                 "and the PLT, the same for every allocator. Deterministic, so one run each. Lower "
+                 "is better."
                  % si(meta.get("callgrind_steps")), ""]
         cmd = next((r["cmd"] for r in ok_instr if r["alloc"] != "glibc"), None)
         if cmd:
@@ -428,6 +427,12 @@ def write_report(results_path, report_path, plots_dir, root):
             body += ["", "Sanity check of the method: glibc's small-size count, %.0f instructions per "
                      "pair, is %s the 50–150 expected of its tcache/fastbin paths." %
                      (g_small, "within" if 50 <= g_small <= 150 else "**outside** (check the measurement)")]
+            direct = {r["mode"]: r["direct_per_pair"] for r in ok_instr
+                      if r["alloc"] == "glibc" and "direct_per_pair" in r}
+            if direct:
+                body[-1] += (" Counted inside glibc's own malloc and free instead of the wrappers, "
+                             "glibc gives " + ", ".join("%.1f (%s)" % (direct[m], m) for m in modes
+                                                        if m in direct) + ".")
         if has_mem:
             for m in modes:
                 mine = val.get((m, "memalloc"))

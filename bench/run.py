@@ -321,12 +321,18 @@ def timed_run(bench, alloc, lib, threads, cmd, timeout, perf_events, perf_tmp):
     return rec
 
 
-def callgrind_count(lib, cmd, timeout):
-    """Instructions collected inside churn_malloc/churn_free, or (None, why)."""
+WRAPPERS = ["churn_malloc", "churn_free"]
+# glibc's own entry points, for the cross-check of the wrapper method
+GLIBC_ENTRIES = ["malloc", "free", "__libc_malloc", "__libc_free"]
+
+
+def callgrind_count(lib, cmd, timeout, functions=None):
+    """Instructions collected inside `functions` (default: churn's two
+    wrappers) and everything they call, or (None, why)."""
+    toggles = ["--toggle-collect=" + fn for fn in functions or WRAPPERS]
     with tempfile.TemporaryDirectory() as tmp:
         vg = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + os.path.join(tmp, "cg.out"),
-              "--collect-atstart=no", "--toggle-collect=churn_malloc",
-              "--toggle-collect=churn_free"] + cmd
+              "--collect-atstart=no"] + toggles + cmd
         status, out, err, _, _ = run_process(vg, preload_env(lib), timeout)
         if status != 0:
             return None, "valgrind exit %s: %s" % (status, (err.strip().splitlines() or [""])[-1][:200])
@@ -393,7 +399,7 @@ def run_suite(args, libs, skipped, out_path):
                 order = allocs[rep % len(allocs):] + allocs[:rep % len(allocs)]
                 for alloc in order:
                     jobs.append((spec, t, rep, alloc))
-    n_cg = len(allocs) * len(CALLGRIND_MODES) * 2 if do_callgrind else 0
+    n_cg = (len(allocs) + ("glibc" in allocs)) * len(CALLGRIND_MODES) * 2 if do_callgrind else 0
 
     meta = {"type": "meta", "mode": mode, "reps": reps, "threads": list(args.threads),
             "allocators": allocs, "skipped": skipped,
@@ -446,7 +452,17 @@ def run_suite(args, libs, skipped, out_path):
                                os.path.join(args.bin_dir, "churn"), "-m", cg_mode, "-n", "N"])}
                     if err is None:
                         rec["instr_per_pair"] = round((counts[steps] - counts[0]) / steps, 2)
-                    else:
+                    if err is None and alloc == "glibc":
+                        # Cross-check: the same difference counted inside glibc's
+                        # malloc/free themselves (no wrapper, no PLT jump).
+                        direct = {}
+                        for n in (steps, 0):
+                            cmd = [os.path.join(args.bin_dir, "churn"), "-m", cg_mode, "-n", str(n)]
+                            direct[n], _ = callgrind_count(None, cmd, timeout * 4, GLIBC_ENTRIES)
+                            progress.show("callgrind churn %s glibc direct n=%d" % (cg_mode, n))
+                        if None not in direct.values():
+                            rec["direct_per_pair"] = round((direct[steps] - direct[0]) / steps, 2)
+                    if err is not None:
                         failures += 1
                         progress.note("FAILED callgrind %s %s: %s" % (cg_mode, alloc, err))
                     f.write(json.dumps(rec) + "\n")
