@@ -127,6 +127,77 @@ static inline int pattern_ok(const void *p, size_t n, uint64_t tag)
     return pattern_prefix_ok(p, n, n, tag);
 }
 
+/* ---- verified blocks ---- */
+
+/* A test block: this header, then `size` bytes of the pattern of `tag`. */
+struct blk {
+    uint64_t tag;
+    size_t size;                /* bytes after the header */
+};
+
+#define BLK_MAX_SIZE ((size_t)64 << 20)
+
+/* Allocates a block with malloc (or calloc when `zeroed`, checking the
+ * zeroes), and fills it. Dies on NULL or a misaligned result. */
+static struct blk *blk_new(size_t size, uint64_t tag, int zeroed) __attribute__((unused));
+static struct blk *blk_new(size_t size, uint64_t tag, int zeroed)
+{
+    struct blk *b = zeroed ? calloc(1, sizeof *b + size) : malloc(sizeof *b + size);
+    if (b == NULL)
+        prog_die("allocation of %zu bytes failed", sizeof *b + size);
+    if (((uintptr_t)b & 15) != 0)
+        prog_die("block %p not 16-byte aligned", (void *)b);
+    if (zeroed) {
+        const unsigned char *z = (const unsigned char *)(b + 1);
+        size_t step = size > 4096 ? 61 : 1;
+        for (size_t i = 0; i < size; i += step)
+            if (z[i] != 0)
+                prog_die("calloc block not zeroed at offset %zu", i);
+    }
+    b->tag = tag;
+    b->size = size;
+    pattern_fill(b + 1, size, tag);
+    return b;
+}
+
+static void blk_verify(const struct blk *b, const char *what) __attribute__((unused));
+static void blk_verify(const struct blk *b, const char *what)
+{
+    if (b->size > BLK_MAX_SIZE || !pattern_ok(b + 1, b->size, b->tag))
+        prog_die("%s: block %p (tag %llx, size %zu) corrupted", what, (const void *)b,
+                 (unsigned long long)b->tag, b->size);
+}
+
+/* Verifies and frees a block. */
+static void blk_free(struct blk *b, const char *what) __attribute__((unused));
+static void blk_free(struct blk *b, const char *what)
+{
+    blk_verify(b, what);
+    free(b);
+}
+
+/* Verifies a block, reallocs it to `size` bytes, checks the part realloc
+ * must keep, and refills it with the pattern of `tag`. */
+static struct blk *blk_resize(struct blk *b, size_t size, uint64_t tag) __attribute__((unused));
+static struct blk *blk_resize(struct blk *b, size_t size, uint64_t tag)
+{
+    blk_verify(b, "before realloc");
+    size_t oldsize = b->size;
+    size_t keep = oldsize < size ? oldsize : size;
+    uint64_t old = b->tag;
+    struct blk *n = realloc(b, sizeof *n + size);
+    if (n == NULL)
+        prog_die("realloc to %zu bytes failed", size);
+    if (((uintptr_t)n & 15) != 0)
+        prog_die("realloc result %p not 16-byte aligned", (void *)n);
+    if (n->tag != old || !pattern_prefix_ok(n + 1, oldsize, keep, old))
+        prog_die("realloc from %zu to %zu bytes lost the contents", oldsize, size);
+    n->tag = tag;
+    n->size = size;
+    pattern_fill(n + 1, size, tag);
+    return n;
+}
+
 /* ---- memory figures ---- */
 
 /* Resident set size of this process in bytes (/proc/self/statm, second

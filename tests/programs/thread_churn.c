@@ -31,11 +31,6 @@
 #define SWAPS 6                 /* mailbox swaps per thread */
 #define RSS_SLACK (64u << 20)   /* allowed growth of RSS over the run */
 
-struct blk {
-    uint64_t tag;
-    size_t size;                /* bytes after the header */
-};
-
 static _Atomic(struct blk *) mailbox[MAILBOX];
 static pthread_key_t exit_key;
 static atomic_long destructor_runs;
@@ -49,56 +44,6 @@ static size_t pick_size(uint64_t r)
     if (k < 16)
         return 1024 + r % (63 * 1024);          /* medium */
     return r % 480;                             /* small */
-}
-
-static struct blk *blk_new(size_t size, uint64_t tag, int zeroed)
-{
-    struct blk *b = zeroed ? calloc(1, sizeof *b + size) : malloc(sizeof *b + size);
-    if (b == NULL)
-        prog_die("allocation of %zu bytes failed", sizeof *b + size);
-    if (((uintptr_t)b & 15) != 0)
-        prog_die("block %p not 16-byte aligned", (void *)b);
-    if (zeroed) {
-        const unsigned char *z = (const unsigned char *)(b + 1);
-        size_t step = size > 4096 ? 61 : 1;
-        for (size_t i = 0; i < size; i += step)
-            if (z[i] != 0)
-                prog_die("calloc block not zeroed at offset %zu", i);
-    }
-    b->tag = tag;
-    b->size = size;
-    pattern_fill(b + 1, size, tag);
-    return b;
-}
-
-static void blk_verify(const struct blk *b, const char *what)
-{
-    if (b->size > 1024 * 1024 || !pattern_ok(b + 1, b->size, b->tag))
-        prog_die("%s: block %p (tag %llx, size %zu) corrupted", what, (const void *)b,
-                 (unsigned long long)b->tag, b->size);
-}
-
-static void blk_free(struct blk *b, const char *what)
-{
-    blk_verify(b, what);
-    free(b);
-}
-
-static struct blk *blk_resize(struct blk *b, size_t size, uint64_t tag)
-{
-    blk_verify(b, "before realloc");
-    size_t oldsize = b->size;
-    size_t keep = oldsize < size ? oldsize : size;
-    uint64_t old = b->tag;
-    struct blk *n = realloc(b, sizeof *n + size);
-    if (n == NULL)
-        prog_die("realloc to %zu bytes failed", size);
-    if (n->tag != old || !pattern_prefix_ok(n + 1, oldsize, keep, old))
-        prog_die("realloc lost the contents of a %zu-byte block", keep);
-    n->tag = tag;
-    n->size = size;
-    pattern_fill(n + 1, size, tag);
-    return n;
 }
 
 static void exit_destructor(void *p)
