@@ -19,10 +19,6 @@
  * freed into an idle arena do not pile up forever. */
 #define REMOTE_DRAIN_BOUND 1024
 
-#define REMOTE_COOKIE ((uintptr_t)0x5a17e4c3b2a19087ull)
-
-static inline uintptr_t remote_cookie(const void *p) { return REMOTE_COOKIE ^ (uintptr_t)p; }
-
 static inline size_t hd_get(const struct block *b) { return __atomic_load_n(&b->head, __ATOMIC_RELAXED); }
 static inline void hd_set(struct block *b, size_t v) { __atomic_store_n(&b->head, v, __ATOMIC_RELAXED); }
 
@@ -207,11 +203,12 @@ static void *block_carve(struct arena *a, struct block *b, size_t bsize)
     a->in_use += size;
     if (a->in_use > a->peak_in_use)
         a->peak_in_use = a->in_use;
-    a->allocs++;
     return block_payload(b);
 }
 
-void *arena_alloc(struct arena *a, size_t bsize)
+/* A free block of at least bsize bytes out of the index, mapping a new
+ * chunk if none is left; NULL if that fails. */
+static struct block *block_find(struct arena *a, size_t bsize)
 {
     struct block *b = index_take(a, bsize);
     if (ma_unlikely(b == NULL)) {
@@ -219,7 +216,70 @@ void *arena_alloc(struct arena *a, size_t bsize)
             return NULL;
         b = index_take(a, bsize);
     }
+    return b;
+}
+
+void *arena_alloc(struct arena *a, size_t bsize)
+{
+    struct block *b = block_find(a, bsize);
+    if (b == NULL)
+        return NULL;
+    a->allocs++;
     return block_carve(a, b, bsize);
+}
+
+unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **head)
+{
+    unsigned got = 0;
+    while (got < n) {
+        struct block *b = block_find(a, bsize);
+        if (b == NULL)
+            break;
+        size_t h = hd_get(b);
+        size_t size = h & ~B_FLAGS;
+        size_t k = size / bsize;
+        if (k > n - got)
+            k = n - got;
+        if (k <= 1) {
+            void *p = block_carve(a, b, bsize);
+            *(void **)p = *head;
+            *head = p;
+            got++;
+            continue;
+        }
+        /* Bulk carve: k consecutive blocks out of one free block, the rest
+         * back to the index (or, if too small to be a block, onto the last
+         * block), one index operation instead of k. */
+        if (size == chunk_capacity(a->chunk_size))
+            a->empty_chunks--;
+        size_t rest = size - k * bsize;
+        size_t flags = h & B_PREV_INUSE;
+        char *at = (char *)b;
+        for (size_t i = 0; i < k; i++) {
+            size_t bs = (i == k - 1 && rest < B_MIN) ? bsize + rest : bsize;
+            struct block *x = (struct block *)at;
+            hd_set(x, bs | B_INUSE | flags);
+            flags = B_PREV_INUSE;
+            void *p = block_payload(x);
+            *(void **)p = *head;
+            *head = p;
+            at += bs;
+        }
+        struct block *after = (struct block *)at;
+        if (rest >= B_MIN) {
+            hd_set(after, rest | B_PREV_INUSE);
+            block_next(after)->prev_size = rest;
+            index_insert(a, after, rest);
+            a->in_use += size - rest;
+        } else {
+            hd_set(after, hd_get(after) | B_PREV_INUSE);
+            a->in_use += size;
+        }
+        if (a->in_use > a->peak_in_use)
+            a->peak_in_use = a->in_use;
+        got += (unsigned)k;
+    }
+    return got;
 }
 
 /* ---- freeing ---- */
@@ -272,20 +332,26 @@ void arena_validate(const struct chunk *c, const void *p, const char *fn)
         corrupt(fn, "invalid pointer (inside a chunk header)", p);
     size_t h = hd_get(b);
     size_t s = h & ~B_FLAGS;
-    if (ma_unlikely(s < B_MIN || (const char *)b + s > (const char *)c + c->size - CHUNK_FENCE))
+    /* Sizes compared, not pointers: a garbage size must not wrap around. */
+    if (ma_unlikely(s < B_MIN || s > (size_t)((const char *)c + c->size - CHUNK_FENCE - (const char *)b)))
         corrupt(fn, "invalid pointer or corrupted block header", p);
     if (ma_unlikely(!(h & B_INUSE)))
         corrupt(fn, fn[0] == 'f' && fn[1] == 'r' ? "double free detected" : "block is not allocated (already freed?)", p);
     const struct block *n = (const struct block *)((const char *)b + s);
     if (ma_unlikely(!(hd_get(n) & B_PREV_INUSE)))
         corrupt(fn, "invalid pointer or corrupted block header", p);
-    if (ma_unlikely(((const uintptr_t *)p)[1] == remote_cookie(p)))
+    if (ma_unlikely(((const uintptr_t *)p)[1] == remote_key(p)))
         corrupt(fn, fn[0] == 'f' && fn[1] == 'r' ? "double free detected" : "block is not allocated (already freed?)", p);
 }
 
 void arena_free(struct arena *a, void *p)
 {
     a->frees++;
+    block_release(a, block_of(p));
+}
+
+void arena_free_uncounted(struct arena *a, void *p)
+{
     block_release(a, block_of(p));
 }
 
@@ -297,7 +363,7 @@ void arena_free_remote(struct arena *a, void *p)
     /* The cookie in the second payload word marks the block as pending, so
      * a second free of it is caught here instead of linking it twice (which
      * would make the stack a cycle). */
-    ((uintptr_t *)p)[1] = remote_cookie(p);
+    ((uintptr_t *)p)[1] = remote_key(p);
     struct block *old = __atomic_load_n(&a->remote_head, __ATOMIC_RELAXED);
     do {
         b->next = old;
@@ -438,13 +504,18 @@ void arena_init(struct arena *a, unsigned index, size_t chunk_size, unsigned res
     a->reserve = reserve;
 }
 
-void arena_lock(struct arena *a)
+int arena_lock(struct arena *a)
 {
+    int waited = 0;
     if (pthread_mutex_trylock(&a->lock) != 0) {
         pthread_mutex_lock(&a->lock);
-        a->lock_waits++;
+        /* Read without the lock by threads choosing a less contended
+         * arena, hence the atomic store. */
+        __atomic_store_n(&a->lock_waits, a->lock_waits + 1, __ATOMIC_RELAXED);
+        waited = 1;
     }
     a->lock_acquires++;
+    return waited;
 }
 
 void arena_unlock(struct arena *a)

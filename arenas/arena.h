@@ -90,9 +90,19 @@ struct arena {
     _Atomic uint64_t remote_pending;  /* atomic: pushes since the last drain */
 };
 
+/* The second payload word of a block pending on a remote-free stack holds
+ * this key (see arena_free_remote). */
+#define REMOTE_KEY ((uintptr_t)0x5a17e4c3b2a19087ull)
+static inline uintptr_t remote_key(const void *p) { return REMOTE_KEY ^ (uintptr_t)p; }
+
 /* ---- inline helpers on blocks ---- */
 
-static inline size_t block_size(const struct block *b) { return b->head & ~B_FLAGS; }
+/* Relaxed: a thread freeing a block of another arena reads its head while
+ * the owner may flip the PREV_INUSE bit; a plain load on x86-64 and arm64. */
+static inline size_t block_size(const struct block *b)
+{
+    return __atomic_load_n(&b->head, __ATOMIC_RELAXED) & ~B_FLAGS;
+}
 static inline struct block *block_next(const struct block *b)
 {
     return (struct block *)((char *)b + block_size(b));
@@ -118,19 +128,28 @@ static inline size_t chunk_capacity(size_t chunk_size) { return chunk_size - CHU
 
 /* Sets up an arena in zeroed memory. */
 MA_HIDDEN void arena_init(struct arena *a, unsigned index, size_t chunk_size, unsigned reserve);
-/* Takes the lock, counting acquisitions and waits. */
-MA_HIDDEN void arena_lock(struct arena *a);
+/* Takes the lock, counting acquisitions and waits; returns 1 if it had to
+ * wait. */
+MA_HIDDEN int arena_lock(struct arena *a);
 MA_HIDDEN void arena_unlock(struct arena *a);
 /* Frees every block on the remote stack into the lists. Lock held. */
 MA_HIDDEN void arena_drain(struct arena *a);
 /* A payload of a block of at least `bsize` bytes, or NULL if no chunk could
  * be mapped. Lock held. */
 MA_HIDDEN void *arena_alloc(struct arena *a, size_t bsize);
+/* Carves up to n blocks of at least bsize bytes (a block size) for a thread
+ * cache and pushes their payloads on the list *head (linked through the first
+ * payload word). Counts them in in_use, not in allocs. Returns how many (fewer
+ * only if no chunk could be mapped). Lock held. */
+MA_HIDDEN unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **head);
 /* A payload aligned to `align` (power of two, > 16), block at least `bsize`.
  * Lock held. */
 MA_HIDDEN void *arena_alloc_aligned(struct arena *a, size_t bsize, size_t align);
 /* Frees the block at payload p of this arena. Lock held. */
 MA_HIDDEN void arena_free(struct arena *a, void *p);
+/* The same for a block coming back from a thread cache, whose free was
+ * already counted when the cache took it. Lock held. */
+MA_HIDDEN void arena_free_uncounted(struct arena *a, void *p);
 /* Pushes payload p, owned by `a`, on a's remote stack: no lock, one CAS. */
 MA_HIDDEN void arena_free_remote(struct arena *a, void *p);
 /* Resizes the block at p in place to at least `bsize`; returns 1 on success,

@@ -113,6 +113,13 @@ MA_EXPORT unsigned ma_arena_count(void);
  * first use). */
 MA_EXPORT unsigned ma_thread_arena(void);
 
+/* Turns the calling thread's cache of small free blocks off (on = 0: its
+ * blocks go back to the arena, and from then on every small malloc and free
+ * takes the arena lock) or back on (on = 1, the default). Returns the
+ * previous setting. Useful for a thread that allocates rarely, and to watch
+ * the arenas themselves. */
+MA_EXPORT int ma_thread_cache(int on);
+
 /* Index of the arena that owns `ptr`, or -1 if `ptr` is a large (directly
  * mapped) block. Aborts on a pointer memalloc did not return. */
 MA_EXPORT int ma_arena_of(const void *ptr);

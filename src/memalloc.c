@@ -17,6 +17,7 @@
 #include "internal.h"
 #include "large.h"
 #include "os.h"
+#include "tcache.h"
 #include "../arenas/arena.h"
 
 /* ---- global state ---- */
@@ -25,16 +26,12 @@ struct arena *ma_arenas;            /* set once at init */
 unsigned ma_narenas;                /* set once at init */
 static int ready;                   /* atomic: 1 once init is complete */
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
-static unsigned next_arena;         /* atomic: round-robin assignment */
 static uint64_t check_ops;          /* atomic: operations since start, check mode */
 
 /* Requests below this go to the arena fast path: the mmap threshold, or 0
  * before init and in check mode, so that one comparison routes both of those
  * to the slow path. set once at init. */
 static size_t fast_limit;
-
-/* The calling thread's arena, NULL until its first allocation. */
-static __thread struct arena *my_arena;
 
 static void fork_prepare(void);
 static void fork_release(void);
@@ -51,6 +48,7 @@ static MA_COLD void init_slow(void)
             ma_fatal("init", "cannot map the arena table", NULL);
         for (unsigned i = 0; i < ma_narenas; i++)
             arena_init(&ma_arenas[i], i, ma_cfg.chunk_size, ma_cfg.chunk_reserve);
+        tcache_init();
         fast_limit = ma_cfg.check ? 0 : ma_cfg.mmap_threshold;
         if (ma_cfg.verbose)
             config_print(2);
@@ -87,24 +85,6 @@ __attribute__((destructor)) static void memalloc_unload(void)
         stats_exit_report();
 }
 
-/* ---- thread -> arena ---- */
-
-/* Round-robin over the arenas: a balanced assignment, so N threads on N
- * arenas get one each, which a hash of the thread id does not guarantee. */
-static MA_COLD struct arena *thread_arena_assign(void)
-{
-    ensure_init();
-    unsigned i = __atomic_fetch_add(&next_arena, 1, __ATOMIC_RELAXED) % ma_narenas;
-    my_arena = &ma_arenas[i];
-    return my_arena;
-}
-
-static inline struct arena *thread_arena(void)
-{
-    struct arena *a = my_arena;
-    return ma_likely(a != NULL) ? a : thread_arena_assign();
-}
-
 /* ---- locating and validating a pointer ---- */
 
 /* Returns the chunk holding small block p, or NULL and *lp for a large
@@ -118,6 +98,11 @@ static inline struct chunk *locate(const void *p, const char *fn, struct large *
         if (ma_unlikely(c->magic != (CHUNK_MAGIC ^ (uintptr_t)c)))
             ma_fatal(fn, "corrupted chunk header", p);
         arena_validate(c, p, fn);
+        /* The key a thread cache writes into a block it holds: present only
+         * while the block sits in some thread's cache. */
+        if (ma_unlikely(((const uintptr_t *)p)[1] == tc_key(p)))
+            ma_fatal(fn, fn[0] == 'f' && fn[1] == 'r' ? "double free detected" : "block is not allocated (already freed?)",
+                     p);
         return c;
     }
     *lp = large_lookup(p, fn);
@@ -131,10 +116,14 @@ static inline size_t raw_usable(const void *p, const struct chunk *c, const stru
 
 /* ---- raw allocation: no canaries ---- */
 
+/* A request below the threshold: through the thread cache when the size is
+ * cached (its bin was empty, or we would not be here), else from the arena. */
 static void *alloc_small(size_t n)
 {
-    struct arena *a = thread_arena();
-    arena_lock(a);
+    struct arena *a = tcache_arena();
+    if (n <= TC_MAX_REQUEST && ma_tc.cache_for == a)
+        return tcache_refill(n);
+    tcache_lock(a);
     arena_drain(a);
     void *p = arena_alloc(a, block_size_for(n));
     arena_unlock(a);
@@ -157,8 +146,8 @@ static void *alloc_raw(size_t n, size_t align, int zero)
             return large_alloc(n, 0); /* fresh mappings are already zero */
         p = alloc_small(n);
     } else if (align <= MA_PAGE_SIZE && block_size_for(n) + align + B_MIN < ma_cfg.mmap_threshold) {
-        struct arena *a = thread_arena();
-        arena_lock(a);
+        struct arena *a = tcache_arena();
+        tcache_lock(a);
         arena_drain(a);
         p = arena_alloc_aligned(a, block_size_for(n), align);
         arena_unlock(a);
@@ -176,8 +165,11 @@ static void free_located(void *p, struct chunk *c, struct large *l)
 {
     if (ma_likely(c != NULL)) {
         struct arena *a = c->arena;
-        if (a == my_arena) {
-            arena_lock(a);
+        size_t size = block_size(block_of(p));
+        if (a == ma_tc.cache_for && size <= TC_MAX_BLOCK) {
+            tcache_push(p, size);
+        } else if (a == ma_tc.arena) {
+            tcache_lock(a);
             arena_drain(a);
             arena_free(a, p);
             arena_unlock(a);
@@ -255,15 +247,18 @@ static MA_COLD void *malloc_slow(size_t n)
 
 void *ma_malloc(size_t n)
 {
+    if (ma_likely(n <= TC_MAX_REQUEST)) {
+        void *p = tcache_pop(n);
+        if (ma_likely(p != NULL))
+            return p;
+    }
     if (ma_likely(n < fast_limit))
         return alloc_small(n);
     return malloc_slow(n);
 }
 
-void ma_free(void *p)
+static MA_COLD void free_slow(void *p)
 {
-    if (p == NULL)
-        return;
     struct large *l = NULL;
     struct chunk *c = locate(p, "free", &l);
     if (ma_unlikely(ma_cfg.check)) {
@@ -273,12 +268,46 @@ void ma_free(void *p)
     free_located(p, c, l);
 }
 
+void ma_free(void *p)
+{
+    if (p == NULL)
+        return;
+    /* The fast path: a small block of the thread's own arena, with every
+     * cheap check of the slow path passing (ours per the pagemap, intact
+     * chunk, allocated, inside its chunk, the next block agreeing, not
+     * already in a cache or on a remote stack). Anything else, including
+     * every error, takes the slow path, which names the problem. */
+    uintptr_t u = (uintptr_t)p;
+    if (ma_likely((u & (MA_ALIGN - 1)) == 0 && pagemap_get(u) == PAGEMAP_CHUNK)) {
+        struct chunk *c = chunk_of(p, ma_cfg.chunk_size);
+        const struct block *b = block_of(p);
+        size_t h = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
+        size_t size = h & ~B_FLAGS;
+        uintptr_t key = ((const uintptr_t *)p)[1];
+        if (ma_likely(c->arena == ma_tc.cache_for && c->magic == (CHUNK_MAGIC ^ (uintptr_t)c) &&
+                      (h & B_INUSE) && size - B_MIN <= TC_MAX_BLOCK - B_MIN &&
+                      u - B_HDR + size <= (uintptr_t)c + ma_cfg.chunk_size - CHUNK_FENCE &&
+                      (__atomic_load_n(&((const struct block *)(u - B_HDR + size))->head, __ATOMIC_RELAXED) &
+                       B_PREV_INUSE) &&
+                      key != tc_key(p) && key != remote_key(p))) {
+            tcache_push(p, size);
+            return;
+        }
+    }
+    free_slow(p);
+}
+
 void *ma_calloc(size_t count, size_t size)
 {
     size_t n;
     if (ma_unlikely(__builtin_mul_overflow(count, size, &n))) {
         errno = ENOMEM;
         return NULL;
+    }
+    if (ma_likely(n <= TC_MAX_REQUEST)) {
+        void *p = tcache_pop(n);
+        if (ma_likely(p != NULL))
+            return memset(p, 0, n);
     }
     if (ma_likely(n < fast_limit)) {
         void *p = alloc_small(n);
@@ -401,6 +430,7 @@ void *ma_memdup(const void *src, size_t n)
 size_t ma_trim(void)
 {
     ensure_init();
+    tcache_flush_all();
     size_t released = 0;
     for (unsigned i = 0; i < ma_narenas; i++) {
         arena_lock(&ma_arenas[i]);
@@ -414,6 +444,7 @@ size_t ma_trim(void)
 int ma_check(void)
 {
     ensure_init();
+    tcache_check();
     /* One arena at a time: never two arena locks held together, so no lock
      * order can deadlock against the allocation paths. */
     for (unsigned i = 0; i < ma_narenas; i++) {
@@ -455,7 +486,13 @@ unsigned ma_arena_count(void)
 
 unsigned ma_thread_arena(void)
 {
-    return thread_arena()->index;
+    return tcache_arena()->index;
+}
+
+int ma_thread_cache(int on)
+{
+    ensure_init();
+    return tcache_set(on);
 }
 
 int ma_arena_of(const void *p)

@@ -34,6 +34,8 @@ static inline void shim_register(const char *name, shim_fn fn)
     }                                                                                            \
     static void suite##_##name(void)
 
+#define TestSuite(suite, ...) extern int shim_suite_##suite
+
 #define cr_assert(cond, ...)                                                                     \
     do {                                                                                         \
         if (!(cond)) {                                                                           \

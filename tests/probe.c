@@ -134,10 +134,12 @@ static int cmd_misuse(const char *what)
         void *p = malloc(100); /* the system allocator's block */
         ma_free(p);
     } else if (strcmp(what, "overflow-header") == 0) {
-        /* Overflow the first block far enough to wipe the second's head. */
+        /* Overflow the lower block far enough to wipe the upper one's head
+         * (the thread cache may hand them out in either order). */
         char *a = ma_malloc(40), *b = ma_malloc(40);
-        memset(a, 0x41, (size_t)(b - a));
-        ma_free(b);
+        char *lo = a < b ? a : b, *hi = a < b ? b : a;
+        memset(lo, 0x41, (size_t)(hi - lo));
+        ma_free(hi);
     } else if (strcmp(what, "corrupt-link") == 0) {
         /* Use after free: overwrite a free block's list links, then make
          * the allocator unlink it. */
@@ -147,6 +149,14 @@ static int cmd_misuse(const char *what)
         memset(b, 0x42, 16);
         void *c = ma_malloc(100); /* takes b off its list: the check fires */
         printf("%p %p %p\n", (void *)sep, (void *)sep2, c);
+    } else if (strcmp(what, "cache-link-to-stack") == 0) {
+        /* Use after free: point a cached block's link at the stack (aligned,
+         * so the pop check cannot see it); ma_check must. */
+        char local[64] __attribute__((aligned(16)));
+        void **p = ma_malloc(48);
+        ma_free(p);
+        p[0] = local;
+        ma_check();
     } else if (strcmp(what, "canary") == 0) {
         char *p = ma_malloc(100);
         p[100] = 'x'; /* one byte past the end */

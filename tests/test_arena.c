@@ -6,6 +6,9 @@
  */
 #include "testutil.h"
 
+/* These tests watch the arena itself: no thread cache in between. */
+TestSuite(arena, .init = cache_off);
+
 /* Three adjacent blocks a, b, c followed by a guard that keeps the tail of
  * the chunk from merging in. */
 struct trio {

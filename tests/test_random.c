@@ -87,6 +87,7 @@ static void run_sequence(int steps, uint64_t seed)
         }
     }
     ma_check();
+    ma_thread_cache(0); /* hand the thread's cached blocks back */
     cr_assert_eq(my_stats().in_use, 0, "everything freed");
 }
 

@@ -9,6 +9,9 @@
 
 #include "testutil.h"
 
+/* These tests watch the arena itself: no thread cache in between. */
+TestSuite(stats, .init = cache_off);
+
 #define CAP ((size_t)(1u << 20) - 64 - 16) /* a chunk's room for blocks */
 
 static ma_stats_t stats(void)

@@ -67,6 +67,13 @@ static inline size_t block_for(size_t n)
     return s < 32 ? 32 : s;
 }
 
+/* Suites that watch the arena itself (exact layouts, exact counters) turn
+ * the calling thread's cache off first: `TestSuite(name, .init = cache_off)`. */
+static inline void cache_off(void)
+{
+    ma_thread_cache(0);
+}
+
 static inline ma_arena_stats_t arena_stats(unsigned idx)
 {
     ma_arena_stats_t s;

@@ -1,0 +1,275 @@
+/*
+ * tcache.c - the slow half of the thread cache: giving a thread its arena,
+ * refilling and flushing bins in batches under one lock, moving a thread off
+ * an arena whose lock it keeps waiting for, and returning the cache to the
+ * arena when the thread exits. The fast half (pop and push) is inline in
+ * tcache.h.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "tcache.h"
+
+__thread struct tcache ma_tc __attribute__((tls_model("initial-exec")));
+uint8_t tc_alloc_class[TC_SLOTS];
+uint8_t tc_free_class[TC_SLOTS];
+static uint32_t class_size[TC_NCLASS]; /* block size a refill of class c carves */
+
+static pthread_key_t exit_key;         /* set once at init: runs tcache_thread_exit */
+static unsigned next_arena;            /* atomic: round-robin assignment */
+
+/* Bytes of blocks a bin may hold before it flushes: small enough that a
+ * thousand idle threads hold little, big enough that a batch amortises the
+ * lock. Measured with bench/threadtest and churn (BENCHMARK.md). */
+#define BIN_BYTES 16384u
+#define BIN_MIN 4u
+#define BIN_MAX 256u
+
+/* Window of locked operations over which lock waits are counted, and the
+ * share of waits beyond which a thread moves to a less loaded arena. */
+#define CONTENTION_WINDOW 64u
+#define CONTENTION_WAITS 16u
+
+static void tcache_thread_exit(void *unused);
+
+void tcache_init(void)
+{
+    for (unsigned c = 0; c < TC_NCLASS; c++)
+        class_size[c] = 0;
+    for (unsigned k = 0; k < TC_SLOTS; k++) {
+        size_t size = (size_t)k * 16;
+        if (size < B_MIN)
+            size = B_MIN;
+        unsigned floor_c = arena_class_of(size);
+        /* Blocks of class c are at least its lower bound; a request must
+         * take the first class whose lower bound covers it. */
+        size_t lo = floor_c < 64 ? (size_t)floor_c * 16 : 0;
+        if (floor_c >= 64) {
+            unsigned fl = 10 + (floor_c - 64) / 16, sl = (floor_c - 64) % 16;
+            lo = ((size_t)1 << fl) + ((size_t)sl << (fl - 4));
+        }
+        unsigned ceil_c = lo < size ? floor_c + 1 : floor_c;
+        tc_free_class[k] = (uint8_t)floor_c;
+        tc_alloc_class[k] = (uint8_t)ceil_c;
+        if (lo == size)
+            class_size[floor_c] = (uint32_t)size;
+    }
+    pthread_key_create(&exit_key, tcache_thread_exit);
+}
+
+/* ---- arena assignment ---- */
+
+static void bins_setup(void)
+{
+    for (unsigned c = 0; c < TC_NCLASS; c++) {
+        uint32_t max = class_size[c] ? BIN_BYTES / class_size[c] : 0;
+        if (class_size[c]) {
+            if (max < BIN_MIN)
+                max = BIN_MIN;
+            if (max > BIN_MAX)
+                max = BIN_MAX;
+        }
+        ma_tc.bins[c].max = max;
+    }
+}
+
+static void arena_set(struct arena *a)
+{
+    ma_tc.arena = a;
+    ma_tc.cache_for = (ma_tc.off || ma_cfg.check) ? NULL : a;
+}
+
+struct arena *tcache_arena_slow(void)
+{
+    ma_ensure_init();
+    /* Round-robin: a balanced assignment, so N threads on N arenas get one
+     * each, which a hash of the thread id does not guarantee. */
+    unsigned i = __atomic_fetch_add(&next_arena, 1, __ATOMIC_RELAXED) % ma_narenas;
+    bins_setup();
+    arena_set(&ma_arenas[i]);
+    /* The key's value only has to be non-NULL for the destructor to run.
+     * Once per thread, from this slow path; no allocation for our key. */
+    pthread_setspecific(exit_key, &ma_tc);
+    return ma_tc.arena;
+}
+
+/* Merges the cache's counters into its arena. Lock held. */
+static void counters_merge(struct arena *a)
+{
+    a->allocs += ma_tc.allocs;
+    a->frees += ma_tc.frees;
+    ma_tc.allocs = 0;
+    ma_tc.frees = 0;
+}
+
+/* Moves the thread to the arena whose lock saw the fewest waits, if that is
+ * not its own: called when a quarter of its recent lock acquisitions waited. */
+static MA_COLD void arena_move(void)
+{
+    struct arena *best = ma_tc.arena;
+    uint64_t best_waits = __atomic_load_n(&best->lock_waits, __ATOMIC_RELAXED);
+    for (unsigned i = 0; i < ma_narenas; i++) {
+        uint64_t w = __atomic_load_n(&ma_arenas[i].lock_waits, __ATOMIC_RELAXED);
+        if (w < best_waits) {
+            best = &ma_arenas[i];
+            best_waits = w;
+        }
+    }
+    if (best == ma_tc.arena)
+        return;
+    tcache_flush_all();
+    arena_set(best);
+}
+
+void tcache_lock(struct arena *a)
+{
+    ma_tc.lock_waited += (unsigned)arena_lock(a);
+    ma_tc.lock_ops++;
+}
+
+/* Called after the unlock that ends a slow-path operation. */
+static void contention_review(void)
+{
+    if (ma_tc.lock_ops < CONTENTION_WINDOW)
+        return;
+    int move = ma_tc.lock_waited >= CONTENTION_WAITS && ma_narenas > 1;
+    ma_tc.lock_ops = 0;
+    ma_tc.lock_waited = 0;
+    if (move)
+        arena_move();
+}
+
+/* ---- refill and flush ---- */
+
+void *tcache_refill(size_t n)
+{
+    struct arena *a = tcache_arena();
+    unsigned c = tc_alloc_class[(n + B_OVERHEAD + 15) >> 4];
+    struct tbin *bin = &ma_tc.bins[c];
+    void *p;
+    tcache_lock(a);
+    arena_drain(a);
+    counters_merge(a);
+    if (ma_tc.cache_for == a) {
+        unsigned want = bin->max / 2 ? bin->max / 2 : 1;
+        bin->count += arena_alloc_batch(a, class_size[c], want, &bin->head);
+        /* Mark the new blocks as cached (the blocks were just written by the
+         * carve, so this walk stays in the cache lines it touched). */
+        for (void *x = bin->head; x != NULL; x = *(void **)x)
+            ((uintptr_t *)x)[1] = tc_key(x);
+        p = bin->head;
+        if (p != NULL) {
+            bin->head = *(void **)p;
+            ((uintptr_t *)p)[1] = 0;
+            bin->count--;
+            a->allocs++;
+        }
+    } else {
+        p = arena_alloc(a, block_size_for(n));
+    }
+    arena_unlock(a);
+    contention_review();
+    if (p == NULL)
+        errno = ENOMEM;
+    return p;
+}
+
+void tcache_flush_bin(struct tbin *bin, uint32_t keep)
+{
+    struct arena *a = ma_tc.arena;
+    tcache_lock(a);
+    arena_drain(a);
+    counters_merge(a);
+    while (bin->count > keep) {
+        void *p = bin->head;
+        bin->head = *(void **)p;
+        bin->count--;
+        ((uintptr_t *)p)[1] = 0;
+        arena_free_uncounted(a, p);
+    }
+    arena_unlock(a);
+    contention_review();
+}
+
+void tcache_flush_all(void)
+{
+    struct arena *a = ma_tc.arena;
+    if (a == NULL)
+        return;
+    tcache_lock(a);
+    arena_drain(a);
+    counters_merge(a);
+    for (unsigned c = 0; c < TC_NCLASS; c++) {
+        struct tbin *bin = &ma_tc.bins[c];
+        while (bin->head != NULL) {
+            void *p = bin->head;
+            bin->head = *(void **)p;
+            ((uintptr_t *)p)[1] = 0;
+            arena_free_uncounted(a, p);
+        }
+        bin->count = 0;
+    }
+    arena_unlock(a);
+}
+
+int tcache_set(int on)
+{
+    int was = !ma_tc.off;
+    if (!on)
+        tcache_flush_all();
+    ma_tc.off = !on;
+    if (ma_tc.arena != NULL)
+        arena_set(ma_tc.arena);
+    return was;
+}
+
+/* pthread key destructor: the thread is leaving; its cached blocks go back
+ * to the arena, and anything it frees from now on goes there directly. */
+static void tcache_thread_exit(void *unused)
+{
+    (void)unused;
+    tcache_flush_all();
+    ma_tc.off = 1;
+    ma_tc.cache_for = NULL;
+}
+
+/* ---- checking ---- */
+
+void tcache_corrupt(const void *p)
+{
+    ma_fatal("malloc", "corrupted free-list link in the thread cache (use after free?)", p);
+}
+
+int tcache_holds(const void *p)
+{
+    for (unsigned c = 0; c < TC_NCLASS; c++)
+        for (void *x = ma_tc.bins[c].head; x != NULL; x = *(void **)x)
+            if (x == p)
+                return 1;
+    return 0;
+}
+
+void tcache_check(void)
+{
+    for (unsigned c = 0; c < TC_NCLASS; c++) {
+        const struct tbin *bin = &ma_tc.bins[c];
+        uint32_t n = 0;
+        for (void *x = bin->head; x != NULL; x = *(void **)x) {
+            if (++n > bin->count)
+                ma_fatal("ma_check", "thread cache bin longer than its count (cycle?)", x);
+            if (pagemap_get((uintptr_t)x) != PAGEMAP_CHUNK)
+                ma_fatal("ma_check", "thread cache holds a pointer outside every chunk", x);
+            struct chunk *ch = chunk_of(x, ma_cfg.chunk_size);
+            const struct block *b = block_of(x);
+            if (ch->arena != ma_tc.arena || !(b->head & B_INUSE))
+                ma_fatal("ma_check", "thread cache holds a foreign or free block", x);
+            /* A block may exceed its class (a remainder too small to be a
+             * block stays with it), never fall short of it. */
+            if (block_size(b) < class_size[c] || ((const uintptr_t *)x)[1] != tc_key(x))
+                ma_fatal("ma_check", "thread cache block in the wrong bin or unmarked", x);
+        }
+        if (n != bin->count)
+            ma_fatal("ma_check", "thread cache count disagrees with its bin", bin->head);
+    }
+}

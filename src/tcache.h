@@ -1,0 +1,113 @@
+/*
+ * tcache.h - the thread cache: per thread, per size class, a bounded LIFO
+ * of free blocks of the thread's own arena. malloc pops and free pushes
+ * with no lock and no atomic operation; refill and flush move a batch under
+ * one acquisition of the arena lock.
+ *
+ * A cached block stays "allocated" as far as its arena is concerned (in-use
+ * bit set, counted in in_use); its first payload word links the list and its
+ * second holds a key derived from its address, so that a second free of a
+ * cached block is recognised (and confirmed by a scan of the bin) instead of
+ * linking the block twice.
+ */
+#ifndef MA_TCACHE_H
+#define MA_TCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+#include "../arenas/arena.h"
+
+#define TC_MAX_BLOCK ((size_t)8192)                  /* largest block size cached */
+#define TC_MAX_REQUEST (TC_MAX_BLOCK - B_OVERHEAD)   /* largest request served */
+#define TC_SLOTS (TC_MAX_BLOCK / 16 + 1)             /* size/16 -> class tables */
+#define TC_NCLASS 113                                /* arena_class_of(8192) + 1 */
+#define TC_KEY ((uintptr_t)0x3c6ef372fe94f82bull)
+
+struct tbin {
+    void *head;       /* payloads, linked through their first word */
+    uint32_t count;
+    uint32_t max;     /* set at setup: flush beyond this */
+};
+
+struct tcache {
+    struct arena *arena;      /* the thread's arena; NULL until first use */
+    struct arena *cache_for;  /* == arena while caching, NULL when off */
+    uint64_t allocs, frees;   /* served by the cache since the last merge */
+    unsigned lock_ops;        /* locked operations in this window */
+    unsigned lock_waited;     /* of those, how many waited for the lock */
+    int off;                  /* 1: this thread does not cache (user or exit) */
+    struct tbin bins[TC_NCLASS];
+};
+
+MA_HIDDEN extern __thread struct tcache ma_tc;
+MA_HIDDEN extern uint8_t tc_alloc_class[TC_SLOTS]; /* block size/16 -> class that fits */
+MA_HIDDEN extern uint8_t tc_free_class[TC_SLOTS];  /* block size/16 -> class it can serve */
+
+static inline uintptr_t tc_key(const void *p) { return TC_KEY ^ (uintptr_t)p; }
+
+MA_HIDDEN MA_COLD MA_NORETURN void tcache_corrupt(const void *p);
+
+/* Pops a block for an n-byte request (n <= TC_MAX_REQUEST), or NULL. */
+static inline void *tcache_pop(size_t n)
+{
+    struct tbin *bin = &ma_tc.bins[tc_alloc_class[(n + B_OVERHEAD + 15) >> 4]];
+    void *p = bin->head;
+    if (ma_unlikely(p == NULL))
+        return NULL;
+    void *next = *(void **)p;
+    /* A use-after-free write over a cached block's link shows up here as a
+     * misaligned pointer (the check glibc's tcache makes). */
+    if (ma_unlikely((uintptr_t)next & (MA_ALIGN - 1)))
+        tcache_corrupt(p);
+    bin->head = next;
+    ((uintptr_t *)p)[1] = 0;
+    bin->count--;
+    ma_tc.allocs++;
+    return p;
+}
+
+MA_HIDDEN MA_COLD void tcache_flush_bin(struct tbin *bin, uint32_t keep);
+
+/* Pushes block p of `size` bytes (<= TC_MAX_BLOCK) owned by the thread's
+ * arena; flushes half the bin to the arena when it overflows. */
+static inline void tcache_push(void *p, size_t size)
+{
+    struct tbin *bin = &ma_tc.bins[tc_free_class[size >> 4]];
+    *(void **)p = bin->head;
+    ((uintptr_t *)p)[1] = tc_key(p);
+    bin->head = p;
+    ma_tc.frees++;
+    if (ma_unlikely(++bin->count > bin->max))
+        tcache_flush_bin(bin, bin->max / 2);
+}
+
+/* The calling thread's arena, assigning one (and setting up the cache) on
+ * first use. */
+MA_HIDDEN struct arena *tcache_arena_slow(void);
+static inline struct arena *tcache_arena(void)
+{
+    struct arena *a = ma_tc.arena;
+    return ma_likely(a != NULL) ? a : tcache_arena_slow();
+}
+
+/* Locks the thread's own arena (a), keeping the contention figures that
+ * decide whether the thread should move to another arena. */
+MA_HIDDEN void tcache_lock(struct arena *a);
+/* Serves an n-byte request (n <= TC_MAX_REQUEST) by refilling its bin from
+ * the arena; NULL + ENOMEM if the arena cannot grow. */
+MA_HIDDEN void *tcache_refill(size_t n);
+/* Returns every cached block to the arena. */
+MA_HIDDEN void tcache_flush_all(void);
+/* Turns caching off (flushing) or back on for the calling thread. Returns
+ * the previous setting. */
+MA_HIDDEN int tcache_set(int on);
+/* 1 if p sits in one of the calling thread's bins (a double free). */
+MA_HIDDEN int tcache_holds(const void *p);
+/* Verifies the calling thread's cache; aborts on a violation. */
+MA_HIDDEN void tcache_check(void);
+/* Fills the class tables; called once at init. */
+MA_HIDDEN void tcache_init(void);
+
+#endif /* MA_TCACHE_H */

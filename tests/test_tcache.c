@@ -1,0 +1,129 @@
+/*
+ * test_tcache.c - the thread cache: pairs served without the arena lock,
+ * LIFO reuse, bounded bins, counters merged into the arena, the cache
+ * returned when a thread exits or turns caching off, and misuse of cached
+ * blocks caught.
+ */
+#include <pthread.h>
+
+#include "testutil.h"
+
+Test(tcache, pairs_are_served_without_the_arena_lock)
+{
+    unsigned me = ma_thread_arena();
+    ma_free(ma_malloc(64)); /* warm the bin */
+    uint64_t locks = arena_stats(me).lock_acquires;
+    for (int i = 0; i < 1000; i++) {
+        volatile char *p = ma_malloc(64);
+        p[0] = 1;
+        ma_free((void *)p);
+    }
+    /* Only the statistics call itself takes the lock. */
+    cr_assert_eq(arena_stats(me).lock_acquires, locks + 1);
+}
+
+Test(tcache, reuse_is_lifo)
+{
+    char *a = ma_malloc(100), *b = ma_malloc(100);
+    ma_free(a);
+    ma_free(b);
+    cr_assert_eq(ma_malloc(100), b);
+    cr_assert_eq(ma_malloc(100), a);
+}
+
+Test(tcache, bins_are_bounded)
+{
+    unsigned me = ma_thread_arena();
+    enum { N = 10000 };
+    static void *p[N];
+    for (int i = 0; i < N; i++)
+        p[i] = ma_malloc(24);
+    for (int i = 0; i < N; i++)
+        ma_free(p[i]);
+    /* Whatever the cache keeps of 10000 freed 32-byte blocks is one bin. */
+    cr_assert_leq(arena_stats(me).in_use, 256 * 32);
+    ma_check();
+}
+
+Test(tcache, counters_merge_into_the_arena)
+{
+    unsigned me = ma_thread_arena();
+    ma_thread_cache(0);
+    ma_arena_stats_t before = arena_stats(me);
+    ma_thread_cache(1);
+    for (int i = 0; i < 500; i++)
+        ma_free(ma_malloc((size_t)(i % 50) * 8));
+    cr_assert_eq(ma_thread_cache(0), 1, "caching was on");
+    cr_assert_eq(ma_thread_cache(0), 0, "and is now off");
+    ma_arena_stats_t after = arena_stats(me);
+    cr_assert_eq(after.allocs - before.allocs, 500);
+    cr_assert_eq(after.frees - before.frees, 500);
+    cr_assert_eq(after.in_use, 0, "turning the cache off hands every block back");
+}
+
+Test(tcache, without_cache_every_pair_takes_the_lock)
+{
+    unsigned me = ma_thread_arena();
+    ma_thread_cache(0);
+    uint64_t locks = arena_stats(me).lock_acquires;
+    for (int i = 0; i < 100; i++)
+        ma_free(ma_malloc(64));
+    cr_assert_eq(arena_stats(me).lock_acquires, locks + 200 + 1);
+}
+
+static void *exiting_thread(void *arg)
+{
+    unsigned *arena = arg;
+    *arena = ma_thread_arena();
+    void *p[300];
+    for (int i = 0; i < 300; i++)
+        p[i] = ma_malloc((size_t)(16 + i % 200));
+    for (int i = 0; i < 300; i++)
+        ma_free(p[i]);
+    return NULL;
+}
+
+Test(tcache, thread_exit_returns_the_cache)
+{
+    unsigned arena;
+    pthread_t t;
+    pthread_create(&t, NULL, exiting_thread, &arena);
+    pthread_join(t, NULL);
+    ma_arena_stats_t s = arena_stats(arena);
+    cr_assert_eq(s.in_use, 0, "the exiting thread's cached blocks went back");
+    cr_assert_geq(s.allocs, 300);
+    cr_assert_eq(s.allocs, s.frees);
+    ma_check();
+}
+
+Test(tcache, many_threads_leave_nothing_cached)
+{
+    for (int round = 0; round < 50; round++) {
+        pthread_t t[8];
+        unsigned a[8];
+        for (int i = 0; i < 8; i++)
+            pthread_create(&t[i], NULL, exiting_thread, &a[i]);
+        for (int i = 0; i < 8; i++)
+            pthread_join(t[i], NULL);
+    }
+    ma_thread_cache(0);
+    ma_stats_t s;
+    s.size = sizeof s;
+    ma_stats_get(&s);
+    cr_assert_eq(s.in_use, 0);
+    ma_check();
+}
+
+static void expect_abort(const char *what, const char *message)
+{
+    char out[4096];
+    char *argv[] = { "misuse", (char *)what, NULL };
+    char *env[] = { "MEMALLOC_CHECK=0", NULL }; /* the cache is off in check mode */
+    int st = run_probe(argv, env, out, sizeof out);
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "%s: status %#x: %s", what, st, out);
+    cr_assert(strstr(out, message) != NULL, "%s: %s", what, out);
+}
+
+Test(tcache, double_free_of_a_cached_block) { expect_abort("double-free-small", "free(): double free detected"); }
+Test(tcache, overwritten_link_caught_on_pop) { expect_abort("corrupt-link", "corrupted free-list link"); }
+Test(tcache, check_walks_the_cache) { expect_abort("cache-link-to-stack", "ma_check(): thread cache holds a pointer outside every chunk"); }
