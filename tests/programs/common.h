@@ -91,14 +91,21 @@ static inline unsigned char pattern_byte(uint64_t tag, size_t i)
     return (unsigned char)(x ^ (x >> 8) ^ (tag >> 32));
 }
 
-/* Fills the n bytes at p with the pattern of `tag`. Large blocks are only
- * written at a stride (every 64th byte plus both ends): enough to detect
- * overlap and keeps the programs fast, while still touching every page. */
+/* Bytes between two pattern bytes in a block of n bytes: every byte of a
+ * small block, every 16th of a medium one, every 64th above 4 KiB (plus the
+ * last byte of each): enough to catch overlap and reuse, cheap enough for
+ * gigabytes, and every page is still written. */
+static inline size_t pattern_step(size_t n)
+{
+    return n <= 256 ? 1 : n <= 4096 ? 16 : 64;
+}
+
+/* Fills the n bytes at p with the pattern of `tag` (see pattern_step). */
 static void pattern_fill(void *p, size_t n, uint64_t tag) __attribute__((unused));
 static void pattern_fill(void *p, size_t n, uint64_t tag)
 {
     unsigned char *b = p;
-    size_t step = n > 4096 ? 64 : 1;
+    size_t step = pattern_step(n);
     for (size_t i = 0; i < n; i += step)
         b[i] = pattern_byte(tag, i);
     if (n > 0)
@@ -112,7 +119,7 @@ static int pattern_prefix_ok(const void *p, size_t n, size_t upto, uint64_t tag)
 static int pattern_prefix_ok(const void *p, size_t n, size_t upto, uint64_t tag)
 {
     const unsigned char *b = p;
-    size_t step = n > 4096 ? 64 : 1;
+    size_t step = pattern_step(n);
     if (upto > n)
         upto = n;
     for (size_t i = 0; i < upto; i += step)
