@@ -41,7 +41,9 @@
  *          5 free   6 usable_size (+ write the slack)   7 ma_check()
  *          8 ma_trim()   9 requests that must fail (variant picks which)
  *          10 end of round   11 reallocarray(count, elem)
- *          12 malloc   13 free   14 realloc   15 free   (more weight)
+ *          12 malloc   13 free   14 realloc   (more weight)
+ *          15 burst: 4 << 2 * variant malloc/realloc/free of the thread's
+ *             own four blocks around `size`, in a tight loop (see op_burst)
  *   An allocation into an occupied slot frees the old block first.
  *
  * ---- modes ----
@@ -76,18 +78,18 @@
 #define LIVE_CAP ((size_t)64 << 20) /* live bytes; bigger requests shrink */
 #define FULL_LIMIT ((size_t)16 << 10) /* blocks up to this get a full pattern */
 #define EDGE ((size_t)2048)     /* bigger ones: head and tail bytes, */
-#define STRIPE_STEP ((size_t)4096) /* and STRIPE bytes at every page */
+#define STRIPE_STEP ((size_t)32768) /* and STRIPE bytes every 32 KiB */
 #define STRIPE ((size_t)64)
 #define SLACK_MAX ((size_t)4096)
 #define ERRNO_MARK 0x4d41
 
 enum {
     K_MALLOC, K_CALLOC, K_REALLOC, K_ALIGNED, K_MEMALIGN, K_FREE, K_USABLE, K_CHECK,
-    K_TRIM, K_BAD, K_ROUND, K_REALLOCARRAY,
+    K_TRIM, K_BAD, K_ROUND, K_REALLOCARRAY, K_BURST,
 };
 static const unsigned char kind_map[16] = {
     K_MALLOC, K_CALLOC, K_REALLOC, K_ALIGNED, K_MEMALIGN, K_FREE, K_USABLE, K_CHECK,
-    K_TRIM, K_BAD, K_ROUND, K_REALLOCARRAY, K_MALLOC, K_FREE, K_REALLOC, K_FREE,
+    K_TRIM, K_BAD, K_ROUND, K_REALLOCARRAY, K_MALLOC, K_FREE, K_REALLOC, K_BURST,
 };
 
 struct op {
@@ -200,9 +202,9 @@ static void span_zero(const unsigned char *p, size_t lo, size_t hi, size_t n, co
 }
 
 /* The bytes of an n-byte block that carry the pattern: all of them up to
- * FULL_LIMIT; above, the first and last EDGE bytes and STRIPE bytes at every
- * STRIPE_STEP, which still touches every page (a page lost by mremap or
- * trim shows) at a fraction of the cost. Calls fn on each span within
+ * FULL_LIMIT; above, the first and last EDGE bytes and STRIPE bytes every
+ * STRIPE_STEP: a page lost or shifted by mremap, trim or a bad copy shows in
+ * the stripes, and a 4 MiB block costs 128 page faults instead of 1024. Calls fn on each span within
  * [lo, hi). */
 enum span_op { SPAN_FILL, SPAN_VERIFY, SPAN_ZERO };
 
@@ -320,6 +322,7 @@ static size_t decode(const uint8_t *data, size_t size, int concurrent, struct op
         case K_CALLOC:
         case K_REALLOC:
         case K_REALLOCARRAY:
+        case K_BURST:
             rd_size(&r, o);
             break;
         case K_ALIGNED:
@@ -589,6 +592,71 @@ static void op_bad(const struct op *o, struct slot *s)
     }
 }
 
+/* A tight loop of allocations the shadow table does not see: four blocks of
+ * this thread, sizes from o->size / 2 to 1.5 * o->size, each malloc'ed, realloc'ed (grown or
+ * shrunk) or freed in turn, with a head and tail mark checked at every step.
+ * In concurrent mode the bursts of several workers overlap for long enough
+ * to expose races between threads (a remote free against a drain, an
+ * mremap against another thread's mmap) that one operation per hand-off
+ * rarely reaches. */
+#define BURST_MAX ((size_t)1 << 20)
+#define BURST_MARK ((size_t)32)
+
+static void burst_mark(unsigned char *p, uint64_t id, size_t n, int verify, const char *when)
+{
+    size_t head = n < BURST_MARK ? n : BURST_MARK;
+    size_t tail = n - head < BURST_MARK ? n - head : BURST_MARK;
+    if (verify) {
+        span_verify(p, id, 0, head, n, when);
+        span_verify(p, id, n - tail, n, n, when);
+    } else {
+        span_fill(p, id, 0, head);
+        span_fill(p, id, n - tail, n);
+    }
+}
+
+static void op_burst(struct worker *w, const struct op *o)
+{
+    struct { unsigned char *p; size_t n; uint64_t id; } b[4] = { { NULL, 0, 0 } };
+    size_t base = o->size < BURST_MAX ? o->size : BURST_MAX;
+    unsigned iters = 4u << (2 * o->variant);
+    for (unsigned i = 0; i < iters; i++) {
+        unsigned j = i & 3;
+        size_t n = base / 2 + (size_t)((i * 2654435761u) % (base + 16));
+        if (b[j].p == NULL) {
+            b[j].p = ma_malloc(n);
+            if (b[j].p == NULL)
+                fail("burst: malloc(%zu) returned NULL, errno %d", n, errno);
+            shadow_check_alignment(b[j].p, 16, "burst malloc");
+            b[j].n = n;
+            b[j].id = (w->next_id++ << 2) | w->index;
+            burst_mark(b[j].p, b[j].id, n, 0, NULL);
+        } else if ((i >> 2) % 3 != 2) {
+            burst_mark(b[j].p, b[j].id, b[j].n, 1, "burst: before realloc");
+            unsigned char *q = ma_realloc(b[j].p, n);
+            if (q == NULL)
+                fail("burst: realloc(%zu) returned NULL, errno %d", n, errno);
+            shadow_check_alignment(q, 16, "burst realloc");
+            /* The kept head must have survived; then mark the new size. */
+            size_t keep = (n < b[j].n ? n : b[j].n) < BURST_MARK ? (n < b[j].n ? n : b[j].n) : BURST_MARK;
+            span_verify(q, b[j].id, 0, keep, n, "burst: head after realloc");
+            b[j].p = q;
+            b[j].n = n;
+            burst_mark(q, b[j].id, n, 0, NULL);
+        } else {
+            burst_mark(b[j].p, b[j].id, b[j].n, 1, "burst: before free");
+            ma_free(b[j].p);
+            b[j].p = NULL;
+        }
+    }
+    for (unsigned j = 0; j < 4; j++) {
+        if (b[j].p != NULL) {
+            burst_mark(b[j].p, b[j].id, b[j].n, 1, "burst: before free");
+            ma_free(b[j].p);
+        }
+    }
+}
+
 static void op_run(struct worker *w, const struct op *o)
 {
     struct slot *s = &slots[o->slot];
@@ -617,6 +685,9 @@ static void op_run(struct worker *w, const struct op *o)
         break;
     case K_BAD:
         op_bad(o, s);
+        break;
+    case K_BURST:
+        op_burst(w, o);
         break;
     default: /* K_ROUND: handled by the dispatcher */
         break;

@@ -14,7 +14,7 @@ import sys
 
 # Operation kinds (bits 0-3 of the op byte).
 MALLOC, CALLOC, REALLOC, ALIGNED, MEMALIGN, FREE, USABLE, CHECK = range(8)
-TRIM, BAD, ROUND, REALLOCARRAY = 8, 9, 10, 11
+TRIM, BAD, ROUND, REALLOCARRAY, BURST = 8, 9, 10, 11, 15
 
 # Size selectors (the first size byte, low 3 bits).
 ZERO, TINY, SMALL, POW2, MEDIUM, THRESHOLD, LARGE, CHUNKISH = range(8)
@@ -50,6 +50,10 @@ def aligned(slot, shift, sel, r=0, t=0):
 
 def memalign(slot, shift, sel, r=0, t=0):
     return op(MEMALIGN, t, 0, slot) + bytes([shift]) + size(sel, r)
+
+
+def burst(sel, r=0, t=0, variant=0):
+    return op(BURST, t, variant, 0) + size(sel, r)
 
 
 def free(slot, t=0):
@@ -130,6 +134,19 @@ def seeds():
         malloc(i, TINY, i, t=i % 4) for i in range(32)) + simple(ROUND)) * 4
     s["rounds-check"] = header(CONCURRENT, 0) + b"".join(
         malloc(i, POW2, 0x0300 + i, t=i % 4) + simple(CHECK, (i + 1) % 4) for i in range(12))
+    # Bursts: tight loops of each thread's own blocks, overlapping in time.
+    s["burst-lockstep"] = header(LOCKSTEP) + b"".join(
+        burst(sel, 0x0123 * (sel + 1), t=sel % 4, variant=1) for sel in range(8))
+    s["burst-small-remote"] = header(CONCURRENT) + (b"".join(
+        burst(SMALL, 0x0200 + t, t=t, variant=2) + malloc(t, TINY, t, t=t) for t in range(4)) +
+        simple(ROUND)) * 3
+    # Large blocks moved by realloc (mremap) while other threads map and
+    # unmap large blocks: the window in which a vacated range can be mapped
+    # again by another thread.
+    s["burst-large-realloc"] = header(CONCURRENT, 3) + (
+        burst(THRESHOLD, 0x0100, t=0, variant=3) + burst(LARGE, 0x0800, t=1, variant=3) +
+        burst(THRESHOLD, 0x0200, t=2, variant=3) + burst(MEDIUM, 0xf000, t=3, variant=3) +
+        simple(ROUND)) * 2
     # Random mixes, deterministic.
     rng = random.Random(4)
     for n in range(12):
@@ -137,7 +154,7 @@ def seeds():
         body = header(mode, n % 4)
         for _ in range(rng.randrange(10, 60)):
             kind = rng.choice([MALLOC] * 4 + [FREE] * 3 + [REALLOC] * 2 +
-                              [CALLOC, ALIGNED, MEMALIGN, USABLE, REALLOCARRAY])
+                              [CALLOC, ALIGNED, MEMALIGN, USABLE, REALLOCARRAY, BURST])
             t, v, slot = rng.randrange(4), rng.randrange(4), rng.randrange(64)
             sel = rng.choice([ZERO, TINY, SMALL, SMALL, POW2, MEDIUM, THRESHOLD, LARGE, CHUNKISH])
             r = rng.randrange(65536)

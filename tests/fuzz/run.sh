@@ -18,6 +18,9 @@ dir=$(dirname "$0")
 corpus=$dir/corpus
 regressions=$dir/regressions
 configs="rel chk"
+# Each regression input runs this many times per configuration: some of them
+# reproduce races, which a single run may miss.
+replay_runs=${FUZZ_REPLAY_RUNS:-10}
 
 FUZZ_FLAGS=${FUZZ_FLAGS:--max_len=1024 -timeout=30 -rss_limit_mb=2048 -print_final_stats=1}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:handle_abort=1}
@@ -58,8 +61,8 @@ replay() {
     for cfg in $configs; do
         log=$out/replay-$cfg.log
         # shellcheck disable=SC2086
-        if with_config "$cfg" "$bin" $files >"$log" 2>&1; then
-            echo "fuzz[$cfg]: $n regression inputs pass"
+        if with_config "$cfg" "$bin" -runs="$replay_runs" $files >"$log" 2>&1; then
+            echo "fuzz[$cfg]: $n regression inputs pass ($replay_runs runs each)"
         else
             echo "fuzz[$cfg]: a regression input FAILS; log $log:"
             tail -n 40 "$log"
