@@ -103,7 +103,7 @@ test-unit: $(UNIT_REL) $(SO)
 	@set -e; for t in $(UNIT_REL); do echo "== $$t"; MEMALLOC_ARENAS=4 $$t $(CRITERION_ARGS); done
 test-debug: $(UNIT_DBG)
 	@set -e; for t in $(UNIT_DBG); do echo "== $$t (debug build: checks on)"; \
-	  MEMALLOC_ARENAS=4 $$( [ "$${t##*/}" = test_tcache ] && echo MEMALLOC_CHECK=0 ) $$t $(CRITERION_ARGS); done
+	  env MEMALLOC_ARENAS=4 $$( [ "$${t##*/}" = test_tcache ] && echo MEMALLOC_CHECK=0 ) $$t $(CRITERION_ARGS); done
 test-tsan: $(TSAN_TESTS)
 	@set -e; for t in $(TSAN_TESTS); do echo "== $$t (ThreadSanitizer)"; \
 	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" MEMALLOC_ARENAS=4 $$t; done

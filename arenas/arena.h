@@ -59,6 +59,28 @@ struct block {
 #define N_CLASSES 384
 #define N_WORDS (N_CLASSES / 64)
 
+/* The second payload word of a block parked in a cache (a thread's bin or
+ * an arena's quick list) holds this key, and only then: it is cleared
+ * whenever a block leaves a cache, so a free of a block that carries it is
+ * a double free. */
+#define CACHED_KEY ((uintptr_t)0x3c6ef372fe94f82bull)
+static inline uintptr_t cached_key(const void *p) { return CACHED_KEY ^ (uintptr_t)p; }
+
+/* Quick lists: blocks up to 8 KiB that came back from thread caches or from
+ * remote frees are parked per class without coalescing, so a batch moves
+ * between a thread cache and its arena as a list splice. They still count
+ * as allocated in the heap (in-use bit set) and are coalesced in one pass
+ * when the index cannot serve a request, when they exceed QUICK_LIMIT, or on
+ * ma_trim. */
+#define QUICK_MAX_BLOCK ((size_t)8192)
+#define QUICK_CLASSES 113 /* arena_class_of(8192) + 1 */
+
+struct qlist {
+    void *head, *tail;    /* payloads linked through their first word */
+    uint32_t count;
+    size_t bytes;
+};
+
 struct arena;
 
 struct chunk {
@@ -84,6 +106,8 @@ struct arena {
     size_t empty_chunks;              /* guarded by lock: chunks holding one free block */
     size_t mapped, in_use, free_bytes, free_blocks; /* guarded by lock */
     size_t peak_in_use;               /* guarded by lock */
+    struct qlist quick[QUICK_CLASSES];/* guarded by lock */
+    size_t quick_bytes, quick_blocks; /* guarded by lock */
     uint64_t allocs, frees, remote_frees, lock_acquires, lock_waits; /* guarded by lock */
     /* ---- remote frees: written by any thread ---- */
     struct block *_Atomic remote_head __attribute__((aligned(64))); /* atomic */
@@ -147,9 +171,7 @@ MA_HIDDEN unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, 
 MA_HIDDEN void *arena_alloc_aligned(struct arena *a, size_t bsize, size_t align);
 /* Frees the block at payload p of this arena. Lock held. */
 MA_HIDDEN void arena_free(struct arena *a, void *p);
-/* The same for a block coming back from a thread cache, whose free was
- * already counted when the cache took it. Lock held. */
-MA_HIDDEN void arena_free_uncounted(struct arena *a, void *p);
+
 /* Pushes payload p, owned by `a`, on a's remote stack: no lock, one CAS. */
 MA_HIDDEN void arena_free_remote(struct arena *a, void *p);
 /* Resizes the block at p in place to at least `bsize`; returns 1 on success,
@@ -169,8 +191,20 @@ MA_HIDDEN size_t arena_trim(struct arena *a);
 MA_HIDDEN void arena_check(struct arena *a);
 /* Writes the arena's free lists and usage through b. Lock held. */
 MA_HIDDEN void arena_print(struct arena *a, struct ma_buf *b);
-/* Size class of a free block of size s. */
+/* Size class of a free block of size s, and the smallest size in class c. */
 MA_HIDDEN unsigned arena_class_of(size_t s);
+MA_HIDDEN size_t arena_class_lo(unsigned c);
+
+/* Parks a list of cached blocks of class cls (each keyed, `bytes` in all)
+ * on the quick list; coalesces everything parked if that passes the limit.
+ * Lock held. */
+MA_HIDDEN void arena_quick_put(struct arena *a, unsigned cls, void *head, void *tail, uint32_t count,
+                               size_t bytes);
+/* Moves up to n parked blocks of class cls onto the list *head (keys kept).
+ * Returns how many. Lock held. */
+MA_HIDDEN unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head);
+/* Coalesces every parked block into the free lists. Lock held. */
+MA_HIDDEN void arena_consolidate(struct arena *a);
 
 /* What arena_walk reports: each chunk, then each of its blocks in address
  * order (the fence excluded). */

@@ -101,7 +101,35 @@ void arena_check(struct arena *a)
         check_fail("bitmap summary has stray bits", a);
     if (listed != nfree || listed_bytes != free_bytes)
         check_fail("free lists do not hold every free block", a);
-    if (a->free_blocks != nfree || a->free_bytes != free_bytes || a->in_use != in_use ||
+    /* ---- quick lists: parked blocks are allocated in the heap, keyed, ours ---- */
+    size_t parked = 0, parked_bytes = 0;
+    for (unsigned c = 0; c < QUICK_CLASSES; c++) {
+        const struct qlist *q = &a->quick[c];
+        size_t n = 0, bytes = 0;
+        void *last = NULL;
+        for (void *p = q->head; p != NULL; last = p, p = *(void **)p) {
+            if (++n > q->count)
+                check_fail("quick list longer than its count (cycle?)", p);
+            struct block *b = block_of(p);
+            if (((uintptr_t)p & (MA_ALIGN - 1)) || !chunk_belongs(a, chunk_of(b, a->chunk_size)) ||
+                !(b->head & B_INUSE))
+                check_fail("quick list holds a foreign or free block", p);
+            size_t s = b->head & ~B_FLAGS;
+            /* At least its class's size (a carved block may carry a
+             * remainder too small to be a block of its own). */
+            if (s < arena_class_lo(c) || ((uintptr_t *)p)[1] != cached_key(p))
+                check_fail("quick list block in the wrong class or unmarked", p);
+            bytes += s;
+        }
+        if (n != q->count || bytes != q->bytes || last != (q->count ? q->tail : NULL))
+            check_fail("quick list count, bytes or tail wrong", q->head);
+        parked += n;
+        parked_bytes += bytes;
+    }
+    if (parked != a->quick_blocks || parked_bytes != a->quick_bytes)
+        check_fail("quick list totals disagree with the lists", a);
+
+    if (a->free_blocks != nfree || a->free_bytes != free_bytes || a->in_use + a->quick_bytes != in_use ||
         a->empty_chunks != empty)
         check_fail("arena counters disagree with the heap", a);
 

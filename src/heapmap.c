@@ -25,6 +25,7 @@
 #define COLOR_FREE "#f58518"
 #define COLOR_META "#bbbbbb"
 #define COLOR_LARGE "#54a24b"
+#define COLOR_CACHED "#9ecae9"
 
 /* Writes v / 100 with two decimals (coordinates are kept in 1/100 units). */
 static void buf_fixed(struct ma_buf *b, uint64_t v)
@@ -78,7 +79,7 @@ struct draw {
     const struct chunk *chunk;     /* strip being drawn, NULL when skipped */
     uintptr_t run_start;           /* allocated run being merged, 0 if none */
     uint64_t run_n;
-    uint64_t used_blocks, free_blocks;
+    uint64_t used_blocks, free_blocks, cached_blocks;
 };
 
 static uint64_t x_of(const struct draw *d, uintptr_t addr)
@@ -125,6 +126,16 @@ static void on_block(void *ctx, const struct chunk *c, const struct block *blk, 
     if (d->chunk != c)
         return;
     uintptr_t start = (uintptr_t)blk;
+    void *p = block_payload((struct block *)blk);
+    if (in_use && ((const uintptr_t *)p)[1] == cached_key(p)) {
+        /* Parked in a thread cache or a quick list: free to reuse, not yet
+         * coalesced. */
+        run_flush(d, start);
+        uint64_t x = x_of(d, start);
+        rect(d->b, x, d->row, x_of(d, start + size) - x, STRIP_H, "cached", 1);
+        d->cached_blocks++;
+        return;
+    }
     if (in_use) {
         if (d->run_start == 0)
             d->run_start = start;
@@ -183,7 +194,7 @@ int ma_heap_map(int fd)
     buf_str(&b, "\" height=\"");
     buf_u64(&b, height);
     buf_str(&b, "\" font-family=\"monospace\" font-size=\"11\">\n<style>.used{fill:" COLOR_USED
-                "}.free{fill:" COLOR_FREE "}.meta{fill:" COLOR_META "}.large{fill:" COLOR_LARGE
+                "}.free{fill:" COLOR_FREE "}.cached{fill:" COLOR_CACHED "}.meta{fill:" COLOR_META "}.large{fill:" COLOR_LARGE
                 "}text{fill:#222}</style>\n<title>memalloc heap map</title>\n"
                 "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n");
 
@@ -221,16 +232,18 @@ int ma_heap_map(int fd)
     text(&b, 174, 52, "chunk header / fence");
     rect(&b, 33000, 42, 1000, 10, "large", 0);
     text(&b, 344, 52, "large mapping (own mmap)");
+    rect(&b, 54000, 42, 1000, 10, "cached", 0);
+    text(&b, 554, 52, "parked in a cache (free, not coalesced)");
 
     uint64_t row = TOP;
-    uint64_t used = 0, freeb = 0;
+    uint64_t used = 0, freeb = 0, cached = 0;
     for (unsigned i = 0; i < ma_narenas && i < MA_STATS_MAX_ARENAS; i++) {
         t.len = 0;
         buf_str(&t, "arena ");
         buf_u64(&t, i);
         line[t.len] = '\0';
         text(&b, 4, row + STRIP_H, line);
-        struct draw d = { &b, chunk_size, row, s.arena[i].chunks, NULL, 0, 0, 0, 0 };
+        struct draw d = { &b, chunk_size, row, s.arena[i].chunks, NULL, 0, 0, 0, 0, 0 };
         struct arena_visitor v = { on_chunk, on_block, &d };
         arena_lock(&ma_arenas[i]);
         arena_walk(&ma_arenas[i], &v);
@@ -238,6 +251,7 @@ int ma_heap_map(int fd)
         arena_unlock(&ma_arenas[i]);
         used += d.used_blocks;
         freeb += d.free_blocks;
+        cached += d.cached_blocks;
         row = d.row > row ? d.row : row + STRIP_H + ROW_GAP;
     }
     if (s.large_live) {
@@ -260,6 +274,8 @@ int ma_heap_map(int fd)
     buf_u64(&b, used);
     buf_str(&b, "\" data-free-blocks=\"");
     buf_u64(&b, freeb);
+    buf_str(&b, "\" data-cached-blocks=\"");
+    buf_u64(&b, cached);
     buf_str(&b, "\" data-large=\"");
     buf_u64(&b, s.large_live);
     buf_str(&b, "\">memalloc heap map</desc>\n</svg>\n");

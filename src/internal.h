@@ -99,7 +99,23 @@ enum { PAGEMAP_NONE = 0, PAGEMAP_CHUNK = 1, PAGEMAP_LARGE = 2, PAGEMAP_FREED = 3
 /* Marks [base, base + size) as `kind` (base aligned to MA_REGION_SIZE).
  * Returns 0, or -1 if the registry itself could not be mapped. */
 MA_HIDDEN int pagemap_set(uintptr_t base, size_t size, int kind);
-/* The kind of the granule holding `addr`: never faults, whatever addr is. */
-MA_HIDDEN int pagemap_get(uintptr_t addr);
+/* The radix map: 47-bit addresses, 27 bits of granule number split 13/14. */
+#define PAGEMAP_SLOT_BITS (47 - MA_REGION_SHIFT)
+#define PAGEMAP_LEAF_BITS 14
+#define PAGEMAP_ROOT_BITS (PAGEMAP_SLOT_BITS - PAGEMAP_LEAF_BITS)
+MA_HIDDEN extern unsigned char *pagemap_root[(size_t)1 << PAGEMAP_ROOT_BITS];
+
+/* The kind of the granule holding `addr`: never faults, whatever addr is.
+ * Inline: every free asks. */
+static inline int pagemap_get(uintptr_t addr)
+{
+    size_t slot = addr >> MA_REGION_SHIFT;
+    if (ma_unlikely(slot >> PAGEMAP_SLOT_BITS))
+        return PAGEMAP_NONE;
+    unsigned char *leaf = __atomic_load_n(&pagemap_root[slot >> PAGEMAP_LEAF_BITS], __ATOMIC_ACQUIRE);
+    if (ma_unlikely(leaf == NULL))
+        return PAGEMAP_NONE;
+    return __atomic_load_n(&leaf[slot & (((size_t)1 << PAGEMAP_LEAF_BITS) - 1)], __ATOMIC_ACQUIRE);
+}
 
 #endif /* MA_INTERNAL_H */

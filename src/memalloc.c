@@ -100,7 +100,7 @@ static inline struct chunk *locate(const void *p, const char *fn, struct large *
         arena_validate(c, p, fn);
         /* The key a thread cache writes into a block it holds: present only
          * while the block sits in some thread's cache. */
-        if (ma_unlikely(((const uintptr_t *)p)[1] == tc_key(p)))
+        if (ma_unlikely(((const uintptr_t *)p)[1] == cached_key(p)))
             ma_fatal(fn, fn[0] == 'f' && fn[1] == 'r' ? "double free detected" : "block is not allocated (already freed?)",
                      p);
         return c;
@@ -289,7 +289,7 @@ void ma_free(void *p)
                       u - B_HDR + size <= (uintptr_t)c + ma_cfg.chunk_size - CHUNK_FENCE &&
                       (__atomic_load_n(&((const struct block *)(u - B_HDR + size))->head, __ATOMIC_RELAXED) &
                        B_PREV_INUSE) &&
-                      key != tc_key(p) && key != remote_key(p))) {
+                      key != cached_key(p) && key != remote_key(p))) {
             tcache_push(p, size);
             return;
         }
@@ -430,7 +430,7 @@ void *ma_memdup(const void *src, size_t n)
 size_t ma_trim(void)
 {
     ensure_init();
-    tcache_flush_all();
+    tcache_flush_all(); /* to the quick lists, which arena_trim coalesces */
     size_t released = 0;
     for (unsigned i = 0; i < ma_narenas; i++) {
         arena_lock(&ma_arenas[i]);

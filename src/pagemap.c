@@ -11,14 +11,13 @@
 #include "internal.h"
 #include "os.h"
 
-#define VA_BITS 47
-#define SLOT_BITS (VA_BITS - MA_REGION_SHIFT)   /* 27 */
-#define LEAF_BITS 14
-#define ROOT_BITS (SLOT_BITS - LEAF_BITS)      /* 13 */
-#define LEAF_SIZE ((size_t)1 << LEAF_BITS)
+#define LEAF_SIZE ((size_t)1 << PAGEMAP_LEAF_BITS)
+#define SLOT_BITS PAGEMAP_SLOT_BITS
+#define LEAF_BITS PAGEMAP_LEAF_BITS
+#define root pagemap_root
 
 /* atomic: each entry written once (NULL -> leaf) by CAS. */
-static unsigned char *root[(size_t)1 << ROOT_BITS];
+unsigned char *pagemap_root[(size_t)1 << PAGEMAP_ROOT_BITS];
 
 static unsigned char *leaf_get(size_t slot, int create)
 {
@@ -58,15 +57,4 @@ int pagemap_set(uintptr_t base, size_t size, int kind)
         __atomic_store_n(&leaf[s & (LEAF_SIZE - 1)], (unsigned char)kind, __ATOMIC_RELEASE);
     }
     return 0;
-}
-
-int pagemap_get(uintptr_t addr)
-{
-    size_t slot = addr >> MA_REGION_SHIFT;
-    if (slot >> SLOT_BITS)
-        return PAGEMAP_NONE;
-    unsigned char *leaf = leaf_get(slot, 0);
-    if (leaf == NULL)
-        return PAGEMAP_NONE;
-    return __atomic_load_n(&leaf[slot & (LEAF_SIZE - 1)], __ATOMIC_ACQUIRE);
 }

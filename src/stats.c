@@ -33,9 +33,10 @@ static void arena_fill(struct arena *a, ma_arena_stats_t *o)
     o->mapped = a->mapped;
     o->in_use = a->in_use;
     o->peak_in_use = a->peak_in_use;
-    o->free = a->free_bytes;
+    /* Parked (quick-list) blocks are free in all but name. */
+    o->free = a->free_bytes + a->quick_bytes;
     o->chunks = a->nchunks;
-    o->free_blocks = a->free_blocks;
+    o->free_blocks = a->free_blocks + a->quick_blocks;
     o->allocs = a->allocs;
     o->frees = a->frees;
     o->remote_frees = a->remote_frees;
@@ -50,6 +51,9 @@ static void arena_fill(struct arena *a, ma_arena_stats_t *o)
             o->free_by_class[p2_class(s)]++;
         }
     }
+    for (unsigned c = 0; c < QUICK_CLASSES; c++)
+        if (a->quick[c].count)
+            o->free_by_class[p2_class(arena_class_lo(c))] += a->quick[c].count;
     o->fragmentation = o->free ? 1.0 - (double)o->largest_free / (double)o->free : 0.0;
 }
 
@@ -140,8 +144,8 @@ static void leak_block(void *ctx, const struct chunk *c, const struct block *b, 
     (void)c;
     (void)b;
     struct leaks *l = ctx;
-    if (!in_use)
-        return;
+    if (!in_use || ((const uintptr_t *)block_payload((struct block *)b))[1] == cached_key(block_payload((struct block *)b)))
+        return; /* free, or parked in a cache: not a leak */
     l->blocks[p2_class(size)]++;
     l->bytes[p2_class(size)] += size;
     l->arena_blocks++;

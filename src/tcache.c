@@ -35,26 +35,20 @@ static void tcache_thread_exit(void *unused);
 
 void tcache_init(void)
 {
-    for (unsigned c = 0; c < TC_NCLASS; c++)
-        class_size[c] = 0;
     for (unsigned k = 0; k < TC_SLOTS; k++) {
         size_t size = (size_t)k * 16;
         if (size < B_MIN)
             size = B_MIN;
+        /* A block of class c is at least arena_class_lo(c): a freed block
+         * goes to its own (floor) class, a request takes the first class
+         * whose lower bound covers it. */
         unsigned floor_c = arena_class_of(size);
-        /* Blocks of class c are at least its lower bound; a request must
-         * take the first class whose lower bound covers it. */
-        size_t lo = floor_c < 64 ? (size_t)floor_c * 16 : 0;
-        if (floor_c >= 64) {
-            unsigned fl = 10 + (floor_c - 64) / 16, sl = (floor_c - 64) % 16;
-            lo = ((size_t)1 << fl) + ((size_t)sl << (fl - 4));
-        }
-        unsigned ceil_c = lo < size ? floor_c + 1 : floor_c;
+        size_t lo = arena_class_lo(floor_c);
         tc_free_class[k] = (uint8_t)floor_c;
-        tc_alloc_class[k] = (uint8_t)ceil_c;
-        if (lo == size)
-            class_size[floor_c] = (uint32_t)size;
+        tc_alloc_class[k] = (uint8_t)(lo < size ? floor_c + 1 : floor_c);
     }
+    for (unsigned c = 0; c < TC_NCLASS; c++)
+        class_size[c] = c < 2 ? 0 : (uint32_t)arena_class_lo(c);
     pthread_key_create(&exit_key, tcache_thread_exit);
 }
 
@@ -153,11 +147,22 @@ void *tcache_refill(size_t n)
     counters_merge(a);
     if (ma_tc.cache_for == a) {
         unsigned want = bin->max / 2 ? bin->max / 2 : 1;
-        bin->count += arena_alloc_batch(a, class_size[c], want, &bin->head);
-        /* Mark the new blocks as cached (the blocks were just written by the
-         * carve, so this walk stays in the cache lines it touched). */
-        for (void *x = bin->head; x != NULL; x = *(void **)x)
-            ((uintptr_t *)x)[1] = tc_key(x);
+        /* Parked blocks first (a splice, keys already set), then fresh
+         * blocks carved in one batch, marked as they join the bin. */
+        unsigned got = arena_quick_take(a, c, want, &bin->head);
+        if (got < want) {
+            void *fresh = NULL;
+            unsigned more = arena_alloc_batch(a, class_size[c], want - got, &fresh);
+            for (unsigned i = 0; i < more; i++) {
+                void *x = fresh;
+                fresh = *(void **)x;
+                ((uintptr_t *)x)[1] = cached_key(x);
+                *(void **)x = bin->head;
+                bin->head = x;
+            }
+            got += more;
+        }
+        bin->count += got;
         p = bin->head;
         if (p != NULL) {
             bin->head = *(void **)p;
@@ -175,19 +180,30 @@ void *tcache_refill(size_t n)
     return p;
 }
 
+/* Cuts the first n blocks off a bin and parks them on the arena's quick
+ * list of the same class. Lock held. */
+static void bin_park(struct arena *a, struct tbin *bin, uint32_t n)
+{
+    if (n == 0)
+        return;
+    void *first = bin->head, *last = first;
+    size_t bytes = block_size(block_of(first));
+    for (uint32_t i = 1; i < n; i++) {
+        last = *(void **)last;
+        bytes += block_size(block_of(last));
+    }
+    bin->head = *(void **)last;
+    bin->count -= n;
+    arena_quick_put(a, (unsigned)(bin - ma_tc.bins), first, last, n, bytes);
+}
+
 void tcache_flush_bin(struct tbin *bin, uint32_t keep)
 {
     struct arena *a = ma_tc.arena;
     tcache_lock(a);
     arena_drain(a);
     counters_merge(a);
-    while (bin->count > keep) {
-        void *p = bin->head;
-        bin->head = *(void **)p;
-        bin->count--;
-        ((uintptr_t *)p)[1] = 0;
-        arena_free_uncounted(a, p);
-    }
+    bin_park(a, bin, bin->count - keep);
     arena_unlock(a);
     contention_review();
 }
@@ -200,16 +216,8 @@ void tcache_flush_all(void)
     tcache_lock(a);
     arena_drain(a);
     counters_merge(a);
-    for (unsigned c = 0; c < TC_NCLASS; c++) {
-        struct tbin *bin = &ma_tc.bins[c];
-        while (bin->head != NULL) {
-            void *p = bin->head;
-            bin->head = *(void **)p;
-            ((uintptr_t *)p)[1] = 0;
-            arena_free_uncounted(a, p);
-        }
-        bin->count = 0;
-    }
+    for (unsigned c = 0; c < TC_NCLASS; c++)
+        bin_park(a, &ma_tc.bins[c], ma_tc.bins[c].count);
     arena_unlock(a);
 }
 
@@ -266,7 +274,7 @@ void tcache_check(void)
                 ma_fatal("ma_check", "thread cache holds a foreign or free block", x);
             /* A block may exceed its class (a remainder too small to be a
              * block stays with it), never fall short of it. */
-            if (block_size(b) < class_size[c] || ((const uintptr_t *)x)[1] != tc_key(x))
+            if (block_size(b) < class_size[c] || ((const uintptr_t *)x)[1] != cached_key(x))
                 ma_fatal("ma_check", "thread cache block in the wrong bin or unmarked", x);
         }
         if (n != bin->count)

@@ -4,11 +4,11 @@
  * with no lock and no atomic operation; refill and flush move a batch under
  * one acquisition of the arena lock.
  *
- * A cached block stays "allocated" as far as its arena is concerned (in-use
- * bit set, counted in in_use); its first payload word links the list and its
- * second holds a key derived from its address, so that a second free of a
- * cached block is recognised (and confirmed by a scan of the bin) instead of
- * linking the block twice.
+ * A cached block stays "allocated" as far as its arena's heap is concerned
+ * (in-use bit set); its first payload word links the list and its second
+ * holds the cached key (arena.h), so a second free of a cached block is
+ * recognised instead of linking the block twice. Bins go back to the arena's
+ * quick lists of the same classes, and come from them, as list splices.
  */
 #ifndef MA_TCACHE_H
 #define MA_TCACHE_H
@@ -19,11 +19,10 @@
 #include "internal.h"
 #include "../arenas/arena.h"
 
-#define TC_MAX_BLOCK ((size_t)8192)                  /* largest block size cached */
+#define TC_MAX_BLOCK QUICK_MAX_BLOCK                 /* largest block size cached */
 #define TC_MAX_REQUEST (TC_MAX_BLOCK - B_OVERHEAD)   /* largest request served */
 #define TC_SLOTS (TC_MAX_BLOCK / 16 + 1)             /* size/16 -> class tables */
-#define TC_NCLASS 113                                /* arena_class_of(8192) + 1 */
-#define TC_KEY ((uintptr_t)0x3c6ef372fe94f82bull)
+#define TC_NCLASS QUICK_CLASSES
 
 struct tbin {
     void *head;       /* payloads, linked through their first word */
@@ -44,8 +43,6 @@ struct tcache {
 MA_HIDDEN extern __thread struct tcache ma_tc;
 MA_HIDDEN extern uint8_t tc_alloc_class[TC_SLOTS]; /* block size/16 -> class that fits */
 MA_HIDDEN extern uint8_t tc_free_class[TC_SLOTS];  /* block size/16 -> class it can serve */
-
-static inline uintptr_t tc_key(const void *p) { return TC_KEY ^ (uintptr_t)p; }
 
 MA_HIDDEN MA_COLD MA_NORETURN void tcache_corrupt(const void *p);
 
@@ -76,7 +73,7 @@ static inline void tcache_push(void *p, size_t size)
 {
     struct tbin *bin = &ma_tc.bins[tc_free_class[size >> 4]];
     *(void **)p = bin->head;
-    ((uintptr_t *)p)[1] = tc_key(p);
+    ((uintptr_t *)p)[1] = cached_key(p);
     bin->head = p;
     ma_tc.frees++;
     if (ma_unlikely(++bin->count > bin->max))
