@@ -606,6 +606,7 @@ static void op_bad(const struct op *o, struct slot *s)
  * mremap against another thread's mmap) that one operation per hand-off
  * rarely reaches. */
 #define BURST_MAX ((size_t)1 << 20)
+#define BURST_BYTES ((size_t)64 << 20)
 #define BURST_MARK ((size_t)32)
 
 static void burst_mark(unsigned char *p, uint64_t id, size_t n, int verify, const char *when)
@@ -626,6 +627,11 @@ static void op_burst(struct worker *w, const struct op *o)
     struct { unsigned char *p; size_t n; uint64_t id; } b[4] = { { NULL, 0, 0 } };
     size_t base = o->size < BURST_MAX ? o->size : BURST_MAX;
     unsigned iters = 4u << (2 * o->variant);
+    /* At most BURST_BYTES through each burst: large blocks cost a few system
+     * calls each (mmap, two trims, munmap), and a munmap in a process with
+     * five threads is a TLB shootdown. */
+    if (iters > 4 && (size_t)iters * base > BURST_BYTES)
+        iters = base > BURST_BYTES / 4 ? 4 : (unsigned)(BURST_BYTES / base);
     for (unsigned i = 0; i < iters; i++) {
         unsigned j = i & 3;
         size_t n = base / 2 + (size_t)((i * 2654435761u) % (base + 16));

@@ -20,7 +20,7 @@ regressions=$dir/regressions
 configs="rel chk"
 # Each regression input runs this many times per configuration: some of them
 # reproduce races, which a single run may miss.
-replay_runs=${FUZZ_REPLAY_RUNS:-10}
+replay_runs=${FUZZ_REPLAY_RUNS:-30}
 
 FUZZ_FLAGS=${FUZZ_FLAGS:--max_len=1024 -timeout=30 -rss_limit_mb=2048 -print_final_stats=1}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:handle_abort=1}
