@@ -172,6 +172,8 @@ typedef struct ma_stats {
     /* large objects (own mappings) */
     size_t large_live, large_bytes, large_peak_bytes;
     uint64_t large_maps, large_unmaps;
+    uint64_t large_reuses;  /* served from a cached freed mapping */
+    size_t large_cached, large_cached_bytes; /* freed mappings kept for reuse */
     /* everything mapped: arena chunks + large mappings */
     size_t total_mapped, peak_mapped;
     ma_arena_stats_t arena[MA_STATS_MAX_ARENAS];

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <string.h>
 
 #include "large.h"
 #include "os.h"
@@ -19,6 +20,12 @@ static size_t large_bytes;         /* guarded by large_lock */
 static size_t large_peak;          /* guarded by large_lock */
 static uint64_t large_maps;        /* guarded by large_lock */
 static uint64_t large_unmaps;      /* guarded by large_lock */
+static uint64_t large_reuses;      /* guarded by large_lock */
+
+#define LARGE_CACHE_SLOTS 8
+#define LARGE_CACHE_BYTES ((size_t)16 << 20)
+static struct large *cache[LARGE_CACHE_SLOTS]; /* guarded by large_lock */
+static size_t cache_bytes;                      /* guarded by large_lock */
 
 static void list_add(struct large *l)
 {
@@ -61,6 +68,7 @@ static int large_publish(struct large *l, size_t map_size, size_t offset)
     return 0;
 }
 
+
 static void count_map(int map)
 {
     pthread_mutex_lock(&large_lock);
@@ -71,7 +79,74 @@ static void count_map(int map)
     pthread_mutex_unlock(&large_lock);
 }
 
-void *large_alloc(size_t n, size_t align)
+/* A cached mapping of map_size to map_size + 25%, removed from the cache,
+ * or NULL. */
+static struct large *cache_take(size_t map_size)
+{
+    struct large *found = NULL;
+    pthread_mutex_lock(&large_lock);
+    for (unsigned i = 0; i < LARGE_CACHE_SLOTS; i++) {
+        struct large *l = cache[i];
+        if (l != NULL && l->map_size >= map_size && l->map_size - map_size <= map_size / 4 &&
+            (found == NULL || l->map_size < found->map_size))
+            found = l;
+    }
+    if (found != NULL) {
+        for (unsigned i = 0; i < LARGE_CACHE_SLOTS; i++)
+            if (cache[i] == found)
+                cache[i] = NULL;
+        cache_bytes -= found->map_size;
+        large_reuses++;
+    }
+    pthread_mutex_unlock(&large_lock);
+    return found;
+}
+
+/* Keeps a freed mapping if it fits the cache's bounds. Returns 1 if kept. */
+static int cache_put(struct large *l)
+{
+    int kept = 0;
+    pthread_mutex_lock(&large_lock);
+    if (l->offset == LARGE_HDR && cache_bytes + l->map_size <= LARGE_CACHE_BYTES) {
+        for (unsigned i = 0; i < LARGE_CACHE_SLOTS && !kept; i++) {
+            if (cache[i] == NULL) {
+                cache[i] = l;
+                cache_bytes += l->map_size;
+                /* A second free of it must still be caught: a distinct
+                 * magic, and the pagemap keeps the granule as ours. */
+                l->magic = LARGE_CACHED_MAGIC ^ (uintptr_t)l;
+                kept = 1;
+            }
+        }
+    }
+    pthread_mutex_unlock(&large_lock);
+    return kept;
+}
+
+size_t large_trim(void)
+{
+    struct large *drop[LARGE_CACHE_SLOTS];
+    unsigned n = 0;
+    pthread_mutex_lock(&large_lock);
+    for (unsigned i = 0; i < LARGE_CACHE_SLOTS; i++) {
+        if (cache[i] != NULL)
+            drop[n++] = cache[i];
+        cache[i] = NULL;
+    }
+    cache_bytes = 0;
+    pthread_mutex_unlock(&large_lock);
+    size_t released = 0;
+    for (unsigned i = 0; i < n; i++) {
+        released += drop[i]->map_size;
+        drop[i]->magic = 0;
+        pagemap_set((uintptr_t)drop[i], MA_REGION_SIZE, PAGEMAP_FREED);
+        os_unmap(drop[i], drop[i]->map_size);
+        count_map(0);
+    }
+    return released;
+}
+
+void *large_alloc(size_t n, size_t align, int zero)
 {
     size_t offset = LARGE_HDR;
     if (align > offset)
@@ -81,6 +156,17 @@ void *large_alloc(size_t n, size_t align)
         return NULL;
     }
     size_t map_size = MA_ALIGN_UP(offset + n, MA_PAGE_SIZE);
+    if (offset == LARGE_HDR) {
+        struct large *l = cache_take(map_size);
+        if (l != NULL) {
+            l->magic = LARGE_MAGIC ^ (uintptr_t)l;
+            list_add(l);
+            void *p = (char *)l + offset;
+            if (zero)
+                memset(p, 0, n);
+            return p;
+        }
+    }
     char *base;
     if (align <= MA_REGION_SIZE) {
         base = os_map_aligned(map_size, MA_REGION_SIZE);
@@ -124,8 +210,11 @@ struct large *large_lookup(const void *p, const char *fn)
         ma_fatal(fn, "invalid pointer (not allocated by memalloc)", p);
     }
     struct large *l = (struct large *)(q & ~(uintptr_t)(MA_REGION_SIZE - 1));
-    if (ma_unlikely(l->magic != (LARGE_MAGIC ^ (uintptr_t)l)))
+    if (ma_unlikely(l->magic != (LARGE_MAGIC ^ (uintptr_t)l))) {
+        if (l->magic == (LARGE_CACHED_MAGIC ^ (uintptr_t)l))
+            ma_fatal(fn, fn[0] == 'f' && fn[1] == 'r' ? "double free detected" : "pointer to memory already freed", p);
         ma_fatal(fn, "corrupted large-block header", p);
+    }
     if (ma_unlikely((uintptr_t)p != (uintptr_t)l + l->offset))
         ma_fatal(fn, "invalid pointer (inside a large block)", p);
     return l;
@@ -134,6 +223,8 @@ struct large *large_lookup(const void *p, const char *fn)
 void large_free(struct large *l)
 {
     list_remove(l);
+    if (cache_put(l))
+        return;
     size_t size = l->map_size;
     l->magic = 0;
     pagemap_set((uintptr_t)l, MA_REGION_SIZE, PAGEMAP_FREED);
@@ -195,6 +286,17 @@ void large_check(void)
     }
     if (n != large_count || bytes != large_bytes)
         ma_fatal("ma_check", "large-block totals disagree with the list", NULL);
+    size_t held = 0;
+    for (unsigned i = 0; i < LARGE_CACHE_SLOTS; i++) {
+        const struct large *l = cache[i];
+        if (l == NULL)
+            continue;
+        if (l->magic != (LARGE_CACHED_MAGIC ^ (uintptr_t)l) || pagemap_get((uintptr_t)l) != PAGEMAP_LARGE)
+            ma_fatal("ma_check", "corrupted cached large mapping", l);
+        held += l->map_size;
+    }
+    if (held != cache_bytes)
+        ma_fatal("ma_check", "large cache bytes disagree with its slots", NULL);
     pthread_mutex_unlock(&large_lock);
 }
 
@@ -206,6 +308,11 @@ void large_totals(struct large_totals *t)
     t->peak_bytes = large_peak;
     t->maps = large_maps;
     t->unmaps = large_unmaps;
+    t->reuses = large_reuses;
+    t->cached = 0;
+    for (unsigned i = 0; i < LARGE_CACHE_SLOTS; i++)
+        t->cached += cache[i] != NULL;
+    t->cached_bytes = cache_bytes;
     pthread_mutex_unlock(&large_lock);
 }
 

@@ -23,10 +23,13 @@ struct large {
 };
 
 #define LARGE_MAGIC ((uint64_t)0x4c617267e0b1ec75ull)
+#define LARGE_CACHED_MAGIC ((uint64_t)0x6361636865644c67ull)
 
-/* Maps a block of n bytes aligned to `align` (0 or <= 16: default). Fresh
- * mappings are zero, so calloc needs no memset. NULL + ENOMEM on failure. */
-MA_HIDDEN void *large_alloc(size_t n, size_t align);
+/* Serves a block of n bytes aligned to `align` (0 or <= 16: default) from a
+ * cached mapping of a close size or a fresh one; zeroed when `zero` (a fresh
+ * mapping already is, so only a reused one is cleared). NULL + ENOMEM on
+ * failure. */
+MA_HIDDEN void *large_alloc(size_t n, size_t align, int zero);
 /* Validates that p is a live large block; aborts naming fn otherwise. */
 MA_HIDDEN struct large *large_lookup(const void *p, const char *fn);
 MA_HIDDEN void large_free(struct large *l);
@@ -36,10 +39,13 @@ MA_HIDDEN void *large_realloc(struct large *l, size_t n);
 static inline size_t large_usable(const struct large *l) { return l->map_size - l->offset; }
 /* Verifies every live large mapping; aborts on a violation. */
 MA_HIDDEN void large_check(void);
+/* Unmaps every cached mapping; returns the bytes released. */
+MA_HIDDEN size_t large_trim(void);
 /* Figures of the large-object path. */
 struct large_totals {
     size_t live, bytes, peak_bytes;
-    uint64_t maps, unmaps;
+    uint64_t maps, unmaps, reuses;
+    size_t cached, cached_bytes;
 };
 MA_HIDDEN void large_totals(struct large_totals *t);
 /* Calls fn for up to `max` live large blocks, under the list lock (fn must

@@ -143,7 +143,7 @@ static void *alloc_raw(size_t n, size_t align, int zero)
     void *p;
     if (align <= MA_ALIGN) {
         if (n >= ma_cfg.mmap_threshold)
-            return large_alloc(n, 0); /* fresh mappings are already zero */
+            return large_alloc(n, 0, zero);
         p = alloc_small(n);
     } else if (align <= MA_PAGE_SIZE && block_size_for(n) + align + B_MIN < ma_cfg.mmap_threshold) {
         struct arena *a = tcache_arena();
@@ -154,7 +154,7 @@ static void *alloc_raw(size_t n, size_t align, int zero)
         if (p == NULL)
             errno = ENOMEM;
     } else {
-        return large_alloc(n, align);
+        return large_alloc(n, align, zero);
     }
     if (p != NULL && zero)
         memset(p, 0, n);
@@ -448,7 +448,7 @@ size_t ma_trim(void)
         released += arena_trim(&ma_arenas[i]);
         arena_unlock(&ma_arenas[i]);
     }
-    return released;
+    return released + large_trim();
 }
 
 int ma_check(void)

@@ -106,6 +106,9 @@ static void totals_finish(ma_stats_t *s)
     s->large_peak_bytes = lt.peak_bytes;
     s->large_maps = lt.maps;
     s->large_unmaps = lt.unmaps;
+    s->large_reuses = lt.reuses;
+    s->large_cached = lt.cached;
+    s->large_cached_bytes = lt.cached_bytes;
     os_mapped(&s->total_mapped, &s->peak_mapped);
     s->version = MA_STATS_VERSION;
     s->arenas = ma_narenas;
@@ -242,6 +245,9 @@ static void json_totals(struct ma_buf *b, const ma_stats_t *s)
     json_u64(b, "peak_bytes", s->large_peak_bytes, 0);
     json_u64(b, "maps", s->large_maps, 0);
     json_u64(b, "unmaps", s->large_unmaps, 0);
+    json_u64(b, "reuses", s->large_reuses, 0);
+    json_u64(b, "cached", s->large_cached, 0);
+    json_u64(b, "cached_bytes", s->large_cached_bytes, 0);
     buf_str(b, "}");
 }
 
@@ -312,7 +318,11 @@ static void table_totals(struct ma_buf *b, const ma_stats_t *s)
     buf_u64(b, s->large_maps);
     buf_str(b, " maps, ");
     buf_u64(b, s->large_unmaps);
-    buf_str(b, " unmaps\nmapped in all: ");
+    buf_str(b, " unmaps, ");
+    buf_u64(b, s->large_reuses);
+    buf_str(b, " reuses, ");
+    buf_u64(b, s->large_cached_bytes);
+    buf_str(b, " bytes cached\nmapped in all: ");
     buf_u64(b, s->total_mapped);
     buf_str(b, " bytes (peak ");
     buf_u64(b, s->peak_mapped);

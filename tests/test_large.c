@@ -27,10 +27,12 @@ Test(large, at_threshold_bypasses_arenas)
     ma_free(q);
 }
 
-Test(large, free_unmaps)
+Test(large, free_unmaps_beyond_the_cache)
 {
-    char *p = ma_malloc(8u << 20);
-    memset(p, 1, 8u << 20);
+    /* Bigger than the whole 16 MiB cache of freed mappings: unmapped. */
+    size_t n = 20u << 20;
+    char *p = ma_malloc(n);
+    memset(p, 1, n);
     unsigned char vec[1];
     /* The page is mapped while allocated... */
     cr_assert_eq(mincore((void *)((uintptr_t)p & ~4095ul), 4096, vec), 0);
@@ -39,6 +41,57 @@ Test(large, free_unmaps)
     errno = 0;
     cr_assert_eq(mincore((void *)((uintptr_t)p & ~4095ul), 4096, vec), -1);
     cr_assert_eq(errno, ENOMEM);
+}
+
+static ma_stats_t large_stats(void)
+{
+    ma_stats_t s;
+    s.size = sizeof s;
+    cr_assert_eq(ma_stats_get(&s), 0);
+    return s;
+}
+
+Test(large, freed_mapping_is_reused_for_a_close_size)
+{
+    char *p = ma_malloc(1u << 20);
+    memset(p, 0x5a, 1u << 20);
+    ma_free(p);
+    ma_stats_t s1 = large_stats();
+    cr_assert_eq(s1.large_cached, 1);
+    cr_assert_eq(s1.large_cached_bytes, (1u << 20) + 4096);
+    /* A slightly smaller request reuses it, and calloc clears it. */
+    unsigned char *q = ma_calloc(1, (1u << 20) - 10000);
+    cr_assert_eq((char *)q, p, "the cached mapping is handed out again");
+    for (size_t i = 0; i < (1u << 20) - 10000; i += 997)
+        cr_assert_eq(q[i], 0);
+    ma_stats_t s2 = large_stats();
+    cr_assert_eq(s2.large_reuses, s1.large_reuses + 1);
+    cr_assert_eq(s2.large_maps, s1.large_maps, "no new mapping");
+    cr_assert_eq(s2.large_cached, 0);
+    /* A much smaller one does not take a mapping 4x its size. */
+    ma_free(q);
+    char *r = ma_malloc(300u << 10);
+    cr_assert_neq(r, (char *)q);
+    ma_free(r);
+    ma_check();
+    /* ma_trim gives the cached mappings back. */
+    cr_assert_geq(ma_trim(), (1u << 20) + 4096);
+    cr_assert_eq(large_stats().large_cached, 0);
+    ma_check();
+}
+
+Test(large, the_cache_is_bounded)
+{
+    char *p[12];
+    for (int i = 0; i < 12; i++)
+        p[i] = ma_malloc(3u << 20);
+    for (int i = 0; i < 12; i++)
+        ma_free(p[i]);
+    ma_stats_t s = large_stats();
+    cr_assert_leq(s.large_cached_bytes, 16u << 20);
+    cr_assert_leq(s.large_cached, 8);
+    cr_assert_eq(s.large_live, 0);
+    ma_check();
 }
 
 Test(large, calloc_of_fresh_mapping_is_zero)
