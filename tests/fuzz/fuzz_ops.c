@@ -34,12 +34,15 @@
  *     align       1 byte (aligned_alloc, posix_memalign)
  *   Missing bytes at the end read as 0.
  *
- *   kinds: 0 malloc(size)          1 calloc(size split by variant)
+ *   kinds: 0 malloc(size) (variant 3: memdup up to 64 KiB)
+ *          1 calloc(size split by variant)
  *          2 realloc: variant 0 new size, 1 grow, 2 shrink, 3 to 0
  *            (realloc(NULL, size) when the slot is empty)
- *          3 aligned_alloc(1 << (align % 17), size)
+ *          3 aligned_alloc(1 B .. 64 KiB; align >= 224: 128 KiB .. 2 MiB)
  *          4 posix_memalign(8 << (align % 14), size)
- *          5 free   6 usable_size (+ write the slack)   7 ma_check()
+ *          5 free   6 usable_size (+ write the slack)
+ *          7 ma_check() (variant 2: ma_stats_print, 3: ma_heap_map or
+ *            ma_print_free_list, to /dev/null)
  *          8 ma_trim()   9 requests that must fail (variant picks which)
  *          10 end of round   11 reallocarray(count, elem)
  *          12 malloc   13 free   14 realloc   (more weight)
@@ -61,6 +64,7 @@
  * later one while its owner keeps allocating and draining.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdarg.h>
@@ -82,6 +86,7 @@
 #define STRIPE_STEP ((size_t)32768) /* and STRIPE bytes every 32 KiB */
 #define STRIPE ((size_t)64)
 #define SLACK_MAX ((size_t)4096)
+#define MEMDUP_MAX ((size_t)64 << 10)
 #define ERRNO_MARK 0x4d41
 
 enum {
@@ -128,6 +133,7 @@ static struct worker workers[NTHREADS];
 static size_t live_bytes;    /* atomic */
 static unsigned check_every = 64;
 static uint64_t inputs_run;
+static int devnull = -1;     /* where the reports go */
 
 /* ---- failures ---- */
 
@@ -360,9 +366,14 @@ static void shadow_check_alignment(const void *p, size_t align, const char *what
         fail("%s returned %p, not aligned to %zu", what, p, a);
 }
 
-/* Records a new block in slot s: checks alignment and arena, fills it. */
+/* How shadow_add treats the new block's bytes. */
+enum fresh { FRESH_FILL, FRESH_ZEROED, FRESH_COPIED };
+
+/* Records a new block in slot s: checks alignment and arena, then fills it
+ * with its pattern (FRESH_ZEROED: after checking it is zero; FRESH_COPIED:
+ * ma_memdup already put the pattern there, verify it). */
 static void shadow_add(struct worker *w, struct slot *s, void *p, size_t n, size_t align,
-                       const char *what, int zeroed)
+                       const char *what, enum fresh fresh)
 {
     shadow_check_alignment(p, align, what);
     s->p = p;
@@ -380,9 +391,13 @@ static void shadow_add(struct worker *w, struct slot *s, void *p, size_t n, size
     size_t u = ma_usable_size(p);
     if (u < n)
         fail("%s(%zu) returned %p with usable size %zu", what, n, p, u);
-    if (zeroed)
-        span_apply(SPAN_ZERO, s->p, 0, n, 0, n, "calloc memory not zeroed");
-    span_apply(SPAN_FILL, s->p, s->id, n, 0, n, NULL);
+    if (fresh == FRESH_COPIED) {
+        span_apply(SPAN_VERIFY, s->p, s->id, n, 0, n, "memdup copy");
+    } else {
+        if (fresh == FRESH_ZEROED)
+            span_apply(SPAN_ZERO, s->p, 0, n, 0, n, "calloc memory not zeroed");
+        span_apply(SPAN_FILL, s->p, s->id, n, 0, n, NULL);
+    }
     __atomic_add_fetch(&live_bytes, n, __ATOMIC_RELAXED);
 }
 
@@ -422,11 +437,20 @@ static void op_alloc(struct worker *w, const struct op *o, struct slot *s)
     size_t n = capped(o->size);
     void *p = NULL;
     size_t align = 16;
-    int zeroed = 0;
+    enum fresh fresh = FRESH_FILL;
     const char *what = "malloc";
     switch (o->kind) {
     case K_MALLOC:
-        p = ma_malloc(n);
+        if (o->variant == 3 && n <= MEMDUP_MAX) {
+            /* memdup of a buffer holding the pattern of the id to come */
+            static unsigned char src[NTHREADS][MEMDUP_MAX];
+            span_fill(src[w->index], (w->next_id << 2) | w->index, 0, n);
+            p = ma_memdup(src[w->index], n);
+            fresh = FRESH_COPIED;
+            what = "memdup";
+        } else {
+            p = ma_malloc(n);
+        }
         break;
     case K_CALLOC: {
         size_t count = 1, elem = n;
@@ -438,12 +462,14 @@ static void op_alloc(struct worker *w, const struct op *o, struct slot *s)
             count = n ? 0 : 1, elem = n ? n : 0;
         n = count * elem;
         p = ma_calloc(count, elem);
-        zeroed = 1;
+        fresh = FRESH_ZEROED;
         what = "calloc";
         break;
     }
     case K_ALIGNED:
-        align = (size_t)1 << (o->align % 17);
+        /* 1 B .. 64 KiB, and 1 in 8 from 128 KiB to 2 MiB (the large
+         * path's over-granule alignment) */
+        align = (size_t)1 << (o->align < 224 ? o->align % 17 : 17 + (o->align - 224) % 5);
         p = ma_aligned_alloc(align, n);
         what = "aligned_alloc";
         break;
@@ -463,7 +489,7 @@ static void op_alloc(struct worker *w, const struct op *o, struct slot *s)
     }
     if (p == NULL)
         fail("%s(%zu, align %zu) returned NULL, errno %d", what, n, align, errno);
-    shadow_add(w, s, p, n, align, what, zeroed);
+    shadow_add(w, s, p, n, align, what, fresh);
 }
 
 static void op_realloc(struct worker *w, const struct op *o, struct slot *s)
@@ -473,7 +499,7 @@ static void op_realloc(struct worker *w, const struct op *o, struct slot *s)
         void *p = o->kind == K_REALLOCARRAY ? ma_reallocarray(NULL, 1, n) : ma_realloc(NULL, n);
         if (p == NULL)
             fail("realloc(NULL, %zu) returned NULL, errno %d", n, errno);
-        shadow_add(w, s, p, n, 16, "realloc(NULL)", 0);
+        shadow_add(w, s, p, n, 16, "realloc(NULL)", FRESH_FILL);
         return;
     }
     size_t old = s->n, n;
@@ -691,7 +717,15 @@ static void op_run(struct worker *w, const struct op *o)
         op_usable(s);
         break;
     case K_CHECK:
-        ma_check();
+        /* The reports walk every arena too, while other workers run. */
+        if (o->variant == 2)
+            ma_stats_print(devnull, o->slot & 15);
+        else if (o->variant == 3 && (o->slot & 1))
+            ma_heap_map(devnull);
+        else if (o->variant == 3)
+            ma_print_free_list(devnull);
+        else
+            ma_check();
         break;
     case K_TRIM:
         ma_trim();
@@ -821,6 +855,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         execv("/proc/self/exe", *argv);
         fail("cannot re-execute with MEMALLOC_ARENAS=4");
     }
+    devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (devnull < 0)
+        fail("cannot open /dev/null");
     workers_start();
     return 0;
 }

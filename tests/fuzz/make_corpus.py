@@ -113,6 +113,16 @@ def seeds():
         aligned(k, 12 + k, THRESHOLD, 300, t=k % 4) for k in range(5))
     s["memalign"] = header(LOCKSTEP) + b"".join(
         memalign(k, k, POW2, 0x0a00 + k, t=k % 4) for k in range(14))
+    s["aligned-huge"] = header(LOCKSTEP) + b"".join(
+        aligned(k, 224 + k, [TINY, THRESHOLD, LARGE][k % 3], 77, t=k % 4) for k in range(5)) + \
+        realloc(0, 1, 0, 0x4040, t=1) + realloc(1, 2, 0, 0x8000, t=2)
+    s["memdup"] = header(LOCKSTEP) + b"".join(
+        op(MALLOC, k % 4, 3, k) + size(sel, 0x0777) for k, sel in enumerate(range(5))) + \
+        b"".join(free(k, t=(k + 1) % 4) for k in range(5))
+    s["reports"] = header(CONCURRENT) + b"".join(
+        malloc(i, SMALL, 77 * i, t=i % 4) for i in range(8)) + b"".join(
+        simple(CHECK, t, 2 + t % 2, slot=t * 5) for t in range(4)) + simple(ROUND) + b"".join(
+        free(i, t=i % 4) + simple(CHECK, i % 4, 2 + i % 2, slot=i) for i in range(8))
     # Free, usable, check, trim, bad requests.
     s["free-cross"] = header(LOCKSTEP) + b"".join(malloc(i, TINY, i, t=0) for i in range(16)) + \
         b"".join(free(i, t=1 + i % 3) for i in range(16)) + malloc(0, TINY, 5, t=0)

@@ -12,7 +12,7 @@ import sys
 KINDS = ["malloc", "calloc", "realloc", "aligned_alloc", "posix_memalign", "free",
          "usable_size", "ma_check", "ma_trim", "bad", "round", "reallocarray",
          "malloc", "free", "realloc", "burst"]
-SIZED = {"malloc", "calloc", "realloc", "reallocarray", "burst"}
+SIZED = {"malloc", "malloc/memdup", "calloc", "realloc", "reallocarray", "burst"}
 ALIGNED = {"aligned_alloc", "posix_memalign"}
 NTHREADS, NSLOTS, ROUND_OPS, MAX_OPS = 4, 64, 32, 1024
 
@@ -57,11 +57,18 @@ def main():
     while pos < len(data) and n < MAX_OPS:
         b = rd()
         kind, thread, variant = KINDS[b & 15], (b >> 4) & 3, b >> 6
+        if kind == "malloc" and variant == 3:
+            kind = "malloc/memdup"
+        if kind == "ma_check" and variant >= 2:
+            kind = "stats_print" if variant == 2 else "heap_map/print"
         sb = rd()
         extra = ""
         if kind in ALIGNED:
             a = rd()
-            align = (1 << (a % 17)) if kind == "aligned_alloc" else 8 << (a % 14)
+            if kind == "aligned_alloc":
+                align = 1 << (a % 17 if a < 224 else 17 + (a - 224) % 5)
+            else:
+                align = 8 << (a % 14)
             extra = "align %d " % align
         if kind in SIZED or kind in ALIGNED:
             sel, lo, hi = rd(), rd(), rd()
