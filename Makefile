@@ -38,7 +38,7 @@ DEPS_EXTRA :=
 -include bench/bench.mk
 
 .SECONDARY:
-.PHONY: all debug tsan test test-unit test-debug test-tsan clean install help deps
+.PHONY: all debug tsan test test-unit test-debug test-tsan test-preload-check clean install help deps
 all: $(SO) $(LIB)
 
 $(BUILD)/rel/%.o: %.c
@@ -98,7 +98,7 @@ $(PROBE_DBG): tests/probe.c $(call core,$(DBG_OBJ))
 # canary), so the cache suite's debug pass runs with MEMALLOC_CHECK=0.
 CRITERION_ARGS ?= --jobs 2 --short-filename
 
-test: test-unit test-debug test-tsan test-preload $(TEST_EXTRA)
+test: test-unit test-debug test-tsan test-preload test-preload-check $(TEST_EXTRA)
 test-unit: $(UNIT_REL) $(SO)
 	@set -e; for t in $(UNIT_REL); do echo "== $$t"; MEMALLOC_ARENAS=4 $$t $(CRITERION_ARGS); done
 test-debug: $(UNIT_DBG)
@@ -107,6 +107,13 @@ test-debug: $(UNIT_DBG)
 test-tsan: $(TSAN_TESTS)
 	@set -e; for t in $(TSAN_TESTS); do echo "== $$t (ThreadSanitizer)"; \
 	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" MEMALLOC_ARENAS=4 $$t; done
+
+# The threaded and forking programs again, with canaries and a full heap
+# check every 64 operations: races between the checker and the allocation
+# paths show up here (a large-realloc one did).
+test-preload-check: $(SO) preload-progs
+	MEMALLOC_CHECK=1 MEMALLOC_CHECK_EVERY=64 PRELOAD_ONLY="fork_mt threads_churn errno_free sort" \
+	  PRELOAD_BIN=$(BUILD)/preload tests/preload/run.sh $(SO)
 
 # ---- set-up on a fresh Debian/Ubuntu machine ----
 # Everything the build, the tests and the benchmarks use. Runs apt-get as

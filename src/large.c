@@ -243,11 +243,14 @@ void *large_realloc(struct large *l, size_t n)
     if (new_size == l->map_size)
         return (char *)l + offset;
     if (new_size < l->map_size) {
+        /* map_size changes under the lock that guards the totals, so
+         * large_check never sees one without the other. */
+        size_t old_size = l->map_size;
         pthread_mutex_lock(&large_lock);
-        large_bytes -= l->map_size - new_size;
-        pthread_mutex_unlock(&large_lock);
-        os_unmap((char *)l + new_size, l->map_size - new_size);
+        large_bytes -= old_size - new_size;
         l->map_size = new_size;
+        pthread_mutex_unlock(&large_lock);
+        os_unmap((char *)l + new_size, old_size - new_size);
         return (char *)l + offset;
     }
     list_remove(l);
