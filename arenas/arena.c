@@ -394,12 +394,12 @@ void arena_free_remote(struct arena *a, void *p)
 /* Parked bytes beyond which everything parked is coalesced. Parking never
  * makes the heap grow (block_find coalesces before mapping a chunk), so the
  * limit only bounds memory held back from the OS: chunks whose blocks are
- * all parked cannot be unmapped. 4 MiB + half the arena: bench/threadtest
+ * all parked cannot be unmapped. 4 MiB + an eighth of the arena: bench/threadtest
  * frees 1.6 MB per round, which a 1 MiB limit coalesced every round
  * (31% of its instructions under callgrind). */
 static size_t quick_limit(const struct arena *a)
 {
-    return ((size_t)4 << 20) + a->mapped / 2;
+    return ((size_t)4 << 20) + a->mapped / 8;
 }
 
 void arena_quick_put(struct arena *a, unsigned cls, void *head, void *tail, uint32_t count, size_t bytes)
