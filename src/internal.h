@@ -82,6 +82,9 @@ MA_HIDDEN void ma_ensure_init(void);
 
 /* Writes what MEMALLOC_STATS and MEMALLOC_HEAP_MAP ask for. */
 MA_HIDDEN void stats_exit_report(void);
+/* At init: keeps a private copy of stderr for the exit report, which some
+ * programs (GNU coreutils) close before exiting. */
+MA_HIDDEN void stats_init(void);
 
 /* ---- chunk registry (pagemap.c) ---- */
 

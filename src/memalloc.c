@@ -49,6 +49,7 @@ static MA_COLD void init_slow(void)
         for (unsigned i = 0; i < ma_narenas; i++)
             arena_init(&ma_arenas[i], i, ma_cfg.chunk_size, ma_cfg.chunk_reserve);
         tcache_init();
+        stats_init();
         fast_limit = ma_cfg.check ? 0 : ma_cfg.mmap_threshold;
         if (ma_cfg.verbose)
             config_print(2);

@@ -126,6 +126,14 @@ int os_open_write(const char *path)
     return fd;
 }
 
+int os_dup(int fd)
+{
+    int saved = errno;
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    errno = saved;
+    return copy;
+}
+
 void os_close(int fd)
 {
     int saved = errno;

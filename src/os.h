@@ -30,6 +30,8 @@ MA_HIDDEN void os_mapped(size_t *now, size_t *peak);
 /* Opens (creates, truncates) a file for writing; -1 on failure. */
 MA_HIDDEN int os_open_write(const char *path);
 MA_HIDDEN void os_close(int fd);
+/* A close-on-exec duplicate of fd (numbered 3 or above), or -1. */
+MA_HIDDEN int os_dup(int fd);
 /* write(2) all of it, retrying on EINTR; errors are ignored. */
 MA_HIDDEN void os_write(int fd, const char *s, size_t n);
 

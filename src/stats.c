@@ -260,12 +260,19 @@ static void table_header(struct ma_buf *b)
                "    allocs       frees     remote  lock waits/acquires\n");
 }
 
-static void table_arena(struct ma_buf *b, unsigned i, const ma_arena_stats_t *a, unsigned opts)
+/* One row of the table: an arena's figures, or the totals (peak blank). */
+static void table_row(struct ma_buf *b, const char *label, unsigned index, const ma_arena_stats_t *a, int peak)
 {
-    buf_u64w(b, i, 5);
+    if (label != NULL)
+        buf_str(b, label);
+    else
+        buf_u64w(b, index, 5);
     buf_u64w(b, a->mapped, 12);
     buf_u64w(b, a->in_use, 12);
-    buf_u64w(b, a->peak_in_use, 12);
+    if (peak)
+        buf_u64w(b, a->peak_in_use, 12);
+    else
+        buf_str(b, "            ");
     buf_u64w(b, a->free, 12);
     buf_u64w(b, a->largest_free, 14);
     buf_str(b, "  ");
@@ -276,6 +283,11 @@ static void table_arena(struct ma_buf *b, unsigned i, const ma_arena_stats_t *a,
     buf_u64w(b, a->lock_waits, 12);
     buf_str(b, "/");
     buf_u64(b, a->lock_acquires);
+}
+
+static void table_arena(struct ma_buf *b, unsigned i, const ma_arena_stats_t *a, unsigned opts)
+{
+    table_row(b, NULL, i, a, 1);
     buf_str(b, "\n");
     if (opts & MA_PRINT_CLASSES) {
         for (unsigned c = 0; c < MA_STATS_CLASSES; c++) {
@@ -292,20 +304,19 @@ static void table_arena(struct ma_buf *b, unsigned i, const ma_arena_stats_t *a,
 
 static void table_totals(struct ma_buf *b, const ma_stats_t *s)
 {
-    buf_str(b, "total");
-    buf_u64w(b, s->mapped, 12);
-    buf_u64w(b, s->in_use, 12);
-    buf_str(b, "            ");
-    buf_u64w(b, s->free, 12);
-    buf_u64w(b, s->largest_free, 14);
-    buf_str(b, "  ");
-    buf_ratio(b, s->fragmentation);
-    buf_u64w(b, s->allocs, 12);
-    buf_u64w(b, s->frees, 12);
-    buf_u64w(b, s->remote_frees, 11);
-    buf_u64w(b, s->lock_waits, 12);
-    buf_str(b, "/");
-    buf_u64(b, s->lock_acquires);
+    ma_arena_stats_t t;
+    memset(&t, 0, sizeof t);
+    t.mapped = s->mapped;
+    t.in_use = s->in_use;
+    t.free = s->free;
+    t.largest_free = s->largest_free;
+    t.fragmentation = s->fragmentation;
+    t.allocs = s->allocs;
+    t.frees = s->frees;
+    t.remote_frees = s->remote_frees;
+    t.lock_waits = s->lock_waits;
+    t.lock_acquires = s->lock_acquires;
+    table_row(b, "total", 0, &t, 0);
     buf_str(b, "\nfree/mapped ");
     buf_ratio(b, s->free_ratio);
     buf_str(b, "; large objects: ");
@@ -500,13 +511,24 @@ void ma_stats_print(int fd, unsigned opts)
 
 /* ---- at exit ---- */
 
+static int report_fd = 2; /* set once at init */
+
+void stats_init(void)
+{
+    if (ma_cfg.stats && !ma_cfg.stats_file[0]) {
+        int copy = os_dup(2);
+        if (copy >= 0)
+            report_fd = copy;
+    }
+}
+
 void stats_exit_report(void)
 {
     /* Cached blocks are free in all but name: give them back so the leak
      * summary shows only what the program still holds. */
     tcache_flush_all();
     if (ma_cfg.stats) {
-        int fd = 2;
+        int fd = report_fd;
         if (ma_cfg.stats_file[0]) {
             fd = os_open_write(ma_cfg.stats_file);
             if (fd < 0) {
@@ -515,7 +537,7 @@ void stats_exit_report(void)
             }
         }
         ma_stats_print(fd, MA_PRINT_LEAKS | (ma_cfg.stats == 2 ? MA_PRINT_JSON : MA_PRINT_CLASSES));
-        if (fd != 2)
+        if (fd != report_fd && fd != 2)
             os_close(fd);
     }
     if (ma_cfg.heap_map[0]) {

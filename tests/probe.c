@@ -192,6 +192,8 @@ int main(int argc, char **argv)
         memset(ma_malloc(1u << 20), 1, 1u << 20);
         void *freed = ma_malloc(200);
         ma_free(freed);
+        if (argc >= 3 && strcmp(argv[2], "close-stderr") == 0)
+            close(2); /* as GNU coreutils do before exiting */
         return 0;
     }
     if (argc >= 3 && strcmp(argv[1], "misuse") == 0)

@@ -86,6 +86,24 @@ static inline ma_arena_stats_t my_stats(void)
     return arena_stats(ma_thread_arena());
 }
 
+/* Runs `call` (an expression using the file descriptor `fd`) and collects
+ * what it writes into out. */
+#define CAPTURE_FD(out, cap, call)                                              \
+    do {                                                                        \
+        int fds_[2];                                                            \
+        cr_assert_eq(pipe(fds_), 0);                                            \
+        int fd = fds_[1];                                                       \
+        call;                                                                   \
+        close(fds_[1]);                                                         \
+        size_t len_ = 0;                                                        \
+        ssize_t r_;                                                             \
+        while ((r_ = read(fds_[0], (out) + len_, (cap) - 1 - len_)) > 0)        \
+            len_ += (size_t)r_;                                                 \
+        (out)[len_] = '\0';                                                     \
+        close(fds_[0]);                                                         \
+        cr_assert_gt(len_, 0, "nothing written");                              \
+    } while (0)
+
 #ifdef PROBE
 /* Runs the probe with argv and exactly the environment env (NULL-ended),
  * collects stdout+stderr into out, and returns the wait status. */
