@@ -110,8 +110,10 @@ struct arena {
     size_t quick_bytes, quick_blocks; /* guarded by lock */
     uint64_t allocs, frees, remote_frees, lock_acquires, lock_waits; /* guarded by lock */
     /* ---- remote frees: written by any thread ---- */
-    struct block *_Atomic remote_head __attribute__((aligned(64))); /* atomic */
-    _Atomic uint64_t remote_pending;  /* atomic: pushes since the last drain */
+    /* Accessed only through __atomic builtins (no _Atomic qualifier, which
+     * clang refuses to combine with them). */
+    struct block *remote_head __attribute__((aligned(64))); /* atomic */
+    uint64_t remote_pending;          /* atomic: pushes since the last drain */
 };
 
 /* The second payload word of a block pending on a remote-free stack holds

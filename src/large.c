@@ -254,14 +254,17 @@ void *large_realloc(struct large *l, size_t n)
         return (char *)l + offset;
     }
     list_remove(l);
+    /* The old slot is marked freed before the kernel can give its range up:
+     * marked after, it could overwrite the registration of whatever another
+     * thread maps there in between (found by tests/fuzz). */
+    pagemap_set((uintptr_t)l, MA_REGION_SIZE, PAGEMAP_FREED);
     struct large *m = os_remap(l, l->map_size, new_size, MA_REGION_SIZE);
     if (m == NULL) {
+        pagemap_set((uintptr_t)l, MA_REGION_SIZE, PAGEMAP_LARGE);
         list_add(l);
         errno = ENOMEM;
         return NULL;
     }
-    if (m != l)
-        pagemap_set((uintptr_t)l, MA_REGION_SIZE, PAGEMAP_FREED);
     if (large_publish(m, new_size, offset) != 0) {
         /* Only the pagemap's own leaf could fail to map; the block is
          * unreachable without it, so this is fatal rather than a leak. */
