@@ -378,7 +378,7 @@ redis_bench() {
         label=${b%%:*}
         args=${b#*:}
         # shellcheck disable=SC2086
-        bounded 300 redis-benchmark -p "$REDIS_PORT" -r 100000 $args -t "$REDIS_TESTS" --csv \
+        bounded 300 redis-benchmark -p "$REDIS_PORT" -r 30000 $args -t "$REDIS_TESTS" --csv \
             >"$dir/bench_$label.csv" 2>"$dir/bench_$label.err" || return 1
         tr -d '"' <"$dir/bench_$label.csv" | awk -F, -v m="$mode" -v l="$label" \
             'NR > 1 && $2 + 0 > 0 { print m, l, $1, $2 }' >>"$dir/bench.txt"
@@ -466,7 +466,7 @@ if wanted redis; then
         fail redis "DEBUG DIGEST of the data set differs between the runs [logs: $LOGS/redis]"
     else
         {
-            echo "redis: redis-benchmark -r 100000 -t $REDIS_TESTS --csv, requests per second (sys = Debian's jemalloc-linked build unchanged):"
+            echo "redis: redis-benchmark -r 30000 -t $REDIS_TESTS --csv, requests per second (sys = Debian's jemalloc-linked build unchanged):"
             printf '%-9s %-10s %-6s %12s %12s\n' redis-rps config test sys memalloc
             join -j1 <(awk '{ print $2 "/" $3, $4 }' "$dir/sys/bench.txt" | sort) \
                      <(awk '{ print $2 "/" $3, $4 }' "$dir/pre/bench.txt" | sort) |
