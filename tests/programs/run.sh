@@ -184,8 +184,8 @@ c_case() {
     rc=0
     bounded "$secs" env LD_PRELOAD="$LIB" MEMALLOC_EXPECT=1 ${C_CASE_ENV:-} "$bin" "$@" \
         >"$dir/pre.out" 2>"$dir/pre.err" </dev/null || rc=$?
-    grep -E '=' "$dir/sys.out" | sed "s/^/sys      $name: /" >>"$RESULTS" || true
-    grep -E '=' "$dir/pre.out" | sed "s/^/memalloc $name: /" >>"$RESULTS" || true
+    grep -E '=' "$dir/sys.out" | sed -e 's/^[a-z_]*: //' -e "s/^/sys      $name: /" >>"$RESULTS" || true
+    grep -E '=' "$dir/pre.out" | sed -e 's/^[a-z_]*: //' -e "s/^/memalloc $name: /" >>"$RESULTS" || true
     if [[ $rc != 0 ]]; then
         keep "$name" "$dir"
         fail "$name" "memalloc run failed ($(describe "$rc" "$secs")): $(first_line "$dir/pre.err") [logs: $LOGS/$name]"
@@ -293,6 +293,7 @@ print("ma_check ok")' >"$dir/probe.out" 2>&1 || rc=$?
                 "(/usr/bin/python3 -m test -j2, PYTHONMALLOC=malloc)"
             result "python: duration_sys='$(grep -m1 'Total duration' "$dir/sys.log" | sed 's/Total duration: //')'" \
                 "duration_memalloc='$(grep -m1 'Total duration' "$dir/pre.log" | sed 's/Total duration: //')'"
+            result "python: modules run: ${PY_MODULES[*]}"
             if ((${#skipped_both[@]})); then
                 result "python: not passing on the system allocator either (ignored): ${skipped_both[*]}"
             fi
