@@ -204,7 +204,7 @@ static void *block_carve(struct arena *a, struct block *b, size_t bsize)
         index_insert(a, r, rest);
         size = bsize;
     } else {
-        hd_set(b, h | B_INUSE);
+        hd_set(b, (h & ~B_PURGED) | B_INUSE);
         struct block *n = block_next(b);
         hd_set(n, hd_get(n) | B_PREV_INUSE);
     }
@@ -297,6 +297,56 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
     return got;
 }
 
+/* ---- giving free pages back ---- */
+
+/* Free blocks at least this big have their inner pages discarded; smaller
+ * holes are not worth a system call. */
+#define PURGE_MIN_BLOCK ((size_t)64 << 10)
+
+/* A purge pass runs after this many bytes were coalesced into the free
+ * lists: rare enough that the system calls are amortised over megabytes of
+ * frees, often enough that a program which frees most of its heap gives the
+ * pages back without calling malloc_trim (Redis after FLUSHALL: see
+ * BENCHMARK.md). */
+static size_t purge_trigger(const struct arena *a)
+{
+    return ((size_t)8 << 20) + a->mapped / 4;
+}
+
+/* Discards the whole pages inside free block b, keeping its head and links
+ * at the start and its footer (in the next block) intact. */
+static size_t block_purge(struct block *b)
+{
+    uintptr_t lo = MA_ALIGN_UP((uintptr_t)b + sizeof(struct block), MA_PAGE_SIZE);
+    uintptr_t hi = ((uintptr_t)b + block_size(b)) & ~(uintptr_t)(MA_PAGE_SIZE - 1);
+    if (hi <= lo)
+        return 0;
+    os_discard((void *)lo, hi - lo);
+    return hi - lo;
+}
+
+/* Coalesces what is parked, then discards the pages of every big free
+ * block not yet purged. */
+static void arena_purge(struct arena *a)
+{
+    if (a->reclaiming)
+        return; /* runs again at the next release past the trigger */
+    arena_consolidate(a);
+    a->reclaiming = 1;
+    a->dirty = 0;
+    a->purges++;
+    for (unsigned c = arena_class_of(PURGE_MIN_BLOCK); c < N_CLASSES; c++) {
+        for (struct block *b = a->heads[c]; b != NULL; b = b->next) {
+            size_t h = hd_get(b);
+            if (h & B_PURGED)
+                continue;
+            block_purge(b);
+            hd_set(b, h | B_PURGED);
+        }
+    }
+    a->reclaiming = 0;
+}
+
 /* ---- freeing ---- */
 
 /* Returns allocated block b to the index, coalescing with free neighbours;
@@ -338,6 +388,9 @@ static void block_release(struct arena *a, struct block *b)
         a->empty_chunks++;
     }
     index_insert(a, b, size);
+    a->dirty += size;
+    if (ma_unlikely(a->dirty > purge_trigger(a)))
+        arena_purge(a);
 }
 
 void arena_validate(const struct chunk *c, const void *p, const char *fn)
@@ -454,6 +507,10 @@ unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head
 
 void arena_consolidate(struct arena *a)
 {
+    /* The releases below must not start a purge, which would consolidate
+     * the lists being walked here. */
+    int was = a->reclaiming;
+    a->reclaiming = 1;
     for (unsigned c = 0; c < QUICK_CLASSES; c++) {
         struct qlist *q = &a->quick[c];
         void *p = q->head;
@@ -471,6 +528,7 @@ void arena_consolidate(struct arena *a)
     }
     a->quick_blocks = 0;
     a->quick_bytes = 0;
+    a->reclaiming = was;
 }
 
 /* ---- remote frees, owner side ---- */
@@ -579,7 +637,7 @@ size_t arena_trim(struct arena *a)
     while (c != NULL) {
         struct chunk *next = c->next;
         struct block *b = chunk_first_block(c);
-        if (hd_get(b) == (cap | B_PREV_INUSE)) {
+        if ((hd_get(b) & ~B_PURGED) == (cap | B_PREV_INUSE)) {
             index_remove(a, b, cap);
             a->empty_chunks--;
             released += c->size;
@@ -588,14 +646,8 @@ size_t arena_trim(struct arena *a)
             for (; (hd_get(b) & ~B_FLAGS) != 0; b = block_next(b)) {
                 if (hd_get(b) & B_INUSE)
                     continue;
-                /* Keep the head and links at the start and the footer (in
-                 * the next block) intact; drop the whole pages between. */
-                uintptr_t lo = MA_ALIGN_UP((uintptr_t)b + sizeof(struct block), MA_PAGE_SIZE);
-                uintptr_t hi = ((uintptr_t)b + block_size(b)) & ~(uintptr_t)(MA_PAGE_SIZE - 1);
-                if (hi > lo) {
-                    os_discard((void *)lo, hi - lo);
-                    released += hi - lo;
-                }
+                released += block_purge(b);
+                hd_set(b, hd_get(b) | B_PURGED);
             }
         }
         c = next;

@@ -44,6 +44,7 @@ struct block {
 
 #define B_INUSE ((size_t)1)
 #define B_PREV_INUSE ((size_t)2)
+#define B_PURGED ((size_t)4)           /* free block whose inner pages were discarded */
 #define B_FLAGS ((size_t)15)
 #define B_HDR ((size_t)16)             /* from block start to payload */
 #define B_OVERHEAD ((size_t)8)         /* bytes an allocated block costs */
@@ -106,6 +107,9 @@ struct arena {
     size_t empty_chunks;              /* guarded by lock: chunks holding one free block */
     size_t mapped, in_use, free_bytes, free_blocks; /* guarded by lock */
     size_t peak_in_use;               /* guarded by lock */
+    size_t dirty;                     /* guarded by lock: bytes coalesced since the last purge */
+    uint64_t purges;                  /* guarded by lock: purge passes run */
+    int reclaiming;                   /* guarded by lock: in consolidate or purge */
     struct qlist quick[QUICK_CLASSES];/* guarded by lock */
     size_t quick_bytes, quick_blocks; /* guarded by lock */
     uint64_t allocs, frees, remote_frees, lock_acquires, lock_waits; /* guarded by lock */

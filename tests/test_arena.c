@@ -4,6 +4,8 @@
  * usable size, and ma_check after every step. Criterion runs each test in a
  * fresh process, so each starts with an empty memalloc heap.
  */
+#include <sys/mman.h>
+
 #include "testutil.h"
 
 /* These tests watch the arena itself: no thread cache in between. */
@@ -286,4 +288,38 @@ Test(arena, print_free_list_lists_classes)
     cr_assert(strstr(out, want) != NULL, "want '%s' in %s", want, out);
     cr_assert(strstr(out, "large: 0 mappings") != NULL, "%s", out);
     (void)g;
+}
+
+Test(arena, free_pages_of_pinned_chunks_go_back_without_trim)
+{
+    /* 24 MiB of 2000-byte blocks, then everything freed but one block per
+     * chunk: no chunk is wholly free, so none can be unmapped, but the pages
+     * of the big free blocks must be given back by the purge pass. */
+    enum { N = 12 * 1024 };
+    static char *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = ma_malloc(2000);
+        memset(p[i], 0x77, 2000);
+    }
+    char *kept_chunk = NULL;
+    for (int i = 0; i < N; i++) {
+        char *chunk = (char *)((uintptr_t)p[i] & ~(uintptr_t)((1u << 20) - 1));
+        if (chunk != kept_chunk) {
+            kept_chunk = chunk; /* the first block of each chunk stays */
+            continue;
+        }
+        ma_free(p[i]);
+    }
+    ma_check();
+    /* A page in the middle of a freed run: discarded, so not resident. */
+    char *probe = (char *)(((uintptr_t)p[N / 2] + 8192) & ~(uintptr_t)4095);
+    unsigned char vec[1];
+    cr_assert_eq(mincore(probe, 4096, vec), 0);
+    cr_assert_eq(vec[0] & 1, 0, "freed page still resident");
+    cr_assert_gt(my_stats().chunks, 20, "the chunks are still mapped (pinned)");
+    /* Reusing purged memory works and reads as the allocator left it. */
+    char *q = ma_malloc(100000);
+    memset(q, 1, 100000);
+    ma_free(q);
+    ma_check();
 }
