@@ -6,6 +6,7 @@
 #define MA_OS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "internal.h"
 
 #define MA_PAGE_SIZE ((size_t)4096)
@@ -30,6 +31,8 @@ MA_HIDDEN void os_mapped(size_t *now, size_t *peak);
 /* Opens (creates, truncates) a file for writing; -1 on failure. */
 MA_HIDDEN int os_open_write(const char *path);
 MA_HIDDEN void os_close(int fd);
+/* Milliseconds of a coarse monotonic clock (a vDSO read, no system call). */
+MA_HIDDEN uint64_t os_now_ms(void);
 /* A close-on-exec duplicate of fd (numbered 3 or above), or -1. */
 MA_HIDDEN int os_dup(int fd);
 /* write(2) all of it, retrying on EINTR; errors are ignored. */
