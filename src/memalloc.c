@@ -353,7 +353,9 @@ void *ma_realloc(void *p, size_t n)
 
     void *q = NULL;
     if (c != NULL) {
-        if (need < ma_cfg.mmap_threshold) {
+        if (need <= usable && need >= usable / 2) {
+            q = p; /* still fits, without wasting half the block: no lock */
+        } else if (need < ma_cfg.mmap_threshold) {
             struct arena *a = c->arena;
             arena_lock(a);
             int ok = arena_resize(a, p, block_size_for(need));
@@ -367,7 +369,15 @@ void *ma_realloc(void *p, size_t n)
             return NULL;
     }
     if (q == NULL) {
-        q = alloc_raw(need, 0, 0);
+        /* A small block that must move to grow gets 1/8 more than asked,
+         * so a run of small appends moves O(log n) times, not every 16
+         * bytes (bench/realloc's string building). */
+        size_t ask = need;
+        if (c != NULL && need > usable && need + need / 8 < ma_cfg.mmap_threshold)
+            ask = need + need / 8;
+        q = alloc_raw(ask, 0, 0);
+        if (q == NULL && ask != need)
+            q = alloc_raw(need, 0, 0);
         if (q == NULL)
             return NULL;
         memcpy(q, p, keep < n ? keep : n);
