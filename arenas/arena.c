@@ -420,7 +420,7 @@ void arena_validate(const struct chunk *c, const void *p, const char *fn)
     if (ma_unlikely(!(hd_get(n) & B_PREV_INUSE)))
         corrupt(fn, "invalid pointer or corrupted block header", p);
     uintptr_t key = ((const uintptr_t *)p)[1];
-    if (ma_unlikely(key == remote_key(p) || key == cached_key(p)))
+    if (ma_unlikely(key == cached_key(p)))
         corrupt(fn, fn[0] == 'f' && fn[1] == 'r' ? "double free detected" : "block is not allocated (already freed?)", p);
 }
 
@@ -439,7 +439,7 @@ void arena_free_remote(struct arena *a, void *p)
     /* The cookie in the second payload word marks the block as pending, so
      * a second free of it is caught here instead of linking it twice (which
      * would make the stack a cycle). */
-    ((uintptr_t *)p)[1] = remote_key(p);
+    ((uintptr_t *)p)[1] = cached_key(p);
     struct block *old = __atomic_load_n(&a->remote_head, __ATOMIC_RELAXED);
     do {
         b->next = old;

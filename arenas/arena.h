@@ -60,10 +60,11 @@ struct block {
 #define N_CLASSES 384
 #define N_WORDS (N_CLASSES / 64)
 
-/* The second payload word of a block parked in a cache (a thread's bin or
- * an arena's quick list) holds this key, and only then: it is cleared
- * whenever a block leaves a cache, so a free of a block that carries it is
- * a double free. */
+/* The second payload word of a freed block that is not yet in the free
+ * lists (in a thread's bin, an arena's quick list, or on a remote-free
+ * stack) holds this key, and only then: it is cleared whenever a block
+ * leaves those places, so a free of a block that carries it is a double
+ * free. */
 #define CACHED_KEY ((uintptr_t)0x3c6ef372fe94f82bull)
 static inline uintptr_t cached_key(const void *p) { return CACHED_KEY ^ (uintptr_t)p; }
 
@@ -121,10 +122,8 @@ struct arena {
     uint64_t remote_pending;          /* atomic: pushes since the last drain */
 };
 
-/* The second payload word of a block pending on a remote-free stack holds
- * this key (see arena_free_remote). */
-#define REMOTE_KEY ((uintptr_t)0x5a17e4c3b2a19087ull)
-static inline uintptr_t remote_key(const void *p) { return REMOTE_KEY ^ (uintptr_t)p; }
+/* A block pending on a remote-free stack carries the same key as a parked
+ * one (cached_key): freed, not yet back in the free lists. */
 
 /* ---- inline helpers on blocks ---- */
 

@@ -285,13 +285,16 @@ void ma_free(void *p)
         size_t h = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
         size_t size = h & ~B_FLAGS;
         uintptr_t key = ((const uintptr_t *)p)[1];
-        if (ma_likely(c->magic == (CHUNK_MAGIC ^ (uintptr_t)c) && (h & B_INUSE) &&
+        struct arena *a = c->arena;
+        /* The chunk's magic is left to the slow path: a corrupted header's
+         * arena pointer is not the thread's arena, and every other outcome
+         * below goes to the slow path too, which checks it. */
+        if (ma_likely((a == ma_tc.cache_for || (a != ma_tc.arena && !ma_cfg.check)) && (h & B_INUSE) &&
                       size - B_MIN <= TC_MAX_BLOCK - B_MIN &&
                       u - B_HDR + size <= (uintptr_t)c + ma_cfg.chunk_size - CHUNK_FENCE &&
                       (__atomic_load_n(&((const struct block *)(u - B_HDR + size))->head, __ATOMIC_RELAXED) &
                        B_PREV_INUSE) &&
-                      key != cached_key(p) && key != remote_key(p))) {
-            struct arena *a = c->arena;
+                      key != cached_key(p) && c->magic == (CHUNK_MAGIC ^ (uintptr_t)c))) {
             if (ma_likely(a == ma_tc.cache_for)) {
                 tcache_push(p, size);
                 return;
@@ -299,10 +302,8 @@ void ma_free(void *p)
             /* Another arena's block, already validated: straight onto its
              * owner's remote stack (check mode takes the slow path for its
              * canary; the own arena without a cache takes the lock). */
-            if (a != ma_tc.arena && !ma_cfg.check) {
-                arena_free_remote(a, p);
-                return;
-            }
+            arena_free_remote(a, p);
+            return;
         }
     }
     free_slow(p);
