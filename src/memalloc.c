@@ -354,8 +354,12 @@ void *ma_realloc(void *p, size_t n)
 
     void *q = NULL;
     if (c != NULL) {
-        if (need <= usable && need >= usable / 2) {
-            q = p; /* still fits, without wasting half the block: no lock */
+        if (need <= usable && usable - need <= usable / 8) {
+            /* Still fits, wasting at most an eighth: no lock. A shrink by
+             * more goes to the arena and gives the tail back (programs such
+             * as Redis shrink buffers with realloc and size them by
+             * malloc_usable_size; keeping half a block made its RSS 2x). */
+            q = p;
         } else if (need < ma_cfg.mmap_threshold) {
             struct arena *a = c->arena;
             arena_lock(a);
