@@ -563,6 +563,11 @@ def write_report(results_path, report_path, plots_dir, root):
                         [[r["bench"] + (" " + r["mode"] if "mode" in r else ""), r["alloc"],
                           str(r.get("threads", "")), (r.get("error") or "?").replace("|", "\\|")]
                          for r in failed], numeric=False)
+    # Hand-measured notes (commands included in the file), copied verbatim.
+    notes = os.path.join(root, "bench", "NOTES.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            out += ["", f.read().rstrip()]
     out += ["", "## Reproducing", "",
             "```sh",
             "sudo apt-get install -y build-essential python3 gnuplot-nox valgrind linux-perf \\",
