@@ -142,7 +142,7 @@ static struct block *arena_grow(struct arena *a)
     struct chunk *c = os_map_aligned(cs, cs);
     if (c == NULL)
         return NULL;
-    if (pagemap_set((uintptr_t)c, cs, PAGEMAP_CHUNK) != 0) {
+    if (pagemap_set((uintptr_t)c, cs, PAGEMAP_CHUNK + (int)a->index) != 0) {
         os_unmap(c, cs);
         errno = ENOMEM;
         return NULL;

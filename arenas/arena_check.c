@@ -30,7 +30,7 @@ void arena_check(struct arena *a)
             check_fail("corrupted chunk header", c);
         if (c->prev != prevc)
             check_fail("chunk list broken (prev link)", c);
-        if (((uintptr_t)c & (a->chunk_size - 1)) != 0 || pagemap_get((uintptr_t)c) != PAGEMAP_CHUNK)
+        if (((uintptr_t)c & (a->chunk_size - 1)) != 0 || pagemap_get((uintptr_t)c) != PAGEMAP_CHUNK + (int)a->index)
             check_fail("chunk not aligned or not registered", c);
         if (++nchunks > a->nchunks)
             check_fail("chunk list longer than its count (cycle?)", c);

@@ -33,7 +33,7 @@ static struct option options[] = {
     /* Default arenas = CPUs: with per-arena locks the contention that
      * matters is between threads running at once, and no more threads than
      * CPUs run at once; see README.md for the measurement. */
-    { "ARENAS", OPT_COUNT, 0, 1, 1024, "arenas (default: online CPUs)", 0 },
+    { "ARENAS", OPT_COUNT, 0, 1, MA_MAX_ARENAS, "arenas (default: online CPUs)", 0 },
     { "CHUNK_SIZE", OPT_POW2_SIZE, (uint64_t)1 << 20, (uint64_t)1 << 20, (uint64_t)1 << 30,
       "bytes an arena maps at a time (power of two)", 0 },
     { "MMAP_THRESHOLD", OPT_SIZE, (uint64_t)256 << 10, 4096, (uint64_t)1 << 28,
@@ -156,7 +156,7 @@ void config_load(char **envp, unsigned ncpus)
 {
     for (unsigned i = 0; i < O_COUNT; i++)
         values[i] = options[i].def;
-    values[O_ARENAS] = ncpus < 1 ? 1 : (ncpus > 1024 ? 1024 : ncpus);
+    values[O_ARENAS] = ncpus < 1 ? 1 : (ncpus > MA_MAX_ARENAS ? MA_MAX_ARENAS : ncpus);
 
     for (char **e = envp; e != NULL && *e != NULL; e++) {
         const char *s = *e;

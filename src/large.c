@@ -266,8 +266,8 @@ void *large_realloc(struct large *l, size_t n)
         return NULL;
     }
     if (large_publish(m, new_size, offset) != 0) {
-        /* Only the pagemap's own leaf could fail to map; the block is
-         * unreachable without it, so this is fatal rather than a leak. */
+        /* Only an address outside the pagemap's range could fail; the
+         * block is unreachable without it, so this is fatal, not a leak. */
         ma_fatal("realloc", "cannot register a moved large block", m);
     }
     return (char *)m + offset;

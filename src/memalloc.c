@@ -94,7 +94,7 @@ static inline struct chunk *locate(const void *p, const char *fn, struct large *
 {
     if (ma_unlikely((uintptr_t)p & (MA_ALIGN - 1)))
         ma_fatal(fn, "invalid pointer (not a block start)", p);
-    if (ma_likely(pagemap_get((uintptr_t)p) == PAGEMAP_CHUNK)) {
+    if (ma_likely(pagemap_is_chunk(pagemap_get((uintptr_t)p)))) {
         struct chunk *c = chunk_of(p, ma_cfg.chunk_size);
         if (ma_unlikely(c->magic != (CHUNK_MAGIC ^ (uintptr_t)c)))
             ma_fatal(fn, "corrupted chunk header", p);
@@ -260,6 +260,8 @@ void *ma_malloc(size_t n)
 
 static MA_COLD void free_slow(void *p)
 {
+    if (p == NULL)
+        return;
     struct large *l = NULL;
     struct chunk *c = locate(p, "free", &l);
     if (ma_unlikely(ma_cfg.check)) {
@@ -269,40 +271,54 @@ static MA_COLD void free_slow(void *p)
     free_located(p, c, l);
 }
 
+/* The cheap checks of a small block's header that the fast paths make
+ * before trusting it (the slow path makes them all and names what failed):
+ * allocated, at most TC_MAX_BLOCK long, its end inside the same granule (so
+ * inside its chunk, and the read below cannot fault), the next block agreeing
+ * that this one is in use, and not already in a cache or on a remote stack. */
+static inline int block_plausible(uintptr_t u, size_t *sizep)
+{
+    size_t h = __atomic_load_n(&((const struct block *)(u - B_HDR))->head, __ATOMIC_RELAXED);
+    size_t size = h & ~B_FLAGS;
+    uintptr_t next = u - B_HDR + size;
+    *sizep = size;
+    return (h & B_INUSE) && size - B_MIN <= TC_MAX_BLOCK - B_MIN && ((next ^ u) >> MA_REGION_SHIFT) == 0 &&
+           (__atomic_load_n(&((const struct block *)next)->head, __ATOMIC_RELAXED) & B_PREV_INUSE) &&
+           ((const uintptr_t *)u)[1] != cached_key((const void *)u);
+}
+
+/* A small block of another arena (or of the thread's own arena while it does
+ * not cache): validated, then straight onto the owner's remote stack. Check
+ * mode takes the slow path for its canary; the own arena takes its lock. */
+static MA_COLD void free_other(void *p, int tag)
+{
+    struct arena *a = &ma_arenas[tag - PAGEMAP_CHUNK];
+    size_t size;
+    if (ma_likely(a != ma_tc.arena && !ma_cfg.check && block_plausible((uintptr_t)p, &size))) {
+        arena_free_remote(a, p);
+        return;
+    }
+    free_slow(p);
+}
+
 void ma_free(void *p)
 {
-    if (p == NULL)
-        return;
-    /* The fast path: a small block of the thread's own arena, with every
-     * cheap check of the slow path passing (ours per the pagemap, intact
-     * chunk, allocated, inside its chunk, the next block agreeing, not
-     * already in a cache or on a remote stack). Anything else, including
-     * every error, takes the slow path, which names the problem. */
+    /* The fast path: the granule's pagemap byte equals the thread's cache
+     * tag (so the block is a chunk block of the arena this thread caches
+     * for), and the header passes block_plausible. One mask covers
+     * alignment and the address range, so NULL and every error take the
+     * slow path, which names the problem. */
     uintptr_t u = (uintptr_t)p;
-    if (ma_likely((u & (MA_ALIGN - 1)) == 0 && pagemap_get(u) == PAGEMAP_CHUNK)) {
-        struct chunk *c = chunk_of(p, ma_cfg.chunk_size);
-        const struct block *b = block_of(p);
-        size_t h = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
-        size_t size = h & ~B_FLAGS;
-        uintptr_t key = ((const uintptr_t *)p)[1];
-        struct arena *a = c->arena;
-        /* The chunk's magic is left to the slow path: a corrupted header's
-         * arena pointer is not the thread's arena, and every other outcome
-         * below goes to the slow path too, which checks it. */
-        if (ma_likely((a == ma_tc.cache_for || (a != ma_tc.arena && !ma_cfg.check)) && (h & B_INUSE) &&
-                      size - B_MIN <= TC_MAX_BLOCK - B_MIN &&
-                      u - B_HDR + size <= (uintptr_t)c + ma_cfg.chunk_size - CHUNK_FENCE &&
-                      (__atomic_load_n(&((const struct block *)(u - B_HDR + size))->head, __ATOMIC_RELAXED) &
-                       B_PREV_INUSE) &&
-                      key != cached_key(p) && c->magic == (CHUNK_MAGIC ^ (uintptr_t)c))) {
-            if (ma_likely(a == ma_tc.cache_for)) {
+    if (ma_likely((u & (PAGEMAP_OUTSIDE | (MA_ALIGN - 1))) == 0)) {
+        int tag = __atomic_load_n(&pagemap_map[u >> MA_REGION_SHIFT], __ATOMIC_RELAXED);
+        size_t size;
+        if (ma_likely(tag == ma_tc.tag)) {
+            if (ma_likely(block_plausible(u, &size))) {
                 tcache_push(p, size);
                 return;
             }
-            /* Another arena's block, already validated: straight onto its
-             * owner's remote stack (check mode takes the slow path for its
-             * canary; the own arena without a cache takes the lock). */
-            arena_free_remote(a, p);
+        } else if (pagemap_is_chunk(tag)) {
+            free_other(p, tag);
             return;
         }
     }

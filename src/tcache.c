@@ -11,7 +11,9 @@
 
 #include "tcache.h"
 
-__thread struct tcache ma_tc __attribute__((tls_model("initial-exec")));
+/* Initialised, not zero: a thread starts with the tag that matches no
+ * granule, so its first free takes the slow path (which sets it up). */
+__thread struct tcache ma_tc __attribute__((tls_model("initial-exec"))) = { .tag = PAGEMAP_NEVER };
 uint8_t tc_alloc_class[TC_SLOTS];
 uint8_t tc_free_class[TC_SLOTS];
 static uint32_t class_size[TC_NCLASS]; /* block size a refill of class c carves */
@@ -64,7 +66,8 @@ static void bins_setup(void)
             if (max > BIN_MAX)
                 max = BIN_MAX;
         }
-        ma_tc.bins[c].max = max;
+        ma_tc.max[c] = max;
+        ma_tc.room[c] = (int32_t)max;
     }
 }
 
@@ -72,6 +75,7 @@ static void arena_set(struct arena *a)
 {
     ma_tc.arena = a;
     ma_tc.cache_for = (ma_tc.off || ma_cfg.check) ? NULL : a;
+    ma_tc.tag = (unsigned char)(ma_tc.cache_for != NULL ? PAGEMAP_CHUNK + (int)a->index : PAGEMAP_NEVER);
 }
 
 struct arena *tcache_arena_slow(void)
@@ -140,16 +144,15 @@ void *tcache_refill(size_t n)
 {
     struct arena *a = tcache_arena();
     unsigned c = tc_alloc_class[(n + B_OVERHEAD + 15) >> 4];
-    struct tbin *bin = &ma_tc.bins[c];
     void *p;
     tcache_lock(a);
     arena_drain(a);
     counters_merge(a);
     if (ma_tc.cache_for == a) {
-        unsigned want = bin->max / 2 ? bin->max / 2 : 1;
+        unsigned want = ma_tc.max[c] / 2 ? ma_tc.max[c] / 2 : 1;
         /* Parked blocks first (a splice, keys already set), then fresh
          * blocks carved in one batch, marked as they join the bin. */
-        unsigned got = arena_quick_take(a, c, want, &bin->head);
+        unsigned got = arena_quick_take(a, c, want, &ma_tc.head[c]);
         if (got < want) {
             void *fresh = NULL;
             unsigned more = arena_alloc_batch(a, class_size[c], want - got, &fresh);
@@ -157,17 +160,17 @@ void *tcache_refill(size_t n)
                 void *x = fresh;
                 fresh = *(void **)x;
                 ((uintptr_t *)x)[1] = cached_key(x);
-                *(void **)x = bin->head;
-                bin->head = x;
+                *(void **)x = ma_tc.head[c];
+                ma_tc.head[c] = x;
             }
             got += more;
         }
-        bin->count += got;
-        p = bin->head;
+        ma_tc.room[c] -= (int32_t)got;
+        p = ma_tc.head[c];
         if (p != NULL) {
-            bin->head = *(void **)p;
+            ma_tc.head[c] = *(void **)p;
             ((uintptr_t *)p)[1] = 0;
-            bin->count--;
+            ma_tc.room[c]++;
             a->allocs++;
         }
     } else {
@@ -182,28 +185,29 @@ void *tcache_refill(size_t n)
 
 /* Cuts the first n blocks off a bin and parks them on the arena's quick
  * list of the same class. Lock held. */
-static void bin_park(struct arena *a, struct tbin *bin, uint32_t n)
+static void bin_park(struct arena *a, unsigned c, uint32_t n)
 {
     if (n == 0)
         return;
-    void *first = bin->head, *last = first;
+    void *first = ma_tc.head[c], *last = first;
     size_t bytes = block_size(block_of(first));
     for (uint32_t i = 1; i < n; i++) {
         last = *(void **)last;
         bytes += block_size(block_of(last));
     }
-    bin->head = *(void **)last;
-    bin->count -= n;
-    arena_quick_put(a, (unsigned)(bin - ma_tc.bins), first, last, n, bytes);
+    ma_tc.head[c] = *(void **)last;
+    ma_tc.room[c] += (int32_t)n;
+    arena_quick_put(a, c, first, last, n, bytes);
 }
 
-void tcache_flush_bin(struct tbin *bin, uint32_t keep)
+/* Bin c overflowed: half of it goes back to the arena. */
+void tcache_flush_bin(unsigned c)
 {
     struct arena *a = ma_tc.arena;
     tcache_lock(a);
     arena_drain(a);
     counters_merge(a);
-    bin_park(a, bin, bin->count - keep);
+    bin_park(a, c, tcache_count(c) - ma_tc.max[c] / 2);
     arena_unlock(a);
     contention_review();
 }
@@ -217,7 +221,7 @@ void tcache_flush_all(void)
     arena_drain(a);
     counters_merge(a);
     for (unsigned c = 0; c < TC_NCLASS; c++)
-        bin_park(a, &ma_tc.bins[c], ma_tc.bins[c].count);
+        bin_park(a, c, tcache_count(c));
     arena_unlock(a);
 }
 
@@ -240,6 +244,7 @@ static void tcache_thread_exit(void *unused)
     tcache_flush_all();
     ma_tc.off = 1;
     ma_tc.cache_for = NULL;
+    ma_tc.tag = PAGEMAP_NEVER;
 }
 
 /* ---- checking ---- */
@@ -252,7 +257,7 @@ void tcache_corrupt(const void *p)
 int tcache_holds(const void *p)
 {
     for (unsigned c = 0; c < TC_NCLASS; c++)
-        for (void *x = ma_tc.bins[c].head; x != NULL; x = *(void **)x)
+        for (void *x = ma_tc.head[c]; x != NULL; x = *(void **)x)
             if (x == p)
                 return 1;
     return 0;
@@ -261,12 +266,15 @@ int tcache_holds(const void *p)
 void tcache_check(void)
 {
     for (unsigned c = 0; c < TC_NCLASS; c++) {
-        const struct tbin *bin = &ma_tc.bins[c];
-        uint32_t n = 0;
-        for (void *x = bin->head; x != NULL; x = *(void **)x) {
-            if (++n > bin->count)
+        /* room may go below 0 (a refill of a bin that was not empty, flushed
+         * by the next push), never above max. */
+        if (ma_tc.room[c] > (int32_t)ma_tc.max[c])
+            ma_fatal("ma_check", "thread cache bin count below zero", ma_tc.head[c]);
+        uint32_t n = 0, count = tcache_count(c);
+        for (void *x = ma_tc.head[c]; x != NULL; x = *(void **)x) {
+            if (++n > count)
                 ma_fatal("ma_check", "thread cache bin longer than its count (cycle?)", x);
-            if (pagemap_get((uintptr_t)x) != PAGEMAP_CHUNK)
+            if (!pagemap_is_chunk(pagemap_get((uintptr_t)x)))
                 ma_fatal("ma_check", "thread cache holds a pointer outside every chunk", x);
             struct chunk *ch = chunk_of(x, ma_cfg.chunk_size);
             const struct block *b = block_of(x);
@@ -277,7 +285,7 @@ void tcache_check(void)
             if (block_size(b) < class_size[c] || ((const uintptr_t *)x)[1] != cached_key(x))
                 ma_fatal("ma_check", "thread cache block in the wrong bin or unmarked", x);
         }
-        if (n != bin->count)
-            ma_fatal("ma_check", "thread cache count disagrees with its bin", bin->head);
+        if (n != count)
+            ma_fatal("ma_check", "thread cache count disagrees with its bin", ma_tc.head[c]);
     }
 }

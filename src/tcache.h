@@ -24,20 +24,24 @@
 #define TC_SLOTS (TC_MAX_BLOCK / 16 + 1)             /* size/16 -> class tables */
 #define TC_NCLASS QUICK_CLASSES
 
-struct tbin {
-    void *head;       /* payloads, linked through their first word */
-    uint32_t count;
-    uint32_t max;     /* set at setup: flush beyond this */
-};
-
+/* The bins are three parallel arrays rather than an array of structs so that
+ * the fast paths address them directly off the thread pointer. A bin may
+ * take room[c] more blocks before it flushes: pushing tests the decrement's
+ * sign, no bound to load. */
 struct tcache {
+    void *head[TC_NCLASS];    /* payloads, linked through their first word */
+    int32_t room[TC_NCLASS];  /* max[c] - blocks held */
+    uint32_t max[TC_NCLASS];  /* set at setup */
+    uint64_t allocs, frees;   /* served by the cache since the last merge */
+    /* The pagemap tag (PAGEMAP_CHUNK + index) of the arena this thread
+     * caches for, or PAGEMAP_NEVER when it does not cache: free() compares
+     * the freed granule's byte with it, one comparison for "ours, cached". */
+    unsigned char tag;
     struct arena *arena;      /* the thread's arena; NULL until first use */
     struct arena *cache_for;  /* == arena while caching, NULL when off */
-    uint64_t allocs, frees;   /* served by the cache since the last merge */
     unsigned lock_ops;        /* locked operations in this window */
     unsigned lock_waited;     /* of those, how many waited for the lock */
     int off;                  /* 1: this thread does not cache (user or exit) */
-    struct tbin bins[TC_NCLASS];
 };
 
 MA_HIDDEN extern __thread struct tcache ma_tc;
@@ -46,11 +50,14 @@ MA_HIDDEN extern uint8_t tc_free_class[TC_SLOTS];  /* block size/16 -> class it 
 
 MA_HIDDEN MA_COLD MA_NORETURN void tcache_corrupt(const void *p);
 
+/* Blocks bin c holds. */
+static inline uint32_t tcache_count(unsigned c) { return ma_tc.max[c] - (uint32_t)ma_tc.room[c]; }
+
 /* Pops a block for an n-byte request (n <= TC_MAX_REQUEST), or NULL. */
 static inline void *tcache_pop(size_t n)
 {
-    struct tbin *bin = &ma_tc.bins[tc_alloc_class[(n + B_OVERHEAD + 15) >> 4]];
-    void *p = bin->head;
+    unsigned c = tc_alloc_class[(n + B_OVERHEAD + 15) >> 4];
+    void *p = ma_tc.head[c];
     if (ma_unlikely(p == NULL))
         return NULL;
     void *next = *(void **)p;
@@ -58,26 +65,26 @@ static inline void *tcache_pop(size_t n)
      * misaligned pointer (the check glibc's tcache makes). */
     if (ma_unlikely((uintptr_t)next & (MA_ALIGN - 1)))
         tcache_corrupt(p);
-    bin->head = next;
+    ma_tc.head[c] = next;
     ((uintptr_t *)p)[1] = 0;
-    bin->count--;
+    ma_tc.room[c]++;
     ma_tc.allocs++;
     return p;
 }
 
-MA_HIDDEN MA_COLD void tcache_flush_bin(struct tbin *bin, uint32_t keep);
+MA_HIDDEN MA_COLD void tcache_flush_bin(unsigned c);
 
 /* Pushes block p of `size` bytes (<= TC_MAX_BLOCK) owned by the thread's
  * arena; flushes half the bin to the arena when it overflows. */
 static inline void tcache_push(void *p, size_t size)
 {
-    struct tbin *bin = &ma_tc.bins[tc_free_class[size >> 4]];
-    *(void **)p = bin->head;
+    unsigned c = tc_free_class[size >> 4];
+    *(void **)p = ma_tc.head[c];
     ((uintptr_t *)p)[1] = cached_key(p);
-    bin->head = p;
+    ma_tc.head[c] = p;
     ma_tc.frees++;
-    if (ma_unlikely(++bin->count > bin->max))
-        tcache_flush_bin(bin, bin->max / 2);
+    if (ma_unlikely(--ma_tc.room[c] < 0))
+        tcache_flush_bin(c);
 }
 
 /* The calling thread's arena, assigning one (and setting up the cache) on
