@@ -52,7 +52,7 @@ $(BUILD)/tsan/%.o: %.c
 	$(CC) $(LIBFLAGS) -O1 -g -fsanitize=thread -c $< -o $@
 
 $(SO): $(REL_OBJ)
-	$(CC) -shared -pthread -Wl,-soname,libmemalloc.so -Wl,-z,now -o $@ $^
+	$(CC) -shared -pthread -Wl,-soname,libmemalloc.so -Wl,-z,now -Wl,-Bsymbolic-functions -o $@ $^
 $(LIB): $(REL_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
