@@ -440,12 +440,12 @@ void arena_free_remote(struct arena *a, void *p)
      * a second free of it is caught here instead of linking it twice (which
      * would make the stack a cycle). */
     ((uintptr_t *)p)[1] = cached_key(p);
-    struct block *old = __atomic_load_n(&a->remote_head, __ATOMIC_RELAXED);
+    uintptr_t old = __atomic_load_n(&a->remote_top, __ATOMIC_RELAXED), pending;
     do {
-        b->next = old;
-    } while (!__atomic_compare_exchange_n(&a->remote_head, &old, b, 1, __ATOMIC_RELEASE,
-                                          __ATOMIC_RELAXED));
-    uint64_t pending = __atomic_add_fetch(&a->remote_pending, 1, __ATOMIC_RELAXED);
+        b->next = remote_block(old);
+        pending = remote_count(old) + (remote_count(old) < REMOTE_COUNT_MAX);
+    } while (!__atomic_compare_exchange_n(&a->remote_top, &old, (uintptr_t)b | (pending << REMOTE_PTR_BITS), 1,
+                                          __ATOMIC_RELEASE, __ATOMIC_RELAXED));
     if (ma_unlikely(pending >= REMOTE_DRAIN_BOUND) && pthread_mutex_trylock(&a->lock) == 0) {
         a->lock_acquires++;
         arena_drain(a);
@@ -546,10 +546,9 @@ void arena_consolidate(struct arena *a)
 
 void arena_drain(struct arena *a)
 {
-    if (__atomic_load_n(&a->remote_head, __ATOMIC_RELAXED) == NULL)
+    if (__atomic_load_n(&a->remote_top, __ATOMIC_RELAXED) == 0)
         return;
-    struct block *b = __atomic_exchange_n(&a->remote_head, NULL, __ATOMIC_ACQUIRE);
-    uint64_t n = 0;
+    struct block *b = remote_block(__atomic_exchange_n(&a->remote_top, 0, __ATOMIC_ACQUIRE));
     while (b != NULL) {
         struct block *next = b->next;
         void *p = block_payload(b);
@@ -568,10 +567,8 @@ void arena_drain(struct arena *a)
         } else {
             block_release(a, b);
         }
-        n++;
         b = next;
     }
-    __atomic_sub_fetch(&a->remote_pending, n, __ATOMIC_RELAXED);
 }
 
 /* ---- resizing and alignment ---- */

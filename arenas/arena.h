@@ -118,9 +118,17 @@ struct arena {
     /* ---- remote frees: written by any thread ---- */
     /* Accessed only through __atomic builtins (no _Atomic qualifier, which
      * clang refuses to combine with them). */
-    struct block *remote_head __attribute__((aligned(64))); /* atomic */
-    uint64_t remote_pending;          /* atomic: pushes since the last drain */
+    /* The stack's top block in the low REMOTE_PTR_BITS, and the number of
+     * blocks pushed since the last drain (saturating) above them: one
+     * compare-and-swap pushes a block and counts it. */
+    uintptr_t remote_top __attribute__((aligned(64))); /* atomic */
 };
+
+#define REMOTE_PTR_BITS 48
+#define REMOTE_PTR_MASK (((uintptr_t)1 << REMOTE_PTR_BITS) - 1)
+#define REMOTE_COUNT_MAX ((uintptr_t)0xffff)
+static inline struct block *remote_block(uintptr_t top) { return (struct block *)(top & REMOTE_PTR_MASK); }
+static inline uint64_t remote_count(uintptr_t top) { return top >> REMOTE_PTR_BITS; }
 
 /* A block pending on a remote-free stack carries the same key as a parked
  * one (cached_key): freed, not yet back in the free lists. */

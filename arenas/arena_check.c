@@ -135,7 +135,7 @@ void arena_check(struct arena *a)
 
     /* ---- blocks pending on the remote stack: allocated, marked, ours ---- */
     size_t pending = 0;
-    for (struct block *b = __atomic_load_n(&a->remote_head, __ATOMIC_ACQUIRE); b != NULL; b = b->next) {
+    for (struct block *b = remote_block(__atomic_load_n(&a->remote_top, __ATOMIC_ACQUIRE)); b != NULL; b = b->next) {
         if (!chunk_belongs(a, chunk_of(b, a->chunk_size)) || !(b->head & B_INUSE))
             check_fail("remote-free stack holds a foreign or free block", block_payload(b));
         if (++pending > in_use / B_MIN)

@@ -290,7 +290,7 @@ static inline int block_plausible(uintptr_t u, size_t *sizep)
 /* A small block of another arena (or of the thread's own arena while it does
  * not cache): validated, then straight onto the owner's remote stack. Check
  * mode takes the slow path for its canary; the own arena takes its lock. */
-static MA_COLD void free_other(void *p, int tag)
+static __attribute__((noinline)) void free_other(void *p, int tag)
 {
     struct arena *a = &ma_arenas[tag - PAGEMAP_CHUNK];
     size_t size;
