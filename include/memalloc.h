@@ -98,8 +98,11 @@ MA_EXPORT size_t ma_trim(void);
 /* Walks every arena and verifies every invariant: chunks tiled exactly by
  * blocks, no two free neighbours, footers equal headers, every listed block
  * free and in its right size class, the bitmap index equal to the lists,
- * every large mapping intact. Returns 0 when all holds; on a violation it
- * writes one "memalloc: ma_check(): ..." line and aborts. */
+ * every large mapping intact, blocks parked or pending on remote-free stacks
+ * well-formed, and the calling thread's cache; every other thread verifies
+ * its own cache at its next refill or flush after the call (a cache is
+ * private to its thread). Returns 0 when all holds; on a violation it writes
+ * one "memalloc: ma_check(): ..." line and aborts. */
 MA_EXPORT int ma_check(void);
 
 /* Writes every arena's free lists (class, count, bytes) and usage to the

@@ -482,7 +482,7 @@ size_t ma_trim(void)
 int ma_check(void)
 {
     ensure_init();
-    tcache_check();
+    tcache_check_all();
     /* One arena at a time: never two arena locks held together, so no lock
      * order can deadlock against the allocation paths. */
     for (unsigned i = 0; i < ma_narenas; i++) {

@@ -20,6 +20,7 @@ static uint32_t class_size[TC_NCLASS]; /* block size a refill of class c carves 
 
 static pthread_key_t exit_key;         /* set once at init: runs tcache_thread_exit */
 static unsigned next_arena;            /* atomic: round-robin assignment */
+static uint64_t check_epoch;           /* atomic: bumped by every ma_check */
 
 /* Bytes of blocks a bin may hold before it flushes: small enough that a
  * thousand idle threads hold little, big enough that a batch amortises the
@@ -126,9 +127,15 @@ void tcache_lock(struct arena *a)
     ma_tc.lock_ops++;
 }
 
-/* Called after the unlock that ends a slow-path operation. */
+/* Called after the unlock that ends a slow-path operation: verifies the
+ * cache if an ma_check asked since the last time, then reviews contention. */
 static void contention_review(void)
 {
+    uint64_t e = __atomic_load_n(&check_epoch, __ATOMIC_RELAXED);
+    if (ma_unlikely(e != ma_tc.checked)) {
+        ma_tc.checked = e;
+        tcache_check();
+    }
     if (ma_tc.lock_ops < CONTENTION_WINDOW)
         return;
     int move = ma_tc.lock_waited >= CONTENTION_WAITS && ma_narenas > 1;
@@ -261,6 +268,12 @@ int tcache_holds(const void *p)
             if (x == p)
                 return 1;
     return 0;
+}
+
+void tcache_check_all(void)
+{
+    ma_tc.checked = __atomic_add_fetch(&check_epoch, 1, __ATOMIC_RELAXED);
+    tcache_check();
 }
 
 void tcache_check(void)

@@ -42,6 +42,7 @@ struct tcache {
     unsigned lock_ops;        /* locked operations in this window */
     unsigned lock_waited;     /* of those, how many waited for the lock */
     int off;                  /* 1: this thread does not cache (user or exit) */
+    uint64_t checked;         /* the tc_check_epoch this cache last verified */
 };
 
 MA_HIDDEN extern __thread struct tcache ma_tc;
@@ -111,6 +112,11 @@ MA_HIDDEN int tcache_set(int on);
 MA_HIDDEN int tcache_holds(const void *p);
 /* Verifies the calling thread's cache; aborts on a violation. */
 MA_HIDDEN void tcache_check(void);
+/* ma_check's request to every thread: a cache is private (another thread
+ * cannot walk it without racing its owner), so ma_check verifies its own and
+ * bumps this epoch, and every other thread verifies its cache at its next
+ * refill or flush. */
+MA_HIDDEN void tcache_check_all(void);
 /* Fills the class tables; called once at init. */
 MA_HIDDEN void tcache_init(void);
 

@@ -101,6 +101,28 @@ static void *remote_free_thread(void *p)
 int g_global;
 
 /* Each misuse command does one wrong thing that must abort. */
+/* A thread whose own cache gets an aligned link into its stack (a use after
+ * free that the pop check cannot see) while another thread runs ma_check:
+ * the check cannot walk a cache it does not own, so it asks, and the owner
+ * verifies its cache at its next refill. */
+static pthread_barrier_t corrupt_done, check_done;
+static void *cache_corrupting_thread(void *arg)
+{
+    (void)arg;
+    char local[64] __attribute__((aligned(16)));
+    void **p = ma_malloc(48);
+    ma_free(p);
+    p[0] = local;
+    pthread_barrier_wait(&corrupt_done);
+    pthread_barrier_wait(&check_done);
+    for (int i = 0; i < 100000; i++) {
+        void *volatile q = ma_malloc(200); /* other class: refills, never pops p */
+        (void)q;
+    }
+    puts("thread survived");
+    return NULL;
+}
+
 static int cmd_misuse(const char *what)
 {
     if (strcmp(what, "double-free-small") == 0) {
@@ -157,6 +179,17 @@ static int cmd_misuse(const char *what)
         ma_free(p);
         p[0] = local;
         ma_check();
+    } else if (strcmp(what, "cache-link-other-thread") == 0) {
+        pthread_t t;
+        pthread_barrier_init(&corrupt_done, NULL, 2);
+        pthread_barrier_init(&check_done, NULL, 2);
+        pthread_create(&t, NULL, cache_corrupting_thread, NULL);
+        pthread_barrier_wait(&corrupt_done);
+        ma_check();
+        puts("check returned");
+        fflush(stdout);
+        pthread_barrier_wait(&check_done);
+        pthread_join(t, NULL);
     } else if (strcmp(what, "canary") == 0) {
         char *p = ma_malloc(100);
         p[100] = 'x'; /* one byte past the end */
