@@ -549,26 +549,41 @@ void arena_drain(struct arena *a)
     if (__atomic_load_n(&a->remote_top, __ATOMIC_RELAXED) == 0)
         return;
     struct block *b = remote_block(__atomic_exchange_n(&a->remote_top, 0, __ATOMIC_ACQUIRE));
+    uint64_t n = 0;
     while (b != NULL) {
         struct block *next = b->next;
         void *p = block_payload(b);
-        ((uintptr_t *)p)[1] = 0;
         /* Validated in full when it was pushed; only the in-use bit can have
          * changed since (a second free of it by the owner's own thread). */
         if (ma_unlikely(!(hd_get(b) & B_INUSE)))
             corrupt("free", "double free detected", p);
-        a->remote_frees++;
-        a->frees++;
         size_t size = block_size(b);
         if (size <= QUICK_MAX_BLOCK) {
-            /* Parked like a thread cache's flush: no coalescing per block. */
-            ((uintptr_t *)p)[1] = cached_key(p);
-            arena_quick_put(a, arena_class_of(size), p, p, 1, size);
+            /* Parked like a thread cache's flush, no coalescing per block;
+             * it keeps the key it was pushed with (the parked key). */
+            struct qlist *q = &a->quick[arena_class_of(size)];
+            *(void **)p = q->head;
+            if (q->head == NULL)
+                q->tail = p;
+            q->head = p;
+            q->count++;
+            q->bytes += size;
+            /* Totals kept per block: block_release below may purge or
+             * consolidate, which must see the lists and totals agree. */
+            a->quick_blocks++;
+            a->quick_bytes += size;
+            a->in_use -= size;
         } else {
+            ((uintptr_t *)p)[1] = 0;
             block_release(a, b);
         }
+        n++;
         b = next;
     }
+    a->remote_frees += n;
+    a->frees += n;
+    if (ma_unlikely(a->quick_bytes > quick_limit(a)))
+        arena_consolidate(a);
 }
 
 /* ---- resizing and alignment ---- */
