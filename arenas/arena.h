@@ -51,7 +51,11 @@ struct block {
 #define B_MIN ((size_t)32)             /* smallest block: head + two links + footer */
 
 #define CHUNK_HDR ((size_t)64)         /* struct chunk, rounded to keep blocks aligned */
-#define CHUNK_FENCE ((size_t)16)
+/* The fence block (16 bytes) and, after it, 8 KiB that no block covers and
+ * nothing writes (so never resident): a free() fast path may read the head
+ * of the block after a plausible-looking one of up to QUICK_MAX_BLOCK bytes
+ * without first proving that it lies inside the chunk. */
+#define CHUNK_FENCE ((size_t)16 + QUICK_MAX_BLOCK)
 
 /* Classes: exact 16-byte steps below 1 KiB, then 16 classes per power of two
  * (TLSF's second level), enough for blocks up to 1 GiB. */

@@ -17,6 +17,7 @@
 #include "internal.h"
 #include "large.h"
 #include "os.h"
+#include "fast.h"
 #include "tcache.h"
 #include "../arenas/arena.h"
 
@@ -28,10 +29,7 @@ static int ready;                   /* atomic: 1 once init is complete */
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t check_ops;          /* atomic: operations since start, check mode */
 
-/* Requests below this go to the arena fast path: the mmap threshold, or 0
- * before init and in check mode, so that one comparison routes both of those
- * to the slow path. set once at init. */
-static size_t fast_limit;
+size_t ma_fast_limit;               /* set once at init; see fast.h */
 
 static void fork_prepare(void);
 static void fork_release(void);
@@ -50,7 +48,7 @@ static MA_COLD void init_slow(void)
             arena_init(&ma_arenas[i], i, ma_cfg.chunk_size, ma_cfg.chunk_reserve);
         tcache_init();
         stats_init();
-        fast_limit = ma_cfg.check ? 0 : ma_cfg.mmap_threshold;
+        ma_fast_limit = ma_cfg.check ? 0 : ma_cfg.mmap_threshold;
         if (ma_cfg.verbose)
             config_print(2);
         __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
@@ -246,16 +244,16 @@ static MA_COLD void *malloc_slow(size_t n)
     return alloc_raw(n, 0, 0);
 }
 
-void *ma_malloc(size_t n)
+void *ma_malloc_miss(size_t n)
 {
-    if (ma_likely(n <= TC_MAX_REQUEST)) {
-        void *p = tcache_pop(n);
-        if (ma_likely(p != NULL))
-            return p;
-    }
-    if (ma_likely(n < fast_limit))
+    if (ma_likely(n < ma_fast_limit))
         return alloc_small(n);
     return malloc_slow(n);
+}
+
+void *ma_malloc(size_t n)
+{
+    return fast_malloc(n);
 }
 
 static MA_COLD void free_slow(void *p)
@@ -271,58 +269,30 @@ static MA_COLD void free_slow(void *p)
     free_located(p, c, l);
 }
 
-/* The cheap checks of a small block's header that the fast paths make
- * before trusting it (the slow path makes them all and names what failed):
- * allocated, at most TC_MAX_BLOCK long, its end inside the same granule (so
- * inside its chunk, and the read below cannot fault), the next block agreeing
- * that this one is in use, and not already in a cache or on a remote stack. */
-static inline int block_plausible(uintptr_t u, size_t *sizep)
+/* free() that fast_free did not finish: a small block of another arena (or
+ * of the thread's own arena while it does not cache) is validated and goes
+ * straight onto its owner's remote stack; everything else (NULL, large
+ * blocks, check mode with its canary, the own arena's lock, a bad pointer)
+ * takes the slow path, which names any problem. */
+void ma_free_miss(void *p)
 {
-    size_t h = __atomic_load_n(&((const struct block *)(u - B_HDR))->head, __ATOMIC_RELAXED);
-    size_t size = h & ~B_FLAGS;
-    uintptr_t next = u - B_HDR + size;
-    *sizep = size;
-    return (h & B_INUSE) && size - B_MIN <= TC_MAX_BLOCK - B_MIN && ((next ^ u) >> MA_REGION_SHIFT) == 0 &&
-           (__atomic_load_n(&((const struct block *)next)->head, __ATOMIC_RELAXED) & B_PREV_INUSE) &&
-           ((const uintptr_t *)u)[1] != cached_key((const void *)u);
-}
-
-/* A small block of another arena (or of the thread's own arena while it does
- * not cache): validated, then straight onto the owner's remote stack. Check
- * mode takes the slow path for its canary; the own arena takes its lock. */
-static __attribute__((noinline)) void free_other(void *p, int tag)
-{
-    struct arena *a = &ma_arenas[tag - PAGEMAP_CHUNK];
-    size_t size;
-    if (ma_likely(a != ma_tc.arena && !ma_cfg.check && block_plausible((uintptr_t)p, &size))) {
-        arena_free_remote(a, p);
-        return;
+    uintptr_t u = (uintptr_t)p;
+    if (ma_likely((u & (PAGEMAP_OUTSIDE | (MA_ALIGN - 1))) == 0)) {
+        int tag = __atomic_load_n(&pagemap_map[u >> MA_REGION_SHIFT], __ATOMIC_RELAXED);
+        if (pagemap_is_chunk(tag)) {
+            struct arena *a = &ma_arenas[tag - PAGEMAP_CHUNK];
+            if (ma_likely(a != ma_tc.arena && !ma_cfg.check && block_plausible(u) != 0)) {
+                arena_free_remote(a, p);
+                return;
+            }
+        }
     }
     free_slow(p);
 }
 
 void ma_free(void *p)
 {
-    /* The fast path: the granule's pagemap byte equals the thread's cache
-     * tag (so the block is a chunk block of the arena this thread caches
-     * for), and the header passes block_plausible. One mask covers
-     * alignment and the address range, so NULL and every error take the
-     * slow path, which names the problem. */
-    uintptr_t u = (uintptr_t)p;
-    if (ma_likely((u & (PAGEMAP_OUTSIDE | (MA_ALIGN - 1))) == 0)) {
-        int tag = __atomic_load_n(&pagemap_map[u >> MA_REGION_SHIFT], __ATOMIC_RELAXED);
-        size_t size;
-        if (ma_likely(tag == ma_tc.tag)) {
-            if (ma_likely(block_plausible(u, &size))) {
-                tcache_push(p, size);
-                return;
-            }
-        } else if (pagemap_is_chunk(tag)) {
-            free_other(p, tag);
-            return;
-        }
-    }
-    free_slow(p);
+    fast_free(p);
 }
 
 void *ma_calloc(size_t count, size_t size)
@@ -337,7 +307,7 @@ void *ma_calloc(size_t count, size_t size)
         if (ma_likely(p != NULL))
             return memset(p, 0, n);
     }
-    if (ma_likely(n < fast_limit)) {
+    if (ma_likely(n < ma_fast_limit)) {
         void *p = alloc_small(n);
         if (p != NULL)
             memset(p, 0, n);

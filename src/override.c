@@ -2,7 +2,9 @@
  * override.c - the standard allocation names, so that LD_PRELOAD or
  * -lmemalloc replaces the system allocator. The only file that defines
  * malloc and friends; each forwards to its ma_* function and adds nothing
- * but the argument shape the standard name requires.
+ * but the argument shape the standard name requires. malloc and free
+ * expand the same inline fast paths as ma_malloc and ma_free (fast.h), so a
+ * program's call reaches the bin without a further jump.
  */
 #include <errno.h>
 #include <malloc.h>
@@ -11,13 +13,14 @@
 #include <string.h>
 
 #include "memalloc.h"
+#include "fast.h"
 
 #define MA_PUBLIC __attribute__((visibility("default")))
 
 #define PAGE ((size_t)4096)
 
-MA_PUBLIC void *malloc(size_t n) { return ma_malloc(n); }
-MA_PUBLIC void free(void *p) { ma_free(p); }
+MA_PUBLIC void *malloc(size_t n) { return fast_malloc(n); }
+MA_PUBLIC void free(void *p) { fast_free(p); }
 MA_PUBLIC void *calloc(size_t count, size_t size) { return ma_calloc(count, size); }
 MA_PUBLIC void *realloc(void *p, size_t n) { return ma_realloc(p, n); }
 MA_PUBLIC void *reallocarray(void *p, size_t count, size_t size) { return ma_reallocarray(p, count, size); }

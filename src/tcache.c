@@ -70,6 +70,7 @@ static void bins_setup(void)
         ma_tc.max[c] = max;
         ma_tc.room[c] = (int32_t)max;
     }
+    memcpy(ma_tc.alloc_class, tc_alloc_class, sizeof tc_alloc_class);
 }
 
 static void arena_set(struct arena *a)

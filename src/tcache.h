@@ -24,14 +24,23 @@
 #define TC_SLOTS (TC_MAX_BLOCK / 16 + 1)             /* size/16 -> class tables */
 #define TC_NCLASS QUICK_CLASSES
 
-/* The bins are three parallel arrays rather than an array of structs so that
- * the fast paths address them directly off the thread pointer. A bin may
- * take room[c] more blocks before it flushes: pushing tests the decrement's
- * sign, no bound to load. */
+#define TC_EXACT_LIMIT CLASS_EXACT_LIMIT  /* below it, a block of size s is in class s / 16 */
+
+/* The bins are parallel arrays rather than an array of structs so that the
+ * fast paths address them directly off the thread pointer (an element
+ * scale of 8 or 4; a 16-byte struct would need its address computed). A
+ * bin may take room[c] more blocks before it flushes: pushing tests the
+ * decrement's sign, no bound to load. */
 struct tcache {
     void *head[TC_NCLASS];    /* payloads, linked through their first word */
     int32_t room[TC_NCLASS];  /* max[c] - blocks held */
     uint32_t max[TC_NCLASS];  /* set at setup */
+    /* Request size class -> bin: (n + B_OVERHEAD + 15) / 16 indexes it. A
+     * per-thread copy of tc_alloc_class, so the fast path reaches it off the
+     * thread pointer it already holds instead of loading a table address.
+     * Zero (bin 0, always empty) until the thread's first slow-path
+     * allocation sets the cache up. */
+    uint8_t alloc_class[TC_SLOTS];
     uint64_t allocs, frees;   /* served by the cache since the last merge */
     /* The pagemap tag (PAGEMAP_CHUNK + index) of the arena this thread
      * caches for, or PAGEMAP_NEVER when it does not cache: free() compares
@@ -57,7 +66,7 @@ static inline uint32_t tcache_count(unsigned c) { return ma_tc.max[c] - (uint32_
 /* Pops a block for an n-byte request (n <= TC_MAX_REQUEST), or NULL. */
 static inline void *tcache_pop(size_t n)
 {
-    unsigned c = tc_alloc_class[(n + B_OVERHEAD + 15) >> 4];
+    unsigned c = ma_tc.alloc_class[(n + B_OVERHEAD + 15) >> 4];
     void *p = ma_tc.head[c];
     if (ma_unlikely(p == NULL))
         return NULL;
@@ -76,16 +85,17 @@ static inline void *tcache_pop(size_t n)
 MA_HIDDEN MA_COLD void tcache_flush_bin(unsigned c);
 
 /* Pushes block p of `size` bytes (<= TC_MAX_BLOCK) owned by the thread's
- * arena; flushes half the bin to the arena when it overflows. */
+ * arena; flushes half the bin to the arena when it overflows. Below 1 KiB
+ * the class is the size in 16-byte units, no table. */
 static inline void tcache_push(void *p, size_t size)
 {
-    unsigned c = tc_free_class[size >> 4];
+    size_t c = ma_likely(size < TC_EXACT_LIMIT) ? size >> 4 : tc_free_class[size >> 4];
     *(void **)p = ma_tc.head[c];
     ((uintptr_t *)p)[1] = cached_key(p);
     ma_tc.head[c] = p;
     ma_tc.frees++;
     if (ma_unlikely(--ma_tc.room[c] < 0))
-        tcache_flush_bin(c);
+        tcache_flush_bin((unsigned)c);
 }
 
 /* The calling thread's arena, assigning one (and setting up the cache) on

@@ -152,6 +152,14 @@ static int cmd_misuse(const char *what)
         char *p = ma_malloc(200);
         memset(p, 0, 200);
         ma_free(p + 64);
+    } else if (strcmp(what, "free-chunk-tail") == 0) {
+        /* A pointer into the 8 KiB at the end of a chunk that no block
+         * covers: the fast path reads a head there without a bounds test,
+         * so it must find nothing plausible and let the slow path name it
+         * (a fault here would mean the tail was written or too short). */
+        char *p = ma_malloc(64);
+        uintptr_t chunk = (uintptr_t)p & ~(uintptr_t)((1u << 20) - 1);
+        ma_free((void *)(chunk + (1u << 20) - 4096));
     } else if (strcmp(what, "free-foreign") == 0) {
         void *p = malloc(100); /* the system allocator's block */
         ma_free(p);

@@ -12,7 +12,9 @@
 /* These tests watch the arena itself: no thread cache in between. */
 TestSuite(stats, .init = cache_off);
 
-#define CAP ((size_t)(1u << 20) - 64 - 16) /* a chunk's room for blocks */
+/* A chunk's room for blocks: 1 MiB less the 64-byte header, the 16-byte
+ * fence and the 8 KiB after it that no block covers (arena.h, CHUNK_FENCE). */
+#define CAP ((size_t)(1u << 20) - 64 - 16 - 8192)
 
 static ma_stats_t stats(void)
 {

@@ -1,0 +1,80 @@
+/*
+ * fast.h - the fast paths of malloc and free, inline so that each entry
+ * point that serves them (ma_malloc and ma_free in memalloc.c, malloc and
+ * free in override.c) is the whole fast path rather than a jump to it.
+ *
+ * What the fast paths do: malloc pops a block from the thread's bin; free
+ * checks the pointer and the block's header and pushes it on the bin. No
+ * lock, no atomic read-modify-write, no call. Everything else (an empty
+ * bin, a block of another arena, a large block, a bad pointer, check mode)
+ * leaves through one call to memalloc.c, which names any problem it finds.
+ */
+#ifndef MA_FAST_H
+#define MA_FAST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+#include "tcache.h"
+#include "../arenas/arena.h"
+
+/* Requests below this may be served from an arena: the mmap threshold, or
+ * 0 before init and in check mode, so that one comparison sends both of
+ * those to the slow path. set once at init. */
+MA_HIDDEN extern size_t ma_fast_limit;
+
+/* malloc when the thread's bin had nothing (or n is not cached). */
+MA_HIDDEN void *ma_malloc_miss(size_t n);
+/* free of anything the fast path does not take. */
+MA_HIDDEN void ma_free_miss(void *p);
+
+static inline void *fast_malloc(size_t n)
+{
+    if (ma_likely(n <= TC_MAX_REQUEST)) {
+        void *p = tcache_pop(n);
+        if (ma_likely(p != NULL))
+            return p;
+    }
+    return ma_malloc_miss(n);
+}
+
+/* The cheap checks of a small block's header that a fast path makes before
+ * trusting it (the slow path makes them all and names what failed):
+ * allocated, at most TC_MAX_BLOCK long, the next block agreeing that this
+ * one is in use, and not already in a cache or on a remote stack. Returns
+ * the block size, or 0 if any check fails.
+ *
+ * Reading the next block's head cannot fault: the pagemap said u lies in a
+ * chunk, and every chunk ends in CHUNK_FENCE bytes (more than TC_MAX_BLOCK)
+ * that no block covers, so u + size stays inside the chunk's mapping. */
+static inline size_t block_plausible(uintptr_t u)
+{
+    size_t h = __atomic_load_n(&((const struct block *)(u - B_HDR))->head, __ATOMIC_RELAXED);
+    size_t size = h & ~B_FLAGS;
+    if ((h & B_INUSE) && size - B_MIN <= TC_MAX_BLOCK - B_MIN &&
+        (__atomic_load_n(&((const struct block *)(u - B_HDR + size))->head, __ATOMIC_RELAXED) & B_PREV_INUSE) &&
+        ((const uintptr_t *)u)[1] != cached_key((const void *)u))
+        return size;
+    return 0;
+}
+
+static inline void fast_free(void *p)
+{
+    /* The pointer is 16-byte aligned and inside the 47-bit space (one mask,
+     * so NULL and every error take the slow path), its granule's pagemap
+     * byte equals the thread's cache tag (a chunk block of the arena this
+     * thread caches for), and the header passes block_plausible. */
+    uintptr_t u = (uintptr_t)p;
+    if (ma_likely((u & (PAGEMAP_OUTSIDE | (MA_ALIGN - 1))) == 0) &&
+        ma_likely(__atomic_load_n(&pagemap_map[u >> MA_REGION_SHIFT], __ATOMIC_RELAXED) == ma_tc.tag)) {
+        size_t size = block_plausible(u);
+        if (ma_likely(size != 0)) {
+            tcache_push(p, size);
+            return;
+        }
+    }
+    ma_free_miss(p);
+}
+
+#endif /* MA_FAST_H */
