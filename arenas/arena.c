@@ -14,10 +14,12 @@
 #include "arena.h"
 #include "../src/os.h"
 
-/* Pushes past this many undrained remote frees let the pusher drain the
- * owner's stack itself if the owner's lock happens to be free, so blocks
- * freed into an idle arena do not pile up forever. */
+/* A stack that passes this many pending blocks, or REMOTE_DRAIN_BYTES of
+ * them, is drained by the pusher itself if the owner's lock happens to be
+ * free, so blocks freed into an arena whose threads no longer ask for that
+ * class do not pile up. */
 #define REMOTE_DRAIN_BOUND 1024
+#define REMOTE_DRAIN_BYTES ((size_t)1 << 20)
 
 static inline size_t hd_get(const struct block *b) { return __atomic_load_n(&b->head, __ATOMIC_RELAXED); }
 static inline void hd_set(struct block *b, size_t v) { __atomic_store_n(&b->head, v, __ATOMIC_RELAXED); }
@@ -220,7 +222,9 @@ static struct block *block_find(struct arena *a, size_t bsize)
 {
     struct block *b = index_take(a, bsize);
     if (ma_unlikely(b == NULL)) {
-        /* Coalesce what is parked before asking the OS for more. */
+        /* Take what other threads freed and coalesce what is parked
+         * before asking the OS for more. */
+        arena_drain(a);
         if (a->quick_blocks != 0) {
             arena_consolidate(a);
             b = index_take(a, bsize);
@@ -433,24 +437,47 @@ void arena_free(struct arena *a, void *p)
 
 /* ---- remote frees ---- */
 
-void arena_free_remote(struct arena *a, void *p)
+static void drain_stack(struct arena *a, unsigned cls);
+
+static inline unsigned remote_class(size_t size)
 {
-    struct block *b = block_of(p);
-    /* The cookie in the second payload word marks the block as pending, so
-     * a second free of it is caught here instead of linking it twice (which
-     * would make the stack a cycle). */
+    return size <= QUICK_MAX_BLOCK ? arena_class_of(size) : REMOTE_BIG;
+}
+
+void arena_free_remote(struct arena *a, void *p, size_t size)
+{
+    unsigned cls = remote_class(size);
+    /* The key in the second payload word marks the block as pending, so a
+     * second free of it is caught instead of linking it twice (which would
+     * make the stack a cycle). */
     ((uintptr_t *)p)[1] = cached_key(p);
-    uintptr_t old = __atomic_load_n(&a->remote_top, __ATOMIC_RELAXED), pending;
+    uintptr_t *top = &a->remote_top[cls];
+    uintptr_t old = __atomic_load_n(top, __ATOMIC_RELAXED), pending;
     do {
-        b->next = remote_block(old);
+        *(void **)p = remote_payload(old);
         pending = remote_count(old) + (remote_count(old) < REMOTE_COUNT_MAX);
-    } while (!__atomic_compare_exchange_n(&a->remote_top, &old, (uintptr_t)b | (pending << REMOTE_PTR_BITS), 1,
+    } while (!__atomic_compare_exchange_n(top, &old, (uintptr_t)p | (pending << REMOTE_PTR_BITS), 1,
                                           __ATOMIC_RELEASE, __ATOMIC_RELAXED));
-    if (ma_unlikely(pending >= REMOTE_DRAIN_BOUND) && pthread_mutex_trylock(&a->lock) == 0) {
+    if (ma_unlikely(pending >= REMOTE_DRAIN_BOUND || pending * size >= REMOTE_DRAIN_BYTES) &&
+        pthread_mutex_trylock(&a->lock) == 0) {
         a->lock_acquires++;
-        arena_drain(a);
+        drain_stack(a, cls);
         pthread_mutex_unlock(&a->lock);
     }
+}
+
+void *arena_remote_take(struct arena *a, unsigned cls, uint32_t *count)
+{
+    if (__atomic_load_n(&a->remote_top[cls], __ATOMIC_RELAXED) == 0)
+        return NULL;
+    uintptr_t top = __atomic_exchange_n(&a->remote_top[cls], 0, __ATOMIC_ACQUIRE);
+    void *head = remote_payload(top);
+    uint64_t n = remote_count(top);
+    if (ma_unlikely(n >= REMOTE_COUNT_MAX)) /* the count saturated: count them */
+        for (n = 0, top = (uintptr_t)head; top != 0; top = (uintptr_t) * (void **)top)
+            n++;
+    *count = (uint32_t)n;
+    return head;
 }
 
 /* ---- quick lists ---- */
@@ -544,19 +571,26 @@ void arena_consolidate(struct arena *a)
 
 /* ---- remote frees, owner side ---- */
 
-void arena_drain(struct arena *a)
+/* Empties one remote stack into the quick lists (bigger blocks into the
+ * free lists). Lock held. */
+static void drain_stack(struct arena *a, unsigned cls)
 {
-    if (__atomic_load_n(&a->remote_top, __ATOMIC_RELAXED) == 0)
+    if (__atomic_load_n(&a->remote_top[cls], __ATOMIC_RELAXED) == 0)
         return;
-    struct block *b = remote_block(__atomic_exchange_n(&a->remote_top, 0, __ATOMIC_ACQUIRE));
+    void *p = remote_payload(__atomic_exchange_n(&a->remote_top[cls], 0, __ATOMIC_ACQUIRE));
     uint64_t n = 0;
-    while (b != NULL) {
-        struct block *next = b->next;
-        void *p = block_payload(b);
-        /* Validated in full when it was pushed; only the in-use bit can have
-         * changed since (a second free of it by the owner's own thread). */
-        if (ma_unlikely(!(hd_get(b) & B_INUSE)))
-            corrupt("free", "double free detected", p);
+    while (p != NULL) {
+        /* Validated in full when it was pushed; what can have changed since
+         * is a second free of it, or a write over it after the free (so the
+         * link is checked against the pagemap before it is followed). */
+        if (ma_unlikely(((uintptr_t)p & (MA_ALIGN - 1)) || pagemap_get((uintptr_t)p) != PAGEMAP_CHUNK + (int)a->index))
+            corrupt("free", "corrupted link on the remote-free stack (use after free?)", p);
+        void *next = *(void **)p;
+        struct block *b = block_of(p);
+        if (ma_unlikely(!(hd_get(b) & B_INUSE) || ((uintptr_t *)p)[1] != cached_key(p)))
+            corrupt("free", "double free detected or freed block overwritten (remote-free stack)", p);
+        if (ma_unlikely(++n > a->mapped / B_MIN))
+            corrupt("free", "remote-free stack is a cycle", p);
         size_t size = block_size(b);
         if (size <= QUICK_MAX_BLOCK) {
             /* Parked like a thread cache's flush, no coalescing per block;
@@ -577,13 +611,18 @@ void arena_drain(struct arena *a)
             ((uintptr_t *)p)[1] = 0;
             block_release(a, b);
         }
-        n++;
-        b = next;
+        p = next;
     }
     a->remote_frees += n;
     a->frees += n;
     if (ma_unlikely(a->quick_bytes > quick_limit(a)))
         arena_consolidate(a);
+}
+
+void arena_drain(struct arena *a)
+{
+    for (unsigned cls = 0; cls < REMOTE_STACKS; cls++)
+        drain_stack(a, cls);
 }
 
 /* ---- resizing and alignment ---- */

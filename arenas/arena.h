@@ -80,6 +80,8 @@ static inline uintptr_t cached_key(const void *p) { return CACHED_KEY ^ (uintptr
  * ma_trim. */
 #define QUICK_MAX_BLOCK ((size_t)8192)
 #define QUICK_CLASSES 113 /* arena_class_of(8192) + 1 */
+#define REMOTE_BIG QUICK_CLASSES          /* the remote stack of blocks above QUICK_MAX_BLOCK */
+#define REMOTE_STACKS (QUICK_CLASSES + 1)
 
 struct qlist {
     void *head, *tail;    /* payloads linked through their first word */
@@ -121,17 +123,21 @@ struct arena {
     uint64_t allocs, frees, remote_frees, lock_acquires, lock_waits; /* guarded by lock */
     /* ---- remote frees: written by any thread ---- */
     /* Accessed only through __atomic builtins (no _Atomic qualifier, which
-     * clang refuses to combine with them). */
-    /* The stack's top block in the low REMOTE_PTR_BITS, and the number of
-     * blocks pushed since the last drain (saturating) above them: one
-     * compare-and-swap pushes a block and counts it. */
-    uintptr_t remote_top __attribute__((aligned(64))); /* atomic */
+     * clang refuses to combine with them). One lock-free stack per quick
+     * class (blocks a thread cache could hold), and one more for bigger
+     * blocks: the owner can then take a whole stack as the contents of one
+     * bin, with no lock and without touching a block. Each word holds the
+     * top payload in the low REMOTE_PTR_BITS and the number of blocks pushed
+     * since it was last emptied (saturating) above them, so one
+     * compare-and-swap pushes a block and counts it. Payloads are linked
+     * through their first word, as in a bin. */
+    uintptr_t remote_top[REMOTE_STACKS] __attribute__((aligned(64))); /* atomic */
 };
 
 #define REMOTE_PTR_BITS 48
 #define REMOTE_PTR_MASK (((uintptr_t)1 << REMOTE_PTR_BITS) - 1)
 #define REMOTE_COUNT_MAX ((uintptr_t)0xffff)
-static inline struct block *remote_block(uintptr_t top) { return (struct block *)(top & REMOTE_PTR_MASK); }
+static inline void *remote_payload(uintptr_t top) { return (void *)(top & REMOTE_PTR_MASK); }
 static inline uint64_t remote_count(uintptr_t top) { return top >> REMOTE_PTR_BITS; }
 
 /* A block pending on a remote-free stack carries the same key as a parked
@@ -174,7 +180,8 @@ MA_HIDDEN void arena_init(struct arena *a, unsigned index, size_t chunk_size, un
  * wait. */
 MA_HIDDEN int arena_lock(struct arena *a);
 MA_HIDDEN void arena_unlock(struct arena *a);
-/* Frees every block on the remote stack into the lists. Lock held. */
+/* Moves every block on the remote stacks to the quick lists (bigger ones
+ * into the free lists), checking each. Lock held. */
 MA_HIDDEN void arena_drain(struct arena *a);
 /* A payload of a block of at least `bsize` bytes, or NULL if no chunk could
  * be mapped. Lock held. */
@@ -190,8 +197,13 @@ MA_HIDDEN void *arena_alloc_aligned(struct arena *a, size_t bsize, size_t align)
 /* Frees the block at payload p of this arena. Lock held. */
 MA_HIDDEN void arena_free(struct arena *a, void *p);
 
-/* Pushes payload p, owned by `a`, on a's remote stack: no lock, one CAS. */
-MA_HIDDEN void arena_free_remote(struct arena *a, void *p);
+/* Pushes payload p of a block of `size` bytes, owned by `a`, on the remote
+ * stack of its class: no lock, one CAS. */
+MA_HIDDEN void arena_free_remote(struct arena *a, void *p, size_t size);
+/* Empties the remote stack of quick class cls and returns its payloads
+ * (linked through their first word, each keyed), storing their number in
+ * *count: no lock, one atomic exchange, no block touched. */
+MA_HIDDEN void *arena_remote_take(struct arena *a, unsigned cls, uint32_t *count);
 /* Resizes the block at p in place to at least `bsize`; returns 1 on success,
  * 0 if it must move. Lock held. */
 MA_HIDDEN int arena_resize(struct arena *a, void *p, size_t bsize);

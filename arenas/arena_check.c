@@ -23,6 +23,12 @@ void arena_check(struct arena *a)
     size_t cap = chunk_capacity(a->chunk_size);
     size_t nfree = 0, free_bytes = 0, in_use = 0, nchunks = 0, empty = 0;
 
+    /* ---- blocks pending on the remote stacks ---- */
+    /* The owner's threads empty a stack without the lock, so a stack cannot
+     * be walked in place: take every stack, verifying each block (in use,
+     * keyed, ours, no cycle) as it moves to the quick lists checked below. */
+    arena_drain(a);
+
     /* ---- walk every chunk: blocks must tile it exactly ---- */
     const struct chunk *prevc = NULL;
     for (struct chunk *c = a->chunks; c != NULL; c = c->next) {
@@ -133,14 +139,6 @@ void arena_check(struct arena *a)
         a->empty_chunks != empty)
         check_fail("arena counters disagree with the heap", a);
 
-    /* ---- blocks pending on the remote stack: allocated, marked, ours ---- */
-    size_t pending = 0;
-    for (struct block *b = remote_block(__atomic_load_n(&a->remote_top, __ATOMIC_ACQUIRE)); b != NULL; b = b->next) {
-        if (!chunk_belongs(a, chunk_of(b, a->chunk_size)) || !(b->head & B_INUSE))
-            check_fail("remote-free stack holds a foreign or free block", block_payload(b));
-        if (++pending > in_use / B_MIN)
-            check_fail("remote-free stack is a cycle", block_payload(b));
-    }
 }
 
 void arena_walk(struct arena *a, const struct arena_visitor *v)

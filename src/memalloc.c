@@ -123,7 +123,6 @@ static void *alloc_small(size_t n)
     if (n <= TC_MAX_REQUEST && ma_tc.cache_for == a)
         return tcache_refill(n);
     tcache_lock(a);
-    arena_drain(a);
     void *p = arena_alloc(a, block_size_for(n));
     arena_unlock(a);
     if (ma_unlikely(p == NULL))
@@ -147,7 +146,6 @@ static void *alloc_raw(size_t n, size_t align, int zero)
     } else if (align <= MA_PAGE_SIZE && block_size_for(n) + align + B_MIN < ma_cfg.mmap_threshold) {
         struct arena *a = tcache_arena();
         tcache_lock(a);
-        arena_drain(a);
         p = arena_alloc_aligned(a, block_size_for(n), align);
         arena_unlock(a);
         if (p == NULL)
@@ -169,11 +167,10 @@ static void free_located(void *p, struct chunk *c, struct large *l)
             tcache_push(p, size);
         } else if (a == ma_tc.arena) {
             tcache_lock(a);
-            arena_drain(a);
             arena_free(a, p);
             arena_unlock(a);
         } else {
-            arena_free_remote(a, p);
+            arena_free_remote(a, p, size);
         }
         return;
     }
@@ -281,8 +278,9 @@ void ma_free_miss(void *p)
         int tag = __atomic_load_n(&pagemap_map[u >> MA_REGION_SHIFT], __ATOMIC_RELAXED);
         if (pagemap_is_chunk(tag)) {
             struct arena *a = &ma_arenas[tag - PAGEMAP_CHUNK];
-            if (ma_likely(a != ma_tc.arena && !ma_cfg.check && block_plausible(u) != 0)) {
-                arena_free_remote(a, p);
+            size_t size;
+            if (ma_likely(a != ma_tc.arena && !ma_cfg.check && (size = block_plausible(u)) != 0)) {
+                arena_free_remote(a, p, size);
                 return;
             }
         }

@@ -40,7 +40,9 @@ static void arena_fill(struct arena *a, ma_arena_stats_t *o)
     o->allocs = a->allocs;
     o->frees = a->frees;
     o->remote_frees = a->remote_frees;
-    o->remote_pending = remote_count(__atomic_load_n(&a->remote_top, __ATOMIC_RELAXED));
+    o->remote_pending = 0;
+    for (unsigned c = 0; c < REMOTE_STACKS; c++)
+        o->remote_pending += remote_count(__atomic_load_n(&a->remote_top[c], __ATOMIC_RELAXED));
     o->lock_acquires = a->lock_acquires;
     o->lock_waits = a->lock_waits;
     for (unsigned c = 0; c < N_CLASSES; c++) {

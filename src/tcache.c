@@ -98,9 +98,11 @@ struct arena *tcache_arena_slow(void)
 static void counters_merge(struct arena *a)
 {
     a->allocs += ma_tc.allocs;
-    a->frees += ma_tc.frees;
+    a->frees += ma_tc.frees + ma_tc.remote_taken;
+    a->remote_frees += ma_tc.remote_taken;
     ma_tc.allocs = 0;
     ma_tc.frees = 0;
+    ma_tc.remote_taken = 0;
 }
 
 /* Moves the thread to the arena whose lock saw the fewest waits, if that is
@@ -148,13 +150,37 @@ static void contention_review(void)
 
 /* ---- refill and flush ---- */
 
+/* Remote frees of classes this thread does not refill are otherwise taken
+ * only when the arena runs out (block_find) or at a bound: once per window
+ * of locked operations, every stack is drained. Lock held. */
+static void drain_now_and_then(struct arena *a)
+{
+    if (ma_tc.lock_ops == CONTENTION_WINDOW)
+        arena_drain(a);
+}
+
 void *tcache_refill(size_t n)
 {
     struct arena *a = tcache_arena();
     unsigned c = tc_alloc_class[(n + B_OVERHEAD + 15) >> 4];
     void *p;
+    if (ma_tc.cache_for == a) {
+        /* The bin may still hold blocks: realloc comes here directly. */
+        if ((p = tcache_pop(n)) != NULL)
+            return p;
+        /* What other threads freed into this class becomes the bin as it
+         * stands: one exchange, no lock, no block touched. */
+        uint32_t k;
+        void *list = arena_remote_take(a, c, &k);
+        if (list != NULL) {
+            ma_tc.head[c] = list;
+            ma_tc.room[c] -= (int32_t)k;
+            ma_tc.remote_taken += k;
+            return tcache_pop(n);
+        }
+    }
     tcache_lock(a);
-    arena_drain(a);
+    drain_now_and_then(a);
     counters_merge(a);
     if (ma_tc.cache_for == a) {
         unsigned want = ma_tc.max[c] / 2 ? ma_tc.max[c] / 2 : 1;
@@ -213,7 +239,7 @@ void tcache_flush_bin(unsigned c)
 {
     struct arena *a = ma_tc.arena;
     tcache_lock(a);
-    arena_drain(a);
+    drain_now_and_then(a);
     counters_merge(a);
     bin_park(a, c, tcache_count(c) - ma_tc.max[c] / 2);
     arena_unlock(a);

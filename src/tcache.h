@@ -42,6 +42,7 @@ struct tcache {
      * allocation sets the cache up. */
     uint8_t alloc_class[TC_SLOTS];
     uint64_t allocs, frees;   /* served by the cache since the last merge */
+    uint64_t remote_taken;    /* blocks taken from remote stacks since then */
     /* The pagemap tag (PAGEMAP_CHUNK + index) of the arena this thread
      * caches for, or PAGEMAP_NEVER when it does not cache: free() compares
      * the freed granule's byte with it, one comparison for "ours, cached". */

@@ -22,6 +22,51 @@ Test(tcache, pairs_are_served_without_the_arena_lock)
     cr_assert_eq(arena_stats(me).lock_acquires, locks + 1);
 }
 
+struct remote_job {
+    void **blocks;
+    int n;
+    unsigned arena; /* the freeing thread's */
+};
+
+static void *free_them(void *arg)
+{
+    struct remote_job *j = arg;
+    j->arena = ma_thread_arena();
+    for (int i = 0; i < j->n; i++)
+        ma_free(j->blocks[i]);
+    return NULL;
+}
+
+Test(tcache, remote_frees_come_back_as_a_bin_without_the_lock)
+{
+    enum { N = 40, SIZE = 424 };
+    unsigned me = ma_thread_arena();
+    void *p[N];
+    for (int i = 0; i < N; i++)
+        memset(p[i] = ma_malloc(SIZE), 0x5a, SIZE);
+    /* Read before the frees: a statistics call drains the remote stacks. */
+    ma_arena_stats_t before = arena_stats(me);
+    /* Freed by a thread of another arena (round-robin gives the next one). */
+    struct remote_job job = { p, N, me };
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, free_them, &job), 0);
+    pthread_join(t, NULL);
+    cr_assert_neq(job.arena, me, "the freeing thread must use another arena");
+    /* Every block comes back to the owner; once its bin is empty the whole
+     * remote stack of the class becomes the bin, so no lock is taken. */
+    int found = 0;
+    for (int k = 0; k < 3 * N && found < N; k++) {
+        void *q = ma_malloc(SIZE);
+        for (int i = 0; i < N; i++)
+            found += q == p[i];
+    }
+    cr_assert_eq(found, N, "all %d remotely freed blocks reused by their owner", N);
+    cr_assert_eq(arena_stats(me).lock_acquires, before.lock_acquires + 1, "only the statistics call locks");
+    ma_thread_cache(0); /* merges the cache's counters into the arena */
+    cr_assert_eq(arena_stats(me).remote_frees, before.remote_frees + N);
+    ma_check();
+}
+
 Test(tcache, reuse_is_lifo)
 {
     char *a = ma_malloc(100), *b = ma_malloc(100);
