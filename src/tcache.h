@@ -34,7 +34,8 @@
 struct tcache {
     void *head[TC_NCLASS];    /* payloads, linked through their first word */
     int32_t room[TC_NCLASS];  /* max[c] - blocks held */
-    uint32_t max[TC_NCLASS];  /* set at setup */
+    uint32_t max[TC_NCLASS];  /* bound of each bin: starts small, grows on overflow */
+    size_t grown_bytes;       /* what the bounds grew by since setup, in bytes of blocks */
     /* Request size class -> bin: (n + B_OVERHEAD + 15) / 16 indexes it. A
      * per-thread copy of tc_alloc_class, so the fast path reaches it off the
      * thread pointer it already holds instead of loading a table address.

@@ -90,6 +90,31 @@ Test(tcache, bins_are_bounded)
     ma_check();
 }
 
+Test(tcache, a_bin_that_overflows_grows_within_its_bound)
+{
+    unsigned me = ma_thread_arena();
+    enum { N = 1000, SIZE = 2000 }; /* 2048-byte blocks: bins start at 8 (16 KiB) */
+    static void *p[N];
+    for (int i = 0; i < N; i++)
+        p[i] = ma_malloc(SIZE);
+    size_t live = arena_stats(me).in_use;
+    for (int i = 0; i < N; i++)
+        ma_free(p[i]);
+    /* Cached blocks count as in use. Grown to 32 blocks (64 KiB), the bin
+     * flushes down to 16 and holds 16-32; without growth it would hold 4-8. */
+    size_t held = arena_stats(me).in_use - (live - (size_t)N * 2048);
+    cr_assert_geq(held, 16 * 2048, "the bin grew: %zu bytes held", held);
+    cr_assert_leq(held, 32 * 2048, "and stayed within 64 KiB: %zu bytes held", held);
+    ma_trim(); /* flushes the cache and puts the bounds back */
+    for (int i = 0; i < 8; i++)
+        p[i] = ma_malloc(SIZE);
+    live = arena_stats(me).in_use;
+    for (int i = 0; i < 8; i++)
+        ma_free(p[i]);
+    cr_assert_eq(arena_stats(me).in_use, live, "8 blocks fit the reset bin");
+    ma_check();
+}
+
 Test(tcache, counters_merge_into_the_arena)
 {
     unsigned me = ma_thread_arena();
