@@ -164,7 +164,7 @@ static void free_located(void *p, struct chunk *c, struct large *l)
         struct arena *a = c->arena;
         size_t size = block_size(block_of(p));
         if (a == ma_tc.cache_for && size <= TC_MAX_BLOCK) {
-            tcache_push(p, size);
+            tcache_push(p, tcache_class_of(size));
         } else if (a == ma_tc.arena) {
             tcache_lock(a);
             arena_free(a, p);

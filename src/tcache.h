@@ -32,8 +32,8 @@
  * bin may take room[c] more blocks before it flushes: pushing tests the
  * decrement's sign, no bound to load. */
 struct tcache {
-    void *head[TC_NCLASS];    /* payloads, linked through their first word */
     int32_t room[TC_NCLASS];  /* max[c] - blocks held */
+    void *head[TC_NCLASS];    /* payloads, linked through their first word */
     uint32_t max[TC_NCLASS];  /* bound of each bin: starts small, grows on overflow */
     size_t grown_bytes;       /* what the bounds grew by since setup, in bytes of blocks */
     /* Request size class -> bin: (n + B_OVERHEAD + 15) / 16 indexes it. A
@@ -86,12 +86,17 @@ static inline void *tcache_pop(size_t n)
 
 MA_HIDDEN MA_COLD void tcache_flush_bin(unsigned c);
 
-/* Pushes block p of `size` bytes (<= TC_MAX_BLOCK) owned by the thread's
- * arena; flushes half the bin to the arena when it overflows. Below 1 KiB
- * the class is the size in 16-byte units, no table. */
-static inline void tcache_push(void *p, size_t size)
+/* The bin a free block of `size` bytes (B_MIN..TC_MAX_BLOCK) goes to: below
+ * 1 KiB the class is the size in 16-byte units, no table. */
+static inline size_t tcache_class_of(size_t size)
 {
-    size_t c = ma_likely(size < TC_EXACT_LIMIT) ? size >> 4 : tc_free_class[size >> 4];
+    return ma_likely(size < TC_EXACT_LIMIT) ? size >> 4 : tc_free_class[size >> 4];
+}
+
+/* Pushes block p, of class c, owned by the thread's arena; flushes half the
+ * bin to the arena when it overflows. */
+static inline void tcache_push(void *p, size_t c)
+{
     *(void **)p = ma_tc.head[c];
     ((uintptr_t *)p)[1] = cached_key(p);
     ma_tc.head[c] = p;
