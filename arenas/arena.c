@@ -267,22 +267,27 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
             continue;
         }
         /* Bulk carve: k consecutive blocks out of one free block, the rest
-         * back to the index (or, if too small to be a block, onto the last
-         * block), one index operation instead of k. */
+         * back to the index, one index operation instead of k. */
         if (size == chunk_capacity(a->chunk_size))
             a->empty_chunks--;
         size_t rest = size - k * bsize;
+        /* Every block exactly bsize (a quick list below 1 KiB relies on
+         * it): a remainder too small to be a block joins the last one,
+         * which then stays free. */
+        if (rest != 0 && rest < B_MIN) {
+            k--;
+            rest += bsize;
+        }
         size_t flags = h & B_PREV_INUSE;
         char *at = (char *)b;
         for (size_t i = 0; i < k; i++) {
-            size_t bs = (i == k - 1 && rest < B_MIN) ? bsize + rest : bsize;
             struct block *x = (struct block *)at;
-            hd_set(x, bs | B_INUSE | flags);
+            hd_set(x, bsize | B_INUSE | flags);
             flags = B_PREV_INUSE;
             void *p = block_payload(x);
             *(void **)p = *head;
             *head = p;
-            at += bs;
+            at += bsize;
         }
         struct block *after = (struct block *)at;
         if (rest >= B_MIN) {
@@ -493,18 +498,43 @@ static size_t quick_limit(const struct arena *a)
     return ((size_t)4 << 20) + a->mapped / 8;
 }
 
-void arena_quick_put(struct arena *a, unsigned cls, void *head, void *tail, uint32_t count, size_t bytes)
+/* Segment records (arena.h, struct qlist): in the first block's third word
+ * the last block and the length; above the exact classes the bytes in its
+ * fourth (below them the bytes follow from the length). */
+#define SEG_COUNT_SHIFT 48
+#define SEG_PTR_MASK (((uintptr_t)1 << SEG_COUNT_SHIFT) - 1)
+#define SEG_EXACT_CLASSES (CLASS_EXACT_LIMIT / 16)
+
+static inline void seg_mark(void *head, void *tail, uint32_t count, unsigned cls, size_t bytes)
+{
+    ((uintptr_t *)head)[2] = (uintptr_t)tail | ((uintptr_t)count << SEG_COUNT_SHIFT);
+    if (cls >= SEG_EXACT_CLASSES)
+        ((uintptr_t *)head)[3] = bytes;
+}
+static inline void *seg_tail(const void *head) { return (void *)(((const uintptr_t *)head)[2] & SEG_PTR_MASK); }
+static inline uint32_t seg_count(const void *head) { return (uint32_t)(((const uintptr_t *)head)[2] >> SEG_COUNT_SHIFT); }
+static inline size_t seg_bytes(const void *head, unsigned cls)
+{
+    return cls < SEG_EXACT_CLASSES ? (size_t)seg_count(head) * cls * 16 : ((const uintptr_t *)head)[3];
+}
+
+/* Puts a segment in front of quick list cls. */
+static inline void quick_push(struct arena *a, unsigned cls, void *head, void *tail, uint32_t count, size_t bytes)
 {
     struct qlist *q = &a->quick[cls];
+    seg_mark(head, tail, count, cls, bytes);
     *(void **)tail = q->head;
-    if (q->head == NULL)
-        q->tail = tail;
     q->head = head;
     q->count += count;
     q->bytes += bytes;
     a->quick_blocks += count;
     a->quick_bytes += bytes;
     a->in_use -= bytes;
+}
+
+void arena_quick_put(struct arena *a, unsigned cls, void *head, void *tail, uint32_t count, size_t bytes)
+{
+    quick_push(a, cls, head, tail, count, bytes);
     if (ma_unlikely(a->quick_bytes > quick_limit(a)))
         arena_consolidate(a);
 }
@@ -512,23 +542,17 @@ void arena_quick_put(struct arena *a, unsigned cls, void *head, void *tail, uint
 unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head)
 {
     struct qlist *q = &a->quick[cls];
-    if (q->count == 0 || n == 0)
+    if (q->head == NULL || n == 0)
         return 0;
-    void *first = q->head, *last;
-    size_t bytes;
-    unsigned got;
-    if (q->count <= n) {
-        last = q->tail;
-        got = q->count;
-        bytes = q->bytes;
-        q->head = q->tail = NULL;
-    } else {
-        last = first;
-        bytes = block_size(block_of(first));
-        for (got = 1; got < n; got++) {
-            last = *(void **)last;
-            bytes += block_size(block_of(last));
-        }
+    /* Whole segments while they fit in n, and always the first. */
+    void *first = q->head, *last = NULL;
+    size_t bytes = 0;
+    unsigned got = 0;
+    while (q->head != NULL && (got == 0 || got + seg_count(q->head) <= n)) {
+        void *h = q->head;
+        got += seg_count(h);
+        bytes += seg_bytes(h, cls);
+        last = seg_tail(h);
         q->head = *(void **)last;
     }
     q->count -= got;
@@ -560,7 +584,7 @@ void arena_consolidate(struct arena *a)
             block_release(a, b);
             p = next;
         }
-        q->head = q->tail = NULL;
+        q->head = NULL;
         q->count = 0;
         q->bytes = 0;
     }
@@ -595,18 +619,9 @@ static void drain_stack(struct arena *a, unsigned cls)
         if (size <= QUICK_MAX_BLOCK) {
             /* Parked like a thread cache's flush, no coalescing per block;
              * it keeps the key it was pushed with (the parked key). */
-            struct qlist *q = &a->quick[arena_class_of(size)];
-            *(void **)p = q->head;
-            if (q->head == NULL)
-                q->tail = p;
-            q->head = p;
-            q->count++;
-            q->bytes += size;
             /* Totals kept per block: block_release below may purge or
              * consolidate, which must see the lists and totals agree. */
-            a->quick_blocks++;
-            a->quick_bytes += size;
-            a->in_use -= size;
+            quick_push(a, arena_class_of(size), p, p, 1, size);
         } else {
             ((uintptr_t *)p)[1] = 0;
             block_release(a, b);

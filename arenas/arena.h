@@ -83,12 +83,18 @@ static inline uintptr_t cached_key(const void *p) { return CACHED_KEY ^ (uintptr
 #define REMOTE_BIG QUICK_CLASSES          /* the remote stack of blocks above QUICK_MAX_BLOCK */
 #define REMOTE_STACKS (QUICK_CLASSES + 1)
 
+/* A quick list is a chain of segments: the blocks one flush parked, or one
+ * block a drain parked. The first block of a segment records in its third
+ * payload word the segment's last block and its length (and, above the
+ * exact classes, its bytes in the fourth), and the last block links to the
+ * next segment, so a refill takes whole segments without walking them
+ * (walking cold blocks was 8% of bench/threadtest under perf). Below
+ * CLASS_EXACT_LIMIT every parked block of class c is exactly 16 * c bytes. */
 struct qlist {
-    void *head, *tail;    /* payloads linked through their first word */
+    void *head;           /* payloads linked through their first word */
     uint32_t count;
     size_t bytes;
 };
-
 struct arena;
 
 struct chunk {

@@ -112,23 +112,38 @@ void arena_check(struct arena *a)
     for (unsigned c = 0; c < QUICK_CLASSES; c++) {
         const struct qlist *q = &a->quick[c];
         size_t n = 0, bytes = 0;
-        void *last = NULL;
-        for (void *p = q->head; p != NULL; last = p, p = *(void **)p) {
-            if (++n > q->count)
-                check_fail("quick list longer than its count (cycle?)", p);
-            struct block *b = block_of(p);
-            if (((uintptr_t)p & (MA_ALIGN - 1)) || !chunk_belongs(a, chunk_of(b, a->chunk_size)) ||
-                !(b->head & B_INUSE))
-                check_fail("quick list holds a foreign or free block", p);
-            size_t s = b->head & ~B_FLAGS;
-            /* At least its class's size (a carved block may carry a
-             * remainder too small to be a block of its own). */
-            if (s < arena_class_lo(c) || ((uintptr_t *)p)[1] != cached_key(p))
-                check_fail("quick list block in the wrong class or unmarked", p);
-            bytes += s;
+        /* Segment by segment: the record in each first block must name a
+         * last block reached by following its length's links. */
+        for (void *h = q->head; h != NULL;) {
+            uintptr_t rec = ((uintptr_t *)h)[2];
+            size_t k = rec >> 48, seg_bytes = 0;
+            void *tail = (void *)(rec & (((uintptr_t)1 << 48) - 1)), *p = h;
+            for (size_t i = 0;; i++) {
+                if (++n > q->count || k == 0)
+                    check_fail("quick list longer than its count (cycle?)", p);
+                struct block *b = block_of(p);
+                if (((uintptr_t)p & (MA_ALIGN - 1)) || !chunk_belongs(a, chunk_of(b, a->chunk_size)) ||
+                    !(b->head & B_INUSE))
+                    check_fail("quick list holds a foreign or free block", p);
+                size_t s = b->head & ~B_FLAGS;
+                /* At least its class's size, exactly it below 1 KiB. */
+                if (s < arena_class_lo(c) || (c < CLASS_EXACT_LIMIT / 16 && s != arena_class_lo(c)) ||
+                    ((uintptr_t *)p)[1] != cached_key(p))
+                    check_fail("quick list block in the wrong class or unmarked", p);
+                seg_bytes += s;
+                if (i + 1 == k)
+                    break;
+                p = *(void **)p;
+                if (p == NULL)
+                    check_fail("quick list segment shorter than its record", h);
+            }
+            if (p != tail || (c >= CLASS_EXACT_LIMIT / 16 && ((uintptr_t *)h)[3] != seg_bytes))
+                check_fail("quick list segment record wrong (last block or bytes)", h);
+            bytes += seg_bytes;
+            h = *(void **)p;
         }
-        if (n != q->count || bytes != q->bytes || last != (q->count ? q->tail : NULL))
-            check_fail("quick list count, bytes or tail wrong", q->head);
+        if (n != q->count || bytes != q->bytes)
+            check_fail("quick list count or bytes wrong", q->head);
         parked += n;
         parked_bytes += bytes;
     }

@@ -223,6 +223,8 @@ void *tcache_refill(size_t n)
         /* Parked blocks first (a splice, keys already set), then fresh
          * blocks carved in one batch, marked as they join the bin. */
         unsigned got = arena_quick_take(a, c, want, &ma_tc.head[c]);
+        ma_tc.room[c] -= (int32_t)got;
+        size_t odd = c; /* the bin of the last block that did not fit bin c */
         if (got < want) {
             void *fresh = NULL;
             unsigned more = arena_alloc_batch(a, class_size[c], want - got, &fresh);
@@ -230,12 +232,19 @@ void *tcache_refill(size_t n)
                 void *x = fresh;
                 fresh = *(void **)x;
                 ((uintptr_t *)x)[1] = cached_key(x);
-                *(void **)x = ma_tc.head[c];
-                ma_tc.head[c] = x;
+                /* Below 1 KiB a bin holds blocks of exactly its size (the
+                 * quick lists count on it); a block carved with a remainder
+                 * too small to split goes to the bin of its own size. */
+                size_t bc = c;
+                if (c < TC_EXACT_LIMIT / 16 && block_size(block_of(x)) != class_size[c])
+                    odd = bc = tcache_class_of(block_size(block_of(x)));
+                *(void **)x = ma_tc.head[bc];
+                ma_tc.head[bc] = x;
+                ma_tc.room[bc]--;
             }
-            got += more;
         }
-        ma_tc.room[c] -= (int32_t)got;
+        if (ma_tc.head[c] == NULL)
+            c = (unsigned)odd; /* every fresh block was odd: serve from its bin */
         p = ma_tc.head[c];
         if (p != NULL) {
             ma_tc.head[c] = *(void **)p;
@@ -260,10 +269,17 @@ static void bin_park(struct arena *a, unsigned c, uint32_t n)
     if (n == 0)
         return;
     void *first = ma_tc.head[c], *last = first;
-    size_t bytes = block_size(block_of(first));
-    for (uint32_t i = 1; i < n; i++) {
-        last = *(void **)last;
-        bytes += block_size(block_of(last));
+    size_t bytes;
+    if (c < TC_EXACT_LIMIT / 16) { /* every block exactly class_size[c] */
+        for (uint32_t i = 1; i < n; i++)
+            last = *(void **)last;
+        bytes = (size_t)n * class_size[c];
+    } else {
+        bytes = block_size(block_of(first));
+        for (uint32_t i = 1; i < n; i++) {
+            last = *(void **)last;
+            bytes += block_size(block_of(last));
+        }
     }
     ma_tc.head[c] = *(void **)last;
     ma_tc.room[c] += (int32_t)n;
@@ -359,9 +375,10 @@ void tcache_check(void)
             const struct block *b = block_of(x);
             if (ch->arena != ma_tc.arena || !(b->head & B_INUSE))
                 ma_fatal("ma_check", "thread cache holds a foreign or free block", x);
-            /* A block may exceed its class (a remainder too small to be a
-             * block stays with it), never fall short of it. */
-            if (block_size(b) < class_size[c] || ((const uintptr_t *)x)[1] != cached_key(x))
+            /* A block may exceed its class (above 1 KiB a class spans
+             * sizes), never fall short of it; below 1 KiB it is exact. */
+            if (block_size(b) < class_size[c] || (c < TC_EXACT_LIMIT / 16 && block_size(b) != class_size[c]) ||
+                ((const uintptr_t *)x)[1] != cached_key(x))
                 ma_fatal("ma_check", "thread cache block in the wrong bin or unmarked", x);
         }
         if (n != count)
