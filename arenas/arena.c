@@ -347,15 +347,10 @@ static void arena_purge(struct arena *a)
 {
     if (a->reclaiming)
         return; /* runs again at the next release past the trigger */
-    /* While armed, every release lands here: the clock is read on every
-     * 32nd (reading it on each was 3% of bench/realloc under perf). */
-    if ((a->purge_tries++ & 31) != 0)
-        return;
     uint64_t now = os_now_ms();
     if (now - a->last_purge_ms < PURGE_INTERVAL_MS)
         return;
     a->last_purge_ms = now;
-    a->purge_tries = 0;
     arena_consolidate(a);
     a->reclaiming = 1;
     a->dirty = 0;

@@ -123,7 +123,6 @@ struct arena {
     size_t dirty;                     /* guarded by lock: bytes coalesced since the last purge */
     uint64_t purges;                  /* guarded by lock: purge passes run */
     uint64_t last_purge_ms;           /* guarded by lock: when the last pass ran */
-    unsigned purge_tries;             /* guarded by lock: releases past the trigger since the last pass */
     int reclaiming;                   /* guarded by lock: in consolidate or purge */
     struct qlist quick[QUICK_CLASSES];/* guarded by lock */
     size_t quick_bytes, quick_blocks; /* guarded by lock */
