@@ -126,6 +126,7 @@ struct arena {
     int reclaiming;                   /* guarded by lock: in consolidate or purge */
     struct qlist quick[QUICK_CLASSES];/* guarded by lock */
     size_t quick_bytes, quick_blocks; /* guarded by lock */
+    size_t quick_medium;              /* guarded by lock: of quick_bytes, in blocks of 1 KiB or more */
     uint64_t allocs, frees, remote_frees, lock_acquires, lock_waits; /* guarded by lock */
     /* ---- remote frees: written by any thread ---- */
     /* Accessed only through __atomic builtins (no _Atomic qualifier, which
