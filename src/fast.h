@@ -42,19 +42,27 @@ static inline void *fast_malloc(size_t n)
 /* The cheap checks of a small block's header that a fast path makes before
  * trusting it (the slow path makes them all and names what failed):
  * allocated, at most TC_MAX_BLOCK long, the next block agreeing that this
- * one is in use, and not already in a cache or on a remote stack. Returns
- * the block size, or 0 if any check fails.
+ * one is in use, and not already in a cache or on a remote stack.
  *
  * Reading the next block's head cannot fault: the pagemap said u lies in a
  * chunk, and every chunk ends in CHUNK_FENCE bytes (more than TC_MAX_BLOCK)
  * that no block covers, so u + size stays inside the chunk's mapping. */
+
+/* The checks that need the size: the next block's head (the last word of
+ * this block's span) says this one is in use, and the block carries no
+ * cached/pending key. */
+static inline int block_rest_plausible(uintptr_t u, size_t size)
+{
+    return (__atomic_load_n((const size_t *)(u + size - B_OVERHEAD), __ATOMIC_RELAXED) & B_PREV_INUSE) &&
+           ((const uintptr_t *)u)[1] != cached_key((const void *)u);
+}
+
+/* All of them; returns the block size, or 0 if any check fails. */
 static inline size_t block_plausible(uintptr_t u)
 {
-    size_t h = __atomic_load_n(&((const struct block *)(u - B_HDR))->head, __ATOMIC_RELAXED);
+    size_t h = __atomic_load_n((const size_t *)(u - B_OVERHEAD), __ATOMIC_RELAXED);
     size_t size = h & ~B_FLAGS;
-    if ((h & B_INUSE) && size - B_MIN <= TC_MAX_BLOCK - B_MIN &&
-        (__atomic_load_n(&((const struct block *)(u - B_HDR + size))->head, __ATOMIC_RELAXED) & B_PREV_INUSE) &&
-        ((const uintptr_t *)u)[1] != cached_key((const void *)u))
+    if ((h & B_INUSE) && size - B_MIN <= TC_MAX_BLOCK - B_MIN && block_rest_plausible(u, size))
         return size;
     return 0;
 }
@@ -80,9 +88,7 @@ static inline void fast_free(void *p)
             c = tc_free_class[size >> 4];
         else
             goto miss;
-        /* The next block's head is the last word of this block's span. */
-        if (ma_likely((__atomic_load_n((const size_t *)(u + size - B_OVERHEAD), __ATOMIC_RELAXED) & B_PREV_INUSE) &&
-                      ((const uintptr_t *)u)[1] != cached_key(p))) {
+        if (ma_likely(block_rest_plausible(u, size))) {
             tcache_push(p, c);
             return;
         }
