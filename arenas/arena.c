@@ -472,11 +472,20 @@ void arena_free_remote(struct arena *a, void *p, size_t size)
     }
 }
 
-void *arena_remote_take(struct arena *a, unsigned cls, uint32_t *count)
+/* Empties remote stack cls and returns its old word (0 if it was empty):
+ * a plain load first, so an empty stack costs no write to a shared line. */
+static inline uintptr_t stack_take(struct arena *a, unsigned cls)
 {
     if (__atomic_load_n(&a->remote_top[cls], __ATOMIC_RELAXED) == 0)
+        return 0;
+    return __atomic_exchange_n(&a->remote_top[cls], 0, __ATOMIC_ACQUIRE);
+}
+
+void *arena_remote_take(struct arena *a, unsigned cls, uint32_t *count)
+{
+    uintptr_t top = stack_take(a, cls);
+    if (top == 0)
         return NULL;
-    uintptr_t top = __atomic_exchange_n(&a->remote_top[cls], 0, __ATOMIC_ACQUIRE);
     void *head = remote_payload(top);
     uint64_t n = remote_count(top);
     if (ma_unlikely(n >= REMOTE_COUNT_MAX)) /* the count saturated: count them */
@@ -618,9 +627,9 @@ void arena_consolidate(struct arena *a)
  * free lists). Lock held. */
 static void drain_stack(struct arena *a, unsigned cls)
 {
-    if (__atomic_load_n(&a->remote_top[cls], __ATOMIC_RELAXED) == 0)
+    void *p = remote_payload(stack_take(a, cls));
+    if (p == NULL)
         return;
-    void *p = remote_payload(__atomic_exchange_n(&a->remote_top[cls], 0, __ATOMIC_ACQUIRE));
     uint64_t n = 0;
     while (p != NULL) {
         /* Validated in full when it was pushed; what can have changed since
