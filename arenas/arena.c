@@ -481,9 +481,12 @@ static inline uintptr_t stack_take(struct arena *a, unsigned cls)
     return __atomic_exchange_n(&a->remote_top[cls], 0, __ATOMIC_ACQUIRE);
 }
 
-void *arena_remote_take(struct arena *a, unsigned cls, uint32_t *count)
+void *arena_remote_take(struct arena *a, unsigned cls, uint32_t max, uint32_t *count)
 {
-    uintptr_t top = stack_take(a, cls);
+    uintptr_t top = __atomic_load_n(&a->remote_top[cls], __ATOMIC_RELAXED);
+    if (top == 0 || remote_count(top) > max)
+        return NULL;
+    top = stack_take(a, cls);
     if (top == 0)
         return NULL;
     void *head = remote_payload(top);
@@ -660,6 +663,11 @@ static void drain_stack(struct arena *a, unsigned cls)
     a->frees += n;
     if (ma_unlikely(quick_over(a)))
         arena_consolidate(a);
+}
+
+void arena_drain_class(struct arena *a, unsigned cls)
+{
+    drain_stack(a, cls);
 }
 
 void arena_drain(struct arena *a)

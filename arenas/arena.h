@@ -209,8 +209,14 @@ MA_HIDDEN void arena_free(struct arena *a, void *p);
 MA_HIDDEN void arena_free_remote(struct arena *a, void *p, size_t size);
 /* Empties the remote stack of quick class cls and returns its payloads
  * (linked through their first word, each keyed), storing their number in
- * *count: no lock, one atomic exchange, no block touched. */
-MA_HIDDEN void *arena_remote_take(struct arena *a, unsigned cls, uint32_t *count);
+ * *count: no lock, one atomic exchange, no block touched. NULL if the
+ * stack is empty or holds more than `max` blocks (one thread's bin would
+ * hoard what the arena's other threads could use: arena_drain_class parks
+ * them for everyone). */
+MA_HIDDEN void *arena_remote_take(struct arena *a, unsigned cls, uint32_t max, uint32_t *count);
+/* Moves the blocks on the remote stack of class cls to the quick lists.
+ * Lock held. */
+MA_HIDDEN void arena_drain_class(struct arena *a, unsigned cls);
 /* Resizes the block at p in place to at least `bsize`; returns 1 on success,
  * 0 if it must move. Lock held. */
 MA_HIDDEN int arena_resize(struct arena *a, void *p, size_t bsize);

@@ -205,9 +205,10 @@ void *tcache_refill(size_t n)
         if ((p = tcache_pop(n)) != NULL)
             return p;
         /* What other threads freed into this class becomes the bin as it
-         * stands: one exchange, no lock, no block touched. */
+         * stands, if it fits the bin: one exchange, no lock, no block
+         * touched. */
         uint32_t k;
-        void *list = arena_remote_take(a, c, &k);
+        void *list = arena_remote_take(a, c, ma_tc.max[c], &k);
         if (list != NULL) {
             ma_tc.head[c] = list;
             ma_tc.room[c] -= (int32_t)k;
@@ -220,6 +221,7 @@ void *tcache_refill(size_t n)
     counters_merge(a);
     if (ma_tc.cache_for == a) {
         unsigned want = ma_tc.max[c] / 2 ? ma_tc.max[c] / 2 : 1;
+        arena_drain_class(a, c); /* a stack too big to take whole */
         /* Parked blocks first (a splice, keys already set), then fresh
          * blocks carved in one batch, marked as they join the bin. */
         unsigned got = arena_quick_take(a, c, want, &ma_tc.head[c]);

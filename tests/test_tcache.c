@@ -5,6 +5,7 @@
  * blocks caught.
  */
 #include <pthread.h>
+#include <stdlib.h>
 
 #include "testutil.h"
 
@@ -37,34 +38,54 @@ static void *free_them(void *arg)
     return NULL;
 }
 
-Test(tcache, remote_frees_come_back_as_a_bin_without_the_lock)
+/* n blocks of `size` bytes are allocated here, freed by a thread of another
+ * arena, then allocated here again until all have come back (or 4n tries).
+ * Returns how many came back; *locks gets the arena lock acquisitions
+ * between the frees and the end, statistics calls excluded. */
+static int remote_round_trip(int n, size_t size, uint64_t *locks)
 {
-    enum { N = 40, SIZE = 424 };
     unsigned me = ma_thread_arena();
-    void *p[N];
-    for (int i = 0; i < N; i++)
-        memset(p[i] = ma_malloc(SIZE), 0x5a, SIZE);
+    void **p = calloc((size_t)n, sizeof *p);
+    for (int i = 0; i < n; i++)
+        memset(p[i] = ma_malloc(size), 0x5a, size);
     /* Read before the frees: a statistics call drains the remote stacks. */
     ma_arena_stats_t before = arena_stats(me);
     /* Freed by a thread of another arena (round-robin gives the next one). */
-    struct remote_job job = { p, N, me };
+    struct remote_job job = { p, n, me };
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, free_them, &job), 0);
     pthread_join(t, NULL);
     cr_assert_neq(job.arena, me, "the freeing thread must use another arena");
-    /* Every block comes back to the owner; once its bin is empty the whole
-     * remote stack of the class becomes the bin, so no lock is taken. */
     int found = 0;
-    for (int k = 0; k < 3 * N && found < N; k++) {
-        void *q = ma_malloc(SIZE);
-        for (int i = 0; i < N; i++)
+    for (int k = 0; k < 4 * n && found < n; k++) {
+        void *q = ma_malloc(size);
+        for (int i = 0; i < n; i++)
             found += q == p[i];
     }
-    cr_assert_eq(found, N, "all %d remotely freed blocks reused by their owner", N);
-    cr_assert_eq(arena_stats(me).lock_acquires, before.lock_acquires + 1, "only the statistics call locks");
+    *locks = arena_stats(me).lock_acquires - before.lock_acquires - 1;
     ma_thread_cache(0); /* merges the cache's counters into the arena */
-    cr_assert_eq(arena_stats(me).remote_frees, before.remote_frees + N);
+    cr_assert_eq(arena_stats(me).remote_frees, before.remote_frees + (uint64_t)n);
     ma_check();
+    free(p);
+    return found;
+}
+
+/* 432-byte blocks: a bin starts at 37 of them. */
+Test(tcache, remote_frees_come_back_as_a_bin_without_the_lock)
+{
+    /* A stack that fits the bin becomes the bin as it stands. */
+    uint64_t locks;
+    cr_assert_eq(remote_round_trip(30, 424, &locks), 30, "all remotely freed blocks reused by their owner");
+    cr_assert_eq(locks, 0, "no lock taken: %llu", (unsigned long long)locks);
+}
+
+Test(tcache, a_remote_stack_bigger_than_a_bin_is_parked_for_the_arena)
+{
+    /* One thread's bin must not hoard more than it holds: the stack goes
+     * to the quick lists under the lock, and the blocks still come back. */
+    uint64_t locks;
+    cr_assert_eq(remote_round_trip(300, 424, &locks), 300, "all remotely freed blocks reused by their owner");
+    cr_assert_geq(locks, 1);
 }
 
 Test(tcache, reuse_is_lifo)
