@@ -150,7 +150,7 @@ typedef struct ma_arena_stats {
     uint64_t allocs;        /* allocations served */
     uint64_t frees;         /* blocks freed into this arena */
     uint64_t remote_frees;  /* of those, freed by a thread of another arena */
-    uint64_t remote_pending;/* remote frees pushed but not yet drained (counted up to 65535) */
+    uint64_t remote_pending;/* remote frees pushed but not yet drained (up to 65535 per size class) */
     uint64_t lock_acquires; /* times the arena lock was taken */
     uint64_t lock_waits;    /* of those, times the lock was busy */
     double fragmentation;   /* 1 - largest_free / free (0 when nothing is free) */
