@@ -1,4 +1,3 @@
-
 /*
  * arena.c - allocation inside one arena: the segregated free-list index,
  * splitting, coalescing, chunk growth and release, and the remote-free stack.
@@ -443,8 +442,6 @@ void arena_free(struct arena *a, void *p)
 
 /* ---- remote frees ---- */
 
-static void drain_stack(struct arena *a, unsigned cls);
-
 static inline unsigned remote_class(size_t size)
 {
     return size <= QUICK_MAX_BLOCK ? arena_class_of(size) : REMOTE_BIG;
@@ -467,7 +464,7 @@ void arena_free_remote(struct arena *a, void *p, size_t size)
     if (ma_unlikely(pending >= REMOTE_DRAIN_BOUND || pending * size >= REMOTE_DRAIN_BYTES) &&
         pthread_mutex_trylock(&a->lock) == 0) {
         a->lock_acquires++;
-        drain_stack(a, cls);
+        arena_drain_class(a, cls);
         pthread_mutex_unlock(&a->lock);
     }
 }
@@ -486,7 +483,7 @@ void *arena_remote_take(struct arena *a, unsigned cls, uint32_t max, uint32_t *c
     uintptr_t top = __atomic_load_n(&a->remote_top[cls], __ATOMIC_RELAXED);
     if (top == 0 || remote_count(top) > max)
         return NULL;
-    top = stack_take(a, cls);
+    top = __atomic_exchange_n(&a->remote_top[cls], 0, __ATOMIC_ACQUIRE);
     if (top == 0)
         return NULL;
     void *head = remote_payload(top);
@@ -524,24 +521,11 @@ static inline int quick_over(const struct arena *a)
     return a->quick_bytes > quick_limit(a) || a->quick_medium > QUICK_MEDIUM_LIMIT;
 }
 
-/* Segment records (arena.h, struct qlist): in the first block's third word
- * the last block and the length; above the exact classes the bytes in its
- * fourth (below them the bytes follow from the length). */
-#define SEG_COUNT_SHIFT 48
-#define SEG_PTR_MASK (((uintptr_t)1 << SEG_COUNT_SHIFT) - 1)
-#define SEG_EXACT_CLASSES (CLASS_EXACT_LIMIT / 16)
-
 static inline void seg_mark(void *head, void *tail, uint32_t count, unsigned cls, size_t bytes)
 {
     ((uintptr_t *)head)[2] = (uintptr_t)tail | ((uintptr_t)count << SEG_COUNT_SHIFT);
-    if (cls >= SEG_EXACT_CLASSES)
+    if (cls >= EXACT_CLASSES)
         ((uintptr_t *)head)[3] = bytes;
-}
-static inline void *seg_tail(const void *head) { return (void *)(((const uintptr_t *)head)[2] & SEG_PTR_MASK); }
-static inline uint32_t seg_count(const void *head) { return (uint32_t)(((const uintptr_t *)head)[2] >> SEG_COUNT_SHIFT); }
-static inline size_t seg_bytes(const void *head, unsigned cls)
-{
-    return cls < SEG_EXACT_CLASSES ? (size_t)seg_count(head) * cls * 16 : ((const uintptr_t *)head)[3];
 }
 
 /* Puts a segment in front of quick list cls. */
@@ -555,7 +539,7 @@ static inline void quick_push(struct arena *a, unsigned cls, void *head, void *t
     q->bytes += bytes;
     a->quick_blocks += count;
     a->quick_bytes += bytes;
-    if (cls >= SEG_EXACT_CLASSES)
+    if (cls >= EXACT_CLASSES)
         a->quick_medium += bytes;
     a->in_use -= bytes;
 }
@@ -589,7 +573,7 @@ unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head
     *head = first;
     a->quick_blocks -= got;
     a->quick_bytes -= bytes;
-    if (cls >= SEG_EXACT_CLASSES)
+    if (cls >= EXACT_CLASSES)
         a->quick_medium -= bytes;
     a->in_use += bytes;
     if (a->in_use > a->peak_in_use)
@@ -626,9 +610,7 @@ void arena_consolidate(struct arena *a)
 
 /* ---- remote frees, owner side ---- */
 
-/* Empties one remote stack into the quick lists (bigger blocks into the
- * free lists). Lock held. */
-static void drain_stack(struct arena *a, unsigned cls)
+void arena_drain_class(struct arena *a, unsigned cls)
 {
     void *p = remote_payload(stack_take(a, cls));
     if (p == NULL)
@@ -665,15 +647,10 @@ static void drain_stack(struct arena *a, unsigned cls)
         arena_consolidate(a);
 }
 
-void arena_drain_class(struct arena *a, unsigned cls)
-{
-    drain_stack(a, cls);
-}
-
 void arena_drain(struct arena *a)
 {
     for (unsigned cls = 0; cls < REMOTE_STACKS; cls++)
-        drain_stack(a, cls);
+        arena_drain_class(a, cls);
 }
 
 /* ---- resizing and alignment ---- */

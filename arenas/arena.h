@@ -95,6 +95,22 @@ struct qlist {
     uint32_t count;
     size_t bytes;
 };
+
+/* Classes below CLASS_EXACT_LIMIT: exact 16-byte steps (class c holds
+ * blocks of 16 * c bytes when cached or parked). */
+#define EXACT_CLASSES (CLASS_EXACT_LIMIT / 16)
+
+/* A segment's record, in its first block: the last block and the length in
+ * the third payload word; above the exact classes the bytes in the fourth
+ * (below them the bytes follow from the length). */
+#define SEG_COUNT_SHIFT 48
+#define SEG_PTR_MASK (((uintptr_t)1 << SEG_COUNT_SHIFT) - 1)
+static inline void *seg_tail(const void *head) { return (void *)(((const uintptr_t *)head)[2] & SEG_PTR_MASK); }
+static inline uint32_t seg_count(const void *head) { return (uint32_t)(((const uintptr_t *)head)[2] >> SEG_COUNT_SHIFT); }
+static inline size_t seg_bytes(const void *head, unsigned cls)
+{
+    return cls < EXACT_CLASSES ? (size_t)seg_count(head) * cls * 16 : ((const uintptr_t *)head)[3];
+}
 struct arena;
 
 struct chunk {
@@ -214,8 +230,8 @@ MA_HIDDEN void arena_free_remote(struct arena *a, void *p, size_t size);
  * hoard what the arena's other threads could use: arena_drain_class parks
  * them for everyone). */
 MA_HIDDEN void *arena_remote_take(struct arena *a, unsigned cls, uint32_t max, uint32_t *count);
-/* Moves the blocks on the remote stack of class cls to the quick lists.
- * Lock held. */
+/* Moves the blocks on remote stack cls to the quick lists (bigger ones into
+ * the free lists), checking each. Lock held. */
 MA_HIDDEN void arena_drain_class(struct arena *a, unsigned cls);
 /* Resizes the block at p in place to at least `bsize`; returns 1 on success,
  * 0 if it must move. Lock held. */

@@ -115,9 +115,8 @@ void arena_check(struct arena *a)
         /* Segment by segment: the record in each first block must name a
          * last block reached by following its length's links. */
         for (void *h = q->head; h != NULL;) {
-            uintptr_t rec = ((uintptr_t *)h)[2];
-            size_t k = rec >> 48, seg_bytes = 0;
-            void *tail = (void *)(rec & (((uintptr_t)1 << 48) - 1)), *p = h;
+            size_t k = seg_count(h), bytes_seen = 0;
+            void *tail = seg_tail(h), *p = h;
             for (size_t i = 0;; i++) {
                 if (++n > q->count || k == 0)
                     check_fail("quick list longer than its count (cycle?)", p);
@@ -127,26 +126,26 @@ void arena_check(struct arena *a)
                     check_fail("quick list holds a foreign or free block", p);
                 size_t s = b->head & ~B_FLAGS;
                 /* At least its class's size, exactly it below 1 KiB. */
-                if (s < arena_class_lo(c) || (c < CLASS_EXACT_LIMIT / 16 && s != arena_class_lo(c)) ||
+                if (s < arena_class_lo(c) || (c < EXACT_CLASSES && s != arena_class_lo(c)) ||
                     ((uintptr_t *)p)[1] != cached_key(p))
                     check_fail("quick list block in the wrong class or unmarked", p);
-                seg_bytes += s;
+                bytes_seen += s;
                 if (i + 1 == k)
                     break;
                 p = *(void **)p;
                 if (p == NULL)
                     check_fail("quick list segment shorter than its record", h);
             }
-            if (p != tail || (c >= CLASS_EXACT_LIMIT / 16 && ((uintptr_t *)h)[3] != seg_bytes))
+            if (p != tail || seg_bytes(h, c) != bytes_seen)
                 check_fail("quick list segment record wrong (last block or bytes)", h);
-            bytes += seg_bytes;
+            bytes += bytes_seen;
             h = *(void **)p;
         }
         if (n != q->count || bytes != q->bytes)
             check_fail("quick list count or bytes wrong", q->head);
         parked += n;
         parked_bytes += bytes;
-        if (c >= CLASS_EXACT_LIMIT / 16)
+        if (c >= EXACT_CLASSES)
             parked_medium += bytes;
     }
     if (parked != a->quick_blocks || parked_bytes != a->quick_bytes || parked_medium != a->quick_medium)

@@ -238,7 +238,7 @@ void *tcache_refill(size_t n)
                  * quick lists count on it); a block carved with a remainder
                  * too small to split goes to the bin of its own size. */
                 size_t bc = c;
-                if (c < TC_EXACT_LIMIT / 16 && block_size(block_of(x)) != class_size[c])
+                if (c < EXACT_CLASSES && block_size(block_of(x)) != class_size[c])
                     odd = bc = tcache_class_of(block_size(block_of(x)));
                 *(void **)x = ma_tc.head[bc];
                 ma_tc.head[bc] = x;
@@ -271,17 +271,13 @@ static void bin_park(struct arena *a, unsigned c, uint32_t n)
     if (n == 0)
         return;
     void *first = ma_tc.head[c], *last = first;
-    size_t bytes;
-    if (c < TC_EXACT_LIMIT / 16) { /* every block exactly class_size[c] */
-        for (uint32_t i = 1; i < n; i++)
-            last = *(void **)last;
-        bytes = (size_t)n * class_size[c];
-    } else {
-        bytes = block_size(block_of(first));
-        for (uint32_t i = 1; i < n; i++) {
-            last = *(void **)last;
+    /* Below 1 KiB every block is exactly class_size[c]: links only. */
+    int exact = c < EXACT_CLASSES;
+    size_t bytes = exact ? (size_t)n * class_size[c] : block_size(block_of(first));
+    for (uint32_t i = 1; i < n; i++) {
+        last = *(void **)last;
+        if (!exact)
             bytes += block_size(block_of(last));
-        }
     }
     ma_tc.head[c] = *(void **)last;
     ma_tc.room[c] += (int32_t)n;
@@ -379,7 +375,7 @@ void tcache_check(void)
                 ma_fatal("ma_check", "thread cache holds a foreign or free block", x);
             /* A block may exceed its class (above 1 KiB a class spans
              * sizes), never fall short of it; below 1 KiB it is exact. */
-            if (block_size(b) < class_size[c] || (c < TC_EXACT_LIMIT / 16 && block_size(b) != class_size[c]) ||
+            if (block_size(b) < class_size[c] || (c < EXACT_CLASSES && block_size(b) != class_size[c]) ||
                 ((const uintptr_t *)x)[1] != cached_key(x))
                 ma_fatal("ma_check", "thread cache block in the wrong bin or unmarked", x);
         }
