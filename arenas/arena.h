@@ -144,6 +144,7 @@ struct arena {
     size_t quick_bytes, quick_blocks; /* guarded by lock */
     size_t quick_medium;              /* guarded by lock: of quick_bytes, in blocks of 1 KiB or more */
     uint64_t allocs, frees, remote_frees, lock_acquires, lock_waits; /* guarded by lock */
+    unsigned threads;                 /* atomic: threads whose arena this is (steers moves only) */
     /* ---- remote frees: written by any thread ---- */
     /* Accessed only through __atomic builtins (no _Atomic qualifier, which
      * clang refuses to combine with them). One lock-free stack per quick

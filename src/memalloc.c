@@ -33,6 +33,7 @@ size_t ma_fast_limit;               /* set once at init; see fast.h */
 
 static void fork_prepare(void);
 static void fork_release(void);
+static void fork_child(void);
 
 static MA_COLD void init_slow(void)
 {
@@ -73,7 +74,7 @@ void ma_ensure_init(void)
 __attribute__((constructor)) static void memalloc_load(void)
 {
     ensure_init();
-    pthread_atfork(fork_prepare, fork_release, fork_release);
+    pthread_atfork(fork_prepare, fork_release, fork_child);
 }
 
 /* The exit report (MEMALLOC_STATS, MEMALLOC_HEAP_MAP). A destructor runs
@@ -124,7 +125,7 @@ static void *alloc_small(size_t n)
         return tcache_refill(n);
     tcache_lock(a);
     void *p = arena_alloc(a, block_size_for(n));
-    arena_unlock(a);
+    tcache_unlock(a);
     if (ma_unlikely(p == NULL))
         errno = ENOMEM;
     return p;
@@ -147,7 +148,7 @@ static void *alloc_raw(size_t n, size_t align, int zero)
         struct arena *a = tcache_arena();
         tcache_lock(a);
         p = arena_alloc_aligned(a, block_size_for(n), align);
-        arena_unlock(a);
+        tcache_unlock(a);
         if (p == NULL)
             errno = ENOMEM;
     } else {
@@ -168,7 +169,7 @@ static void free_located(void *p, struct chunk *c, struct large *l)
         } else if (a == ma_tc.arena) {
             tcache_lock(a);
             arena_free(a, p);
-            arena_unlock(a);
+            tcache_unlock(a);
         } else {
             arena_free_remote(a, p, size);
         }
@@ -527,4 +528,11 @@ static void fork_release(void)
     for (unsigned i = ma_narenas; i-- > 0;)
         pthread_mutex_unlock(&ma_arenas[i].lock);
     pthread_mutex_unlock(&init_lock);
+}
+
+/* The child has one thread: the others' arena counts go with them. */
+static void fork_child(void)
+{
+    tcache_fork_child();
+    fork_release();
 }

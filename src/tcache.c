@@ -41,7 +41,9 @@ static uint64_t check_epoch;           /* atomic: bumped by every ma_check */
 /* Window of locked operations over which lock waits are counted, and the
  * share of waits beyond which a thread moves to a less loaded arena. */
 #define CONTENTION_WINDOW 64u
+#ifndef CONTENTION_WAITS /* -DCONTENTION_WAITS=1000000 builds the no-move variant */
 #define CONTENTION_WAITS 16u
+#endif
 
 static void tcache_thread_exit(void *unused);
 
@@ -109,6 +111,25 @@ static int bin_grow(unsigned c)
     return 1;
 }
 
+/* Counts the thread out of its arena (if it has one) and into a (if not
+ * NULL: a thread that is exiting), the per-arena thread counts that steer
+ * moves. */
+static void arena_join(struct arena *a)
+{
+    if (ma_tc.arena != NULL)
+        __atomic_fetch_sub(&ma_tc.arena->threads, 1, __ATOMIC_RELAXED);
+    if (a != NULL)
+        __atomic_fetch_add(&a->threads, 1, __ATOMIC_RELAXED);
+}
+
+void tcache_fork_child(void)
+{
+    for (unsigned i = 0; i < ma_narenas; i++)
+        __atomic_store_n(&ma_arenas[i].threads, 0, __ATOMIC_RELAXED);
+    if (ma_tc.arena != NULL)
+        __atomic_store_n(&ma_tc.arena->threads, 1, __ATOMIC_RELAXED);
+}
+
 static void arena_set(struct arena *a)
 {
     ma_tc.arena = a;
@@ -123,6 +144,7 @@ struct arena *tcache_arena_slow(void)
      * each, which a hash of the thread id does not guarantee. */
     unsigned i = __atomic_fetch_add(&next_arena, 1, __ATOMIC_RELAXED) % ma_narenas;
     bins_setup();
+    arena_join(&ma_arenas[i]);
     arena_set(&ma_arenas[i]);
     /* The key's value only has to be non-NULL for the destructor to run.
      * Once per thread, from this slow path; no allocation for our key. */
@@ -141,22 +163,29 @@ static void counters_merge(struct arena *a)
     ma_tc.remote_taken = 0;
 }
 
-/* Moves the thread to the arena whose lock saw the fewest waits, if that is
- * not its own: called when a quarter of its recent lock acquisitions waited. */
+/* Called when a quarter of the thread's recent lock acquisitions waited:
+ * moves it to the arena with the fewest threads, if that has at least two
+ * fewer than its own, so that a move always evens the load out. Moving
+ * between equally loaded arenas only trades one wait for another, and it
+ * costs memory: what the thread freed stays in the old arena's heap while
+ * its new blocks grow the other's (build/bench/fragmentation -t 4 on two
+ * arenas peaked at 133-167 MB RSS moving on waits alone, 128 MB with no
+ * moves, and threadtest, larson and xmalloc ran no faster: bench/NOTES.md). */
 static MA_COLD void arena_move(void)
 {
-    struct arena *best = ma_tc.arena;
-    uint64_t best_waits = __atomic_load_n(&best->lock_waits, __ATOMIC_RELAXED);
+    struct arena *own = ma_tc.arena, *best = own;
+    unsigned best_threads = __atomic_load_n(&own->threads, __ATOMIC_RELAXED);
     for (unsigned i = 0; i < ma_narenas; i++) {
-        uint64_t w = __atomic_load_n(&ma_arenas[i].lock_waits, __ATOMIC_RELAXED);
-        if (w < best_waits) {
+        unsigned t = __atomic_load_n(&ma_arenas[i].threads, __ATOMIC_RELAXED);
+        if (t < best_threads) {
             best = &ma_arenas[i];
-            best_waits = w;
+            best_threads = t;
         }
     }
-    if (best == ma_tc.arena)
+    if (best == own || best_threads + 2 > __atomic_load_n(&own->threads, __ATOMIC_RELAXED))
         return;
     tcache_flush_all();
+    arena_join(best);
     arena_set(best);
 }
 
@@ -166,8 +195,8 @@ void tcache_lock(struct arena *a)
     ma_tc.lock_ops++;
 }
 
-/* Called after the unlock that ends a slow-path operation: verifies the
- * cache if an ma_check asked since the last time, then reviews contention. */
+/* After the unlock that ends a slow-path operation: verifies the cache if
+ * an ma_check asked since the last time, then reviews contention. */
 static void contention_review(void)
 {
     uint64_t e = __atomic_load_n(&check_epoch, __ATOMIC_RELAXED);
@@ -182,6 +211,12 @@ static void contention_review(void)
     ma_tc.lock_waited = 0;
     if (move)
         arena_move();
+}
+
+void tcache_unlock(struct arena *a)
+{
+    arena_unlock(a);
+    contention_review();
 }
 
 /* ---- refill and flush ---- */
@@ -257,8 +292,7 @@ void *tcache_refill(size_t n)
     } else {
         p = arena_alloc(a, block_size_for(n));
     }
-    arena_unlock(a);
-    contention_review();
+    tcache_unlock(a);
     if (p == NULL)
         errno = ENOMEM;
     return p;
@@ -294,8 +328,7 @@ void tcache_flush_bin(unsigned c)
     drain_now_and_then(a);
     counters_merge(a);
     bin_park(a, c, tcache_count(c) - ma_tc.max[c] / 2);
-    arena_unlock(a);
-    contention_review();
+    tcache_unlock(a);
 }
 
 void tcache_flush_all(void)
@@ -329,6 +362,7 @@ static void tcache_thread_exit(void *unused)
 {
     (void)unused;
     tcache_flush_all();
+    arena_join(NULL);
     ma_tc.off = 1;
     ma_tc.cache_for = NULL;
     ma_tc.tag = PAGEMAP_NEVER;

@@ -117,6 +117,10 @@ static inline struct arena *tcache_arena(void)
 /* Locks the thread's own arena (a), keeping the contention figures that
  * decide whether the thread should move to another arena. */
 MA_HIDDEN void tcache_lock(struct arena *a);
+/* Unlocks it after a locked operation, then acts on what the thread's
+ * recent acquisitions show (a move to another arena) and on a pending
+ * ma_check request. */
+MA_HIDDEN void tcache_unlock(struct arena *a);
 /* Serves an n-byte request (n <= TC_MAX_REQUEST) by refilling its bin from
  * the arena; NULL + ENOMEM if the arena cannot grow. */
 MA_HIDDEN void *tcache_refill(size_t n);
@@ -134,6 +138,8 @@ MA_HIDDEN void tcache_check(void);
  * bumps this epoch, and every other thread verifies its cache at its next
  * refill or flush. */
 MA_HIDDEN void tcache_check_all(void);
+/* In a child after fork: only the calling thread is left in its arena. */
+MA_HIDDEN void tcache_fork_child(void);
 /* Fills the class tables; called once at init. */
 MA_HIDDEN void tcache_init(void);
 

@@ -213,10 +213,81 @@ static int cmd_misuse(const char *what)
     return 0;
 }
 
+/* move STAY: with two arenas, threads A and C share arena 0 and keep taking
+ * its lock (16 KiB blocks, too big for the thread cache) while thread B is
+ * counted on arena 1 (STAY=1) or has exited (STAY=0). Prints how many of A
+ * and C moved and the thread counts the two arenas report at the end. */
+static pthread_barrier_t mv_ready, mv_go, mv_end;
+static int mv_stay, mv_moved[2];
+static int mv_any; /* atomic: someone moved; the others stop */
+
+static void *move_idle(void *arg)
+{
+    (void)arg;
+    ma_free(ma_malloc(16));
+    pthread_barrier_wait(&mv_ready);
+    if (mv_stay)
+        pthread_barrier_wait(&mv_end);
+    return NULL;
+}
+
+static void *move_busy(void *arg)
+{
+    long i = (long)arg;
+    ma_free(ma_malloc(16));
+    pthread_barrier_wait(&mv_ready);
+    pthread_barrier_wait(&mv_go);
+    unsigned start = ma_thread_arena();
+    for (long k = 0; k < 4000000 && !__atomic_load_n(&mv_any, __ATOMIC_RELAXED); k++) {
+        volatile char *p = ma_malloc(16384);
+        p[k % 16384] = (char)k;
+        ma_free((void *)p);
+        if (ma_thread_arena() != start) {
+            mv_moved[i] = 1;
+            __atomic_store_n(&mv_any, 1, __ATOMIC_RELAXED);
+        }
+    }
+    pthread_barrier_wait(&mv_end);
+    return NULL;
+}
+
+static int cmd_move(int stay)
+{
+    pthread_t a, b, c;
+    mv_stay = stay;
+    pthread_barrier_init(&mv_ready, NULL, 2);
+    pthread_barrier_init(&mv_go, NULL, 2);
+    pthread_barrier_init(&mv_end, NULL, stay ? 3u : 2u);
+    /* One at a time, so the round-robin assignment gives 0, 1, 0. */
+    pthread_create(&a, NULL, move_busy, (void *)0);
+    pthread_barrier_wait(&mv_ready);
+    pthread_create(&b, NULL, move_idle, NULL);
+    pthread_barrier_wait(&mv_ready);
+    if (!stay)
+        pthread_join(b, NULL);
+    pthread_create(&c, NULL, move_busy, (void *)1);
+    pthread_barrier_wait(&mv_ready);
+    ma_arena_stats_t s0, s1;
+    ma_arena_stats_get(0, &s0);
+    ma_arena_stats_get(1, &s1);
+    printf("before=%llu/%llu ", (unsigned long long)s0.threads, (unsigned long long)s1.threads);
+    pthread_join(a, NULL);
+    pthread_join(c, NULL);
+    if (stay)
+        pthread_join(b, NULL);
+    ma_arena_stats_get(0, &s0);
+    ma_arena_stats_get(1, &s1);
+    printf("moved=%d after=%llu/%llu\n", mv_moved[0] + mv_moved[1], (unsigned long long)s0.threads,
+           (unsigned long long)s1.threads);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 3 && strcmp(argv[1], "arenas") == 0)
         return cmd_arenas(atoi(argv[2]));
+    if (argc >= 3 && strcmp(argv[1], "move") == 0)
+        return cmd_move(atoi(argv[2]));
     if (argc >= 2 && strcmp(argv[1], "oom") == 0)
         return cmd_oom();
     if (argc >= 2 && strcmp(argv[1], "touch") == 0) {
