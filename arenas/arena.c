@@ -516,6 +516,25 @@ static size_t quick_limit(const struct arena *a)
  * bench/churn's instructions per pair stayed the same. */
 #define QUICK_MEDIUM_LIMIT ((size_t)256 << 10)
 
+/* A class no refill has asked for in this many of the arena's lock
+ * acquisitions, not counting the flushes that parked blocks of it, is
+ * idle: what comes back of it is coalesced at once instead of parked, and
+ * what is parked of it goes at the next sweep (one every as many
+ * acquisitions). Parking serves a class that is allocated again soon; a
+ * program whose sizes drift (bench/fragmentation's phases) would otherwise
+ * keep the quick lists of the sizes it has left full, holding memory that
+ * the sizes it now asks for cannot use. 256 measured best of 64-4096: see
+ * the bins' TC_IDLE_OPS (src/tcache.c). */
+#ifndef QUICK_IDLE_OPS
+#define QUICK_IDLE_OPS 256u
+#endif
+
+static inline int quick_idle(const struct arena *a, unsigned cls)
+{
+    const struct qlist *q = &a->quick[cls];
+    return a->lock_acquires - q->used > q->puts + QUICK_IDLE_OPS;
+}
+
 static inline int quick_over(const struct arena *a)
 {
     return a->quick_bytes > quick_limit(a) || a->quick_medium > QUICK_MEDIUM_LIMIT;
@@ -544,8 +563,66 @@ static inline void quick_push(struct arena *a, unsigned cls, void *head, void *t
     a->in_use -= bytes;
 }
 
+/* Coalesces the blocks of quick list cls into the free lists (idle: because
+ * the class is idle, which the statistics count). */
+static void quick_release(struct arena *a, unsigned cls, int idle)
+{
+    /* The releases below must not start a purge, which would consolidate
+     * the list being walked here. */
+    int was = a->reclaiming;
+    a->reclaiming = 1;
+    struct qlist *q = &a->quick[cls];
+    void *p = q->head;
+    a->quick_blocks -= q->count;
+    a->quick_bytes -= q->bytes;
+    if (idle)
+        a->idle_releases += q->count;
+    if (cls >= EXACT_CLASSES)
+        a->quick_medium -= q->bytes;
+    q->head = NULL;
+    q->count = 0;
+    q->bytes = 0;
+    while (p != NULL) {
+        void *next = *(void **)p;
+        ((uintptr_t *)p)[1] = 0;
+        struct block *b = block_of(p);
+        a->in_use += block_size(b); /* block_release takes it off again */
+        block_release(a, b);
+        p = next;
+    }
+    a->reclaiming = was;
+}
+
+/* Releases count blocks from head on (allocated, keyed, linked) of an idle
+ * class, as free would. */
+static void blocks_release(struct arena *a, void *p, uint32_t count)
+{
+    a->idle_releases += count;
+    for (uint32_t i = 0; i < count; i++) {
+        void *next = *(void **)p;
+        ((uintptr_t *)p)[1] = 0;
+        block_release(a, block_of(p));
+        p = next;
+    }
+}
+
+void arena_quick_sweep(struct arena *a)
+{
+    if (a->lock_acquires - a->quick_aged < QUICK_IDLE_OPS)
+        return;
+    a->quick_aged = a->lock_acquires;
+    for (unsigned c = 0; c < QUICK_CLASSES; c++)
+        if (a->quick[c].head != NULL && quick_idle(a, c))
+            quick_release(a, c, 1);
+}
+
 void arena_quick_put(struct arena *a, unsigned cls, void *head, void *tail, uint32_t count, size_t bytes)
 {
+    a->quick[cls].puts++;
+    if (quick_idle(a, cls)) {
+        blocks_release(a, head, count);
+        return;
+    }
     quick_push(a, cls, head, tail, count, bytes);
     if (ma_unlikely(quick_over(a)))
         arena_consolidate(a);
@@ -554,6 +631,8 @@ void arena_quick_put(struct arena *a, unsigned cls, void *head, void *tail, uint
 unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head)
 {
     struct qlist *q = &a->quick[cls];
+    q->used = a->lock_acquires;
+    q->puts = 0;
     if (q->head == NULL || n == 0)
         return 0;
     /* Whole segments while they fit in n, and always the first. */
@@ -583,29 +662,9 @@ unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head
 
 void arena_consolidate(struct arena *a)
 {
-    /* The releases below must not start a purge, which would consolidate
-     * the lists being walked here. */
-    int was = a->reclaiming;
-    a->reclaiming = 1;
-    for (unsigned c = 0; c < QUICK_CLASSES; c++) {
-        struct qlist *q = &a->quick[c];
-        void *p = q->head;
-        while (p != NULL) {
-            void *next = *(void **)p;
-            ((uintptr_t *)p)[1] = 0;
-            struct block *b = block_of(p);
-            a->in_use += block_size(b); /* block_release takes it off again */
-            block_release(a, b);
-            p = next;
-        }
-        q->head = NULL;
-        q->count = 0;
-        q->bytes = 0;
-    }
-    a->quick_blocks = 0;
-    a->quick_bytes = 0;
-    a->quick_medium = 0;
-    a->reclaiming = was;
+    for (unsigned c = 0; c < QUICK_CLASSES; c++)
+        if (a->quick[c].head != NULL)
+            quick_release(a, c, 0);
 }
 
 /* ---- remote frees, owner side ---- */
@@ -629,7 +688,7 @@ void arena_drain_class(struct arena *a, unsigned cls)
         if (ma_unlikely(++n > a->mapped / B_MIN))
             corrupt("free", "remote-free stack is a cycle", p);
         size_t size = block_size(b);
-        if (size <= QUICK_MAX_BLOCK) {
+        if (size <= QUICK_MAX_BLOCK && !quick_idle(a, arena_class_of(size))) {
             /* Parked like a thread cache's flush, no coalescing per block;
              * it keeps the key it was pushed with (the parked key). */
             /* Totals kept per block: block_release below may purge or
@@ -637,6 +696,8 @@ void arena_drain_class(struct arena *a, unsigned cls)
             quick_push(a, arena_class_of(size), p, p, 1, size);
         } else {
             ((uintptr_t *)p)[1] = 0;
+            if (size <= QUICK_MAX_BLOCK)
+                a->idle_releases++;
             block_release(a, b);
         }
         p = next;

@@ -94,6 +94,8 @@ struct qlist {
     void *head;           /* payloads linked through their first word */
     uint32_t count;
     size_t bytes;
+    uint64_t used;        /* the arena's lock_acquires at the last refill of this class */
+    uint64_t puts;        /* flushes parked here since then */
 };
 
 /* Classes below CLASS_EXACT_LIMIT: exact 16-byte steps (class c holds
@@ -143,6 +145,8 @@ struct arena {
     struct qlist quick[QUICK_CLASSES];/* guarded by lock */
     size_t quick_bytes, quick_blocks; /* guarded by lock */
     size_t quick_medium;              /* guarded by lock: of quick_bytes, in blocks of 1 KiB or more */
+    uint64_t quick_aged;              /* guarded by lock: lock_acquires at the last idle sweep */
+    uint64_t idle_releases;           /* guarded by lock: blocks coalesced because their class was idle */
     uint64_t allocs, frees, remote_frees, lock_acquires, lock_waits; /* guarded by lock */
     unsigned threads;                 /* atomic: threads whose arena this is (steers moves only) */
     /* ---- remote frees: written by any thread ---- */
@@ -263,6 +267,9 @@ MA_HIDDEN void arena_quick_put(struct arena *a, unsigned cls, void *head, void *
 /* Moves up to n parked blocks of class cls onto the list *head (keys kept).
  * Returns how many. Lock held. */
 MA_HIDDEN unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head);
+/* Coalesces what is parked of every idle class (see QUICK_IDLE_OPS), if a
+ * sweep is due. Lock held. */
+MA_HIDDEN void arena_quick_sweep(struct arena *a);
 /* Coalesces every parked block into the free lists. Lock held. */
 MA_HIDDEN void arena_consolidate(struct arena *a);
 

@@ -46,6 +46,7 @@ static void arena_fill(struct arena *a, ma_arena_stats_t *o)
     o->lock_acquires = a->lock_acquires;
     o->lock_waits = a->lock_waits;
     o->threads = __atomic_load_n(&a->threads, __ATOMIC_RELAXED);
+    o->idle_releases = a->idle_releases;
     for (unsigned c = 0; c < N_CLASSES; c++) {
         for (struct block *b = a->heads[c]; b != NULL; b = b->next) {
             size_t s = block_size(b);
@@ -215,6 +216,7 @@ static void json_arena(struct ma_buf *b, unsigned i, const ma_arena_stats_t *a)
     json_u64(b, "lock_acquires", a->lock_acquires, 0);
     json_u64(b, "lock_waits", a->lock_waits, 0);
     json_u64(b, "threads", a->threads, 0);
+    json_u64(b, "idle_releases", a->idle_releases, 0);
     json_ratio(b, "fragmentation", a->fragmentation);
     json_key(b, "free_by_class", 0);
     buf_str(b, "[");

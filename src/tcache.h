@@ -50,6 +50,10 @@ struct tcache {
     unsigned char tag;
     struct arena *arena;      /* the thread's arena; NULL until first use */
     struct arena *cache_for;  /* == arena while caching, NULL when off */
+    uint32_t ops;             /* locked operations since the thread started (wraps) */
+    uint32_t swept;           /* ops at the last sweep of idle bins */
+    uint32_t used[TC_NCLASS]; /* ops at the last refill of each bin */
+    uint32_t own[TC_NCLASS];  /* of the ops since, the bin's own flushes */
     unsigned lock_ops;        /* locked operations in this window */
     unsigned lock_waited;     /* of those, how many waited for the lock */
     int off;                  /* 1: this thread does not cache (user or exit) */

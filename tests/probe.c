@@ -256,7 +256,7 @@ static int cmd_move(int stay)
     pthread_t a, b, c;
     mv_stay = stay;
     pthread_barrier_init(&mv_ready, NULL, 2);
-    pthread_barrier_init(&mv_go, NULL, 2);
+    pthread_barrier_init(&mv_go, NULL, 3); /* A, C and this thread, once it has read the counts */
     pthread_barrier_init(&mv_end, NULL, stay ? 3u : 2u);
     /* One at a time, so the round-robin assignment gives 0, 1, 0. */
     pthread_create(&a, NULL, move_busy, (void *)0);
@@ -271,6 +271,7 @@ static int cmd_move(int stay)
     ma_arena_stats_get(0, &s0);
     ma_arena_stats_get(1, &s1);
     printf("before=%llu/%llu ", (unsigned long long)s0.threads, (unsigned long long)s1.threads);
+    pthread_barrier_wait(&mv_go);
     pthread_join(a, NULL);
     pthread_join(c, NULL);
     if (stay)

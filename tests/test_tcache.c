@@ -243,3 +243,55 @@ Test(tcache, a_contended_thread_moves_only_to_an_emptier_arena, .timeout = 300)
     move_case("0", "before=2/0 moved=1 after=0/0");
     move_case("1", "before=2/1 moved=0 after=0/0");
 }
+
+/* A size the thread no longer allocates: once the thread has done enough
+ * locked operations of other sizes (TC_IDLE_OPS, 256), its bin goes back to
+ * the arena, and the arena, where nobody refills that size either,
+ * coalesces the blocks instead of parking them. */
+Test(tcache, blocks_of_a_size_no_longer_allocated_are_coalesced)
+{
+    unsigned me = ma_thread_arena();
+    enum { N = 64 };
+    void *p[N];
+    for (int i = 0; i < N; i++)
+        p[i] = ma_malloc(100);
+    for (int i = 0; i < N; i++)
+        ma_free(p[i]); /* into the bin, which holds them all */
+    uint64_t before = arena_stats(me).idle_releases;
+    /* 20 KiB blocks are not cached: every malloc and free takes the lock. */
+    for (int i = 0; i < 600; i++) {
+        volatile char *q = ma_malloc(20000);
+        q[0] = 1;
+        ma_free((void *)q);
+    }
+    cr_assert_eq(arena_stats(me).idle_releases, before, "only a refill or a flush sweeps");
+    ma_free(ma_malloc(3000)); /* a refill of another size sweeps */
+    cr_assert_geq(arena_stats(me).idle_releases, before + N, "the 100-byte blocks were coalesced");
+    ma_check();
+    void *again = ma_malloc(100); /* the size still works: a fresh refill */
+    cr_assert_not_null(again);
+    ma_free(again);
+    ma_check();
+}
+
+/* A thread that frees a long batch of one size and then allocates that size
+ * again (bench/threadtest's rounds) is not idle in between: its own flushes
+ * do not count, so the batch stays parked for the next round. */
+Test(tcache, a_size_freed_in_a_long_batch_stays_parked_for_its_next_round)
+{
+    unsigned me = ma_thread_arena();
+    enum { N = 40000 }; /* 64-byte requests: ~300 flushes to free them */
+    void **p = calloc(N, sizeof *p);
+    cr_assert_not_null(p);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++)
+            cr_assert_not_null(p[i] = ma_malloc(64));
+        for (int i = 0; i < N; i++)
+            ma_free(p[i]);
+    }
+    ma_arena_stats_t s = arena_stats(me);
+    cr_assert_eq(s.idle_releases, 0, "%llu blocks were coalesced", (unsigned long long)s.idle_releases);
+    cr_assert_gt(s.lock_acquires, 3 * 256, "the rounds took more locked operations than TC_IDLE_OPS");
+    free(p);
+    ma_check();
+}
