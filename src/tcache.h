@@ -45,7 +45,11 @@ struct tcache {
      * Zero (bin 0, always empty) until the thread's first slow-path
      * allocation sets the cache up. */
     uint8_t alloc_class[TC_SLOTS];
-    uint64_t allocs, frees;   /* served by the cache since the last merge */
+    /* Since the last merge into the arena's counters: blocks pushed (a pop
+     * is not counted, see counters_merge), blocks that came into the bins
+     * from the arena and that went back to it; and what the bins held at
+     * that merge. */
+    uint64_t frees, moved_in, moved_out, held;
     uint64_t remote_taken;    /* blocks taken from remote stacks since then */
     /* The pagemap tag (PAGEMAP_CHUNK + index) of the arena this thread
      * caches for, or PAGEMAP_NEVER when it does not cache: free() compares
@@ -87,7 +91,6 @@ static inline void *tcache_pop(size_t n)
     ma_tc.head[c] = next;
     ((uintptr_t *)p)[1] = 0;
     ma_tc.room[c]++;
-    ma_tc.allocs++;
     return p;
 }
 

@@ -152,6 +152,33 @@ Test(tcache, counters_merge_into_the_arena)
     cr_assert_eq(after.in_use, 0, "turning the cache off hands every block back");
 }
 
+/* Pops are not counted on the fast path; the arena's allocs follow from the
+ * pushes and the blocks that moved between bins and arena. Refills,
+ * flushes, growth and parked blocks taken back must all add up. */
+Test(tcache, allocations_add_up_across_refills_and_flushes)
+{
+    unsigned me = ma_thread_arena();
+    ma_thread_cache(0);
+    ma_arena_stats_t before = arena_stats(me);
+    ma_thread_cache(1);
+    enum { N = 3000 };
+    static void *p[N];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++)
+            p[i] = ma_malloc((size_t)(i % 97) * 24 + 1);
+        for (int i = 0; i < N; i++)
+            ma_free(p[i]);
+    }
+    for (int i = 0; i < 1000; i++)
+        ma_free(ma_malloc(200));
+    ma_thread_cache(0);
+    ma_arena_stats_t after = arena_stats(me);
+    cr_assert_eq(after.allocs - before.allocs, 2 * N + 1000);
+    cr_assert_eq(after.frees - before.frees, 2 * N + 1000);
+    cr_assert_eq(after.in_use, 0);
+    ma_check();
+}
+
 Test(tcache, without_cache_every_pair_takes_the_lock)
 {
     unsigned me = ma_thread_arena();
