@@ -79,10 +79,19 @@ Test(tcache, remote_frees_come_back_as_a_bin_without_the_lock)
     cr_assert_eq(locks, 0, "no lock taken: %llu", (unsigned long long)locks);
 }
 
+Test(tcache, a_remote_stack_of_up_to_32_KiB_becomes_the_bin_too)
+{
+    /* 60 blocks (25 KiB) are more than the bin's 37, within 32 KiB. */
+    uint64_t locks;
+    cr_assert_eq(remote_round_trip(60, 424, &locks), 60, "all remotely freed blocks reused by their owner");
+    cr_assert_eq(locks, 0, "no lock taken: %llu", (unsigned long long)locks);
+}
+
 Test(tcache, a_remote_stack_bigger_than_a_bin_is_parked_for_the_arena)
 {
-    /* One thread's bin must not hoard more than it holds: the stack goes
-     * to the quick lists under the lock, and the blocks still come back. */
+    /* One thread's bin must not hoard too much: a stack beyond 32 KiB (300
+     * blocks, 127 KiB) goes to the quick lists under the lock, and the
+     * blocks still come back. */
     uint64_t locks;
     cr_assert_eq(remote_round_trip(300, 424, &locks), 300, "all remotely freed blocks reused by their owner");
     cr_assert_geq(locks, 1);
