@@ -41,9 +41,11 @@ static uint64_t check_epoch;           /* atomic: bumped by every ma_check */
  * flushes it). Up to the bound alone, a producer that only allocates
  * (bench/xmalloc) had most of its stacks drained block by block under the
  * lock: xmalloc -t 4 -n 300k took 88.8 M instructions under callgrind, 83.4 M
- * with 32 KiB (and as many with 1 MiB, but then xmalloc -t 16's producers
- * hoarded: peak RSS 5.1-5.8 MB up to the bound, 5.9-6.3 with 32 KiB, 5.8-8.9
- * with 1 MiB). */
+ * with 32 KiB (88.7 M with 16 KiB, 83.4 M with 1 MiB). The price is what
+ * the producers' bins hold: xmalloc -t 16 -n 8M peaks at 5.9 MB RSS up to
+ * the bound, 7.0-7.5 MB with 32 KiB (glibc 4.7), up to 8.9 with 1 MiB;
+ * xmalloc -t 2 -n 4M, 7 interleaved runs: 30.7 M ops/s median (max 41.7)
+ * against 23.7 M (max 28.7) up to the bound. */
 #define REMOTE_TAKE_BYTES 32768u
 #define BIN_MIN 4u
 #define BIN_MAX 256u
