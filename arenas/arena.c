@@ -247,6 +247,17 @@ void *arena_alloc(struct arena *a, size_t bsize)
     return block_carve(a, b, bsize);
 }
 
+void *arena_alloc_growing(struct arena *a, size_t bsize)
+{
+    /* A free block with as much again after the new one, if there is one,
+     * so the next growth finds the free space in place; else the best fit. */
+    struct block *b = index_take(a, 2 * bsize);
+    if (b == NULL)
+        return arena_alloc(a, bsize);
+    a->allocs++;
+    return block_carve(a, b, bsize);
+}
+
 unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **head)
 {
     unsigned got = 0;

@@ -266,6 +266,9 @@ MA_HIDDEN void arena_quick_put(struct arena *a, unsigned cls, void *head, void *
                                size_t bytes);
 /* Moves up to n parked blocks of class cls onto the list *head (keys kept).
  * Returns how many. Lock held. */
+/* As arena_alloc, for a block that is growing (realloc): prefers a free
+ * block that leaves as much again free after it. */
+MA_HIDDEN void *arena_alloc_growing(struct arena *a, size_t bsize);
 MA_HIDDEN unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head);
 /* Coalesces what is parked of every idle class (see QUICK_IDLE_OPS), if a
  * sweep is due. Lock held. */

@@ -345,7 +345,13 @@ void *ma_realloc(void *p, size_t n)
              * as Redis shrink buffers with realloc and size them by
              * malloc_usable_size; keeping half a block made its RSS 2x). */
             q = p;
-        } else if (need < ma_cfg.mmap_threshold) {
+        } else if (need < ma_cfg.mmap_threshold &&
+                   (need < usable ||
+                    !(__atomic_load_n(&block_next(block_of(p))->head, __ATOMIC_RELAXED) & B_INUSE))) {
+            /* Growing in place needs the next block free: a glance at its
+             * head first (an atomic read, as free's fast path makes), so a
+             * block hemmed in by an allocated neighbour moves without
+             * taking the lock; arena_resize decides under it. */
             struct arena *a = c->arena;
             arena_lock(a);
             int ok = arena_resize(a, p, block_size_for(need));
@@ -363,9 +369,25 @@ void *ma_realloc(void *p, size_t n)
          * back through programs that size their buffers by
          * malloc_usable_size (Redis's peak in-use doubled: 646 MB -> 1.17 GB
          * for the same data set). */
-        q = alloc_raw(need, 0, 0);
-        if (q == NULL)
-            return NULL;
+        if (c != NULL && need > usable && need < ma_fast_limit) {
+            /* Growth that moves: from the arena itself, not from a bin. A
+             * bin's blocks were carved in a batch, each next to another
+             * cached block, so the following growth would move again; a
+             * block carved from free space often has free space after it
+             * and grows in place. */
+            struct arena *a = tcache_arena();
+            tcache_lock(a);
+            q = arena_alloc_growing(a, block_size_for(need));
+            tcache_unlock(a);
+            if (q == NULL) {
+                errno = ENOMEM;
+                return NULL;
+            }
+        } else {
+            q = alloc_raw(need, 0, 0);
+            if (q == NULL)
+                return NULL;
+        }
         memcpy(q, p, keep < n ? keep : n);
         free_located(p, c, l);
     }

@@ -331,3 +331,21 @@ Test(tcache, a_size_freed_in_a_long_batch_stays_parked_for_its_next_round)
     free(p);
     ma_check();
 }
+
+/* A block that realloc has to move for growth comes from the arena's free
+ * space, not from a bin (whose blocks sit next to each other), so that the
+ * next growth finds room after it. */
+Test(tcache, a_block_moved_by_realloc_growth_grows_in_place_next)
+{
+    char *p = ma_malloc(100); /* from a bin: its neighbour is a cached block */
+    fill(p, 100, 7);
+    char *q = ma_realloc(p, 1000);
+    cr_assert_neq(q, p, "the cached neighbour forces a move");
+    cr_assert(intact(q, 100, 7));
+    fill(q, 1000, 8);
+    char *r = ma_realloc(q, 2000);
+    cr_assert_eq(r, q, "the moved block grew in place");
+    cr_assert(intact(r, 1000, 8));
+    ma_free(r);
+    ma_check();
+}
