@@ -755,12 +755,26 @@ int arena_resize(struct arena *a, void *p, size_t bsize)
         if (size + ns < bsize)
             return 0;
         index_remove(a, n, ns);
-        hd_set(b, (size + ns) | (h & B_FLAGS));
-        struct block *after = block_next(b);
-        hd_set(after, hd_get(after) | B_PREV_INUSE);
-        a->in_use += ns;
+        /* Split the free neighbour directly: its rest stays free where it
+         * was (its successor is in use, or they would have coalesced), with
+         * no release, coalescing or purge accounting of its bytes. */
+        size_t rest = size + ns - bsize;
+        if (rest >= B_MIN) {
+            hd_set(b, bsize | (h & B_FLAGS));
+            struct block *r = (struct block *)((char *)b + bsize);
+            hd_set(r, rest | B_PREV_INUSE | (nh & B_PURGED));
+            block_next(r)->prev_size = rest;
+            index_insert(a, r, rest);
+            a->in_use += bsize - size;
+        } else {
+            hd_set(b, (size + ns) | (h & B_FLAGS));
+            struct block *after = block_next(b);
+            hd_set(after, hd_get(after) | B_PREV_INUSE);
+            a->in_use += ns;
+        }
         if (a->in_use > a->peak_in_use)
             a->peak_in_use = a->in_use;
+        return 1;
     }
     block_shrink(a, b, bsize);
     return 1;
