@@ -141,11 +141,11 @@ static struct block *index_take(struct arena *a, size_t bsize)
 static struct block *arena_grow(struct arena *a)
 {
     size_t cs = a->chunk_size;
-    struct chunk *c = os_map_aligned(cs, cs);
+    struct chunk *c = os_map_chunk(cs);
     if (c == NULL)
         return NULL;
     if (pagemap_set((uintptr_t)c, cs, PAGEMAP_CHUNK + (int)a->index) != 0) {
-        os_unmap(c, cs);
+        os_unmap_chunk(c, cs);
         errno = ENOMEM;
         return NULL;
     }
@@ -184,7 +184,7 @@ static void chunk_release(struct arena *a, struct chunk *c)
     size_t size = c->size;
     c->magic = 0;
     pagemap_set((uintptr_t)c, size, PAGEMAP_FREED);
-    os_unmap(c, size);
+    os_unmap_chunk(c, size);
 }
 
 /* ---- allocation ---- */

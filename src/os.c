@@ -68,6 +68,31 @@ void *os_map_aligned(size_t size, size_t align)
     return (void *)start;
 }
 
+void *os_map_chunk(size_t size)
+{
+    /* As os_map_aligned(size, size), keeping the page just below the chunk
+     * mapped too. It is never written, so never resident. */
+    size_t span = size + size + MA_PAGE_SIZE;
+    if (span < size)
+        return NULL;
+    char *raw = os_map(span);
+    if (raw == NULL)
+        return NULL;
+    uintptr_t start = ((uintptr_t)raw + MA_PAGE_SIZE + size - 1) & ~(uintptr_t)(size - 1);
+    size_t head = start - MA_PAGE_SIZE - (uintptr_t)raw;
+    size_t tail = span - head - MA_PAGE_SIZE - size;
+    if (head)
+        os_unmap(raw, head);
+    if (tail)
+        os_unmap((char *)start + size, tail);
+    return (void *)start;
+}
+
+void os_unmap_chunk(void *p, size_t size)
+{
+    os_unmap((char *)p - MA_PAGE_SIZE, size + MA_PAGE_SIZE);
+}
+
 void os_unmap(void *p, size_t size)
 {
     if (munmap(p, size) != 0)

@@ -16,6 +16,13 @@
 MA_HIDDEN void *os_map(size_t size);
 /* Maps `size` bytes aligned to `align` (a power of two >= page size). */
 MA_HIDDEN void *os_map_aligned(size_t size, size_t align);
+/* A chunk of `size` bytes (a power of two) aligned to its size, with the
+ * page below it mapped as well: free()'s fast path reads the 8 bytes before
+ * any pointer the pagemap places in a chunk, and for a pointer at the
+ * chunk's very start those are in that page (zeros, which send it to the
+ * slow path and its message, instead of a fault). */
+MA_HIDDEN void *os_map_chunk(size_t size);
+MA_HIDDEN void os_unmap_chunk(void *p, size_t size);
 /* Unmaps; aborts with a message if the kernel refuses (a corrupted size). */
 MA_HIDDEN void os_unmap(void *p, size_t size);
 /* Resizes a mapping in place or, failing that, moves it to an address

@@ -160,6 +160,13 @@ static int cmd_misuse(const char *what)
         char *p = ma_malloc(64);
         uintptr_t chunk = (uintptr_t)p & ~(uintptr_t)((1u << 20) - 1);
         ma_free((void *)(chunk + (1u << 20) - 4096));
+    } else if (strcmp(what, "free-chunk-base") == 0) {
+        /* A pointer at a chunk's very start: the fast path reads the 8
+         * bytes before it, in the page below the chunk, which must be
+         * mapped (the 1 MiB below is otherwise usually unmapped). */
+        char *p = ma_malloc(64);
+        uintptr_t chunk = (uintptr_t)p & ~(uintptr_t)((1u << 20) - 1);
+        ma_free((void *)chunk);
     } else if (strcmp(what, "free-foreign") == 0) {
         void *p = malloc(100); /* the system allocator's block */
         ma_free(p);

@@ -33,6 +33,7 @@ Test(misuse, free_of_a_stack_pointer) { expect_abort("free-stack", no_env, "free
 Test(misuse, free_of_a_global) { expect_abort("free-global", no_env, "free(): invalid pointer"); }
 Test(misuse, free_of_an_interior_pointer) { expect_abort("free-interior", no_env, "free(): invalid pointer"); }
 Test(misuse, free_into_a_chunks_unused_tail) { expect_abort("free-chunk-tail", no_env, "free(): invalid pointer"); }
+Test(misuse, free_of_a_chunks_first_byte) { expect_abort("free-chunk-base", no_env, "free(): invalid pointer"); }
 Test(misuse, free_of_another_allocators_block) { expect_abort("free-foreign", no_env, "free(): invalid pointer"); }
 Test(misuse, overflow_into_the_next_header) { expect_abort("overflow-header", no_env, "free(): invalid pointer or corrupted block header"); }
 Test(misuse, corrupted_free_list_link) { expect_abort("corrupt-link", no_env, "corrupted free-list link"); }
