@@ -138,9 +138,8 @@ static int bin_grow(unsigned c)
     return 1;
 }
 
-/* Counts the thread out of its arena (if it has one) and into a (if not
- * NULL: a thread that is exiting), the per-arena thread counts that steer
- * moves. */
+/* Counts the thread out of its arena (if it has one) and into a (NULL for
+ * a thread that is exiting): the per-arena thread counts that steer moves. */
 static void arena_join(struct arena *a)
 {
     if (ma_tc.arena != NULL)
