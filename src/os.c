@@ -85,11 +85,13 @@ void *os_map_chunk(size_t size)
         os_unmap(raw, head);
     if (tail)
         os_unmap((char *)start + size, tail);
+    account(0, MA_PAGE_SIZE); /* the page below is not counted as mapped */
     return (void *)start;
 }
 
 void os_unmap_chunk(void *p, size_t size)
 {
+    account(MA_PAGE_SIZE, 0);
     os_unmap((char *)p - MA_PAGE_SIZE, size + MA_PAGE_SIZE);
 }
 

@@ -20,7 +20,8 @@ MA_HIDDEN void *os_map_aligned(size_t size, size_t align);
  * page below it mapped as well: free()'s fast path reads the 8 bytes before
  * any pointer the pagemap places in a chunk, and for a pointer at the
  * chunk's very start those are in that page (zeros, which send it to the
- * slow path and its message, instead of a fault). */
+ * slow path and its message, instead of a fault). That page is address
+ * space only and is not counted in the mapped totals. */
 MA_HIDDEN void *os_map_chunk(size_t size);
 MA_HIDDEN void os_unmap_chunk(void *p, size_t size);
 /* Unmaps; aborts with a message if the kernel refuses (a corrupted size). */
