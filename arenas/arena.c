@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <sys/auxv.h>
 
 #include "arena.h"
 #include "../src/os.h"
@@ -20,6 +21,20 @@
  * class do not pile up. */
 #define REMOTE_DRAIN_BOUND 1024
 #define REMOTE_DRAIN_BYTES ((size_t)1 << 20)
+
+uintptr_t ma_block_key = CACHED_KEY;
+
+void arena_key_init(void)
+{
+    uintptr_t k = CACHED_KEY;
+    const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
+    if (r != NULL) {
+        uintptr_t x;
+        memcpy(&x, r + 8, sizeof x); /* bytes 0-7 are the stack canary's */
+        k ^= x;
+    }
+    ma_block_key = k != 0 ? k : CACHED_KEY;
+}
 
 static inline size_t hd_get(const struct block *b) { return __atomic_load_n(&b->head, __ATOMIC_RELAXED); }
 static inline void hd_set(struct block *b, size_t v) { __atomic_store_n(&b->head, v, __ATOMIC_RELAXED); }

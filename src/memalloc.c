@@ -47,6 +47,7 @@ static MA_COLD void init_slow(void)
             ma_fatal("init", "cannot map the arena table", NULL);
         for (unsigned i = 0; i < ma_narenas; i++)
             arena_init(&ma_arenas[i], i, ma_cfg.chunk_size, ma_cfg.chunk_reserve);
+        arena_key_init();
         tcache_init();
         stats_init();
         ma_fast_limit = ma_cfg.check ? 0 : ma_cfg.mmap_threshold;
