@@ -152,7 +152,7 @@ void tcache_fork_child(void)
 {
     for (unsigned i = 0; i < ma_narenas; i++)
         __atomic_store_n(&ma_arenas[i].threads, 0, __ATOMIC_RELAXED);
-    if (ma_tc.arena != NULL)
+    if (ma_tc.arena != NULL && !ma_tc.exited)
         __atomic_store_n(&ma_tc.arena->threads, 1, __ATOMIC_RELAXED);
 }
 
@@ -261,7 +261,9 @@ static void contention_review(void)
     }
     if (ma_tc.lock_ops < CONTENTION_WINDOW)
         return;
-    int move = ma_tc.lock_waited >= CONTENTION_WAITS && ma_narenas > 1;
+    /* A thread past its exit destructor (other destructors may still
+     * allocate) is counted nowhere and must not be counted in again. */
+    int move = ma_tc.lock_waited >= CONTENTION_WAITS && ma_narenas > 1 && !ma_tc.exited;
     ma_tc.lock_ops = 0;
     ma_tc.lock_waited = 0;
     if (move)
@@ -447,6 +449,7 @@ static void tcache_thread_exit(void *unused)
     (void)unused;
     tcache_flush_all();
     arena_join(NULL);
+    ma_tc.exited = 1;
     ma_tc.off = 1;
     ma_tc.cache_for = NULL;
     ma_tc.tag = PAGEMAP_NEVER;

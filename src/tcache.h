@@ -64,6 +64,7 @@ struct tcache {
     unsigned lock_ops;        /* locked operations in this window */
     unsigned lock_waited;     /* of those, how many waited for the lock */
     int off;                  /* 1: this thread does not cache (user or exit) */
+    int exited;               /* 1: the exit destructor ran (no longer counted in an arena) */
     uint64_t checked;         /* the tc_check_epoch this cache last verified */
 };
 
