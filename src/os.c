@@ -45,22 +45,22 @@ void *os_map(size_t size)
     return p;
 }
 
-void *os_map_aligned(size_t size, size_t align)
+/* Maps `size` bytes aligned to `align`, with `below` bytes (whole pages)
+ * mapped just under them: over-map by the alignment and cut off both ends,
+ * which costs address space only, never resident memory. Both cuts fall on
+ * page boundaries. */
+static void *map_aligned(size_t size, size_t align, size_t below)
 {
-    if (align <= MA_PAGE_SIZE)
-        return os_map(size);
-    /* Over-map by the alignment and cut off both ends: costs address space
-     * only, never resident memory. Both cuts must fall on page boundaries. */
     size = page_round(size);
-    size_t span = size + align;
+    size_t span = size + align + below;
     if (span < size)
         return NULL;
     char *raw = os_map(span);
     if (raw == NULL)
         return NULL;
-    uintptr_t start = ((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1);
-    size_t head = start - (uintptr_t)raw;
-    size_t tail = span - head - size;
+    uintptr_t start = ((uintptr_t)raw + below + align - 1) & ~(uintptr_t)(align - 1);
+    size_t head = start - below - (uintptr_t)raw;
+    size_t tail = span - head - below - size;
     if (head)
         os_unmap(raw, head);
     if (tail)
@@ -68,25 +68,17 @@ void *os_map_aligned(size_t size, size_t align)
     return (void *)start;
 }
 
+void *os_map_aligned(size_t size, size_t align)
+{
+    return align <= MA_PAGE_SIZE ? os_map(size) : map_aligned(size, align, 0);
+}
+
 void *os_map_chunk(size_t size)
 {
-    /* As os_map_aligned(size, size), keeping the page just below the chunk
-     * mapped too. It is never written, so never resident. */
-    size_t span = size + size + MA_PAGE_SIZE;
-    if (span < size)
-        return NULL;
-    char *raw = os_map(span);
-    if (raw == NULL)
-        return NULL;
-    uintptr_t start = ((uintptr_t)raw + MA_PAGE_SIZE + size - 1) & ~(uintptr_t)(size - 1);
-    size_t head = start - MA_PAGE_SIZE - (uintptr_t)raw;
-    size_t tail = span - head - MA_PAGE_SIZE - size;
-    if (head)
-        os_unmap(raw, head);
-    if (tail)
-        os_unmap((char *)start + size, tail);
-    account(0, MA_PAGE_SIZE); /* the page below is not counted as mapped */
-    return (void *)start;
+    void *p = map_aligned(size, size, MA_PAGE_SIZE);
+    if (p != NULL)
+        account(0, MA_PAGE_SIZE); /* the page below is not counted as mapped */
+    return p;
 }
 
 void os_unmap_chunk(void *p, size_t size)
