@@ -589,47 +589,40 @@ static inline void quick_push(struct arena *a, unsigned cls, void *head, void *t
     a->in_use -= bytes;
 }
 
-/* Coalesces the blocks of quick list cls into the free lists (idle: because
- * the class is idle, which the statistics count). */
-static void quick_release(struct arena *a, unsigned cls, int idle)
-{
-    /* The releases below must not start a purge, which would consolidate
-     * the list being walked here. */
-    int was = a->reclaiming;
-    a->reclaiming = 1;
-    struct qlist *q = &a->quick[cls];
-    void *p = q->head;
-    a->quick_blocks -= q->count;
-    a->quick_bytes -= q->bytes;
-    if (idle)
-        a->idle_releases += q->count;
-    if (cls >= EXACT_CLASSES)
-        a->quick_medium -= q->bytes;
-    q->head = NULL;
-    q->count = 0;
-    q->bytes = 0;
-    while (p != NULL) {
-        void *next = *(void **)p;
-        ((uintptr_t *)p)[1] = 0;
-        struct block *b = block_of(p);
-        a->in_use += block_size(b); /* block_release takes it off again */
-        block_release(a, b);
-        p = next;
-    }
-    a->reclaiming = was;
-}
-
-/* Releases count blocks from head on (allocated, keyed, linked) of an idle
- * class, as free would. */
+/* Releases count blocks linked from p (allocated, keyed), as free would. */
 static void blocks_release(struct arena *a, void *p, uint32_t count)
 {
-    a->idle_releases += count;
     for (uint32_t i = 0; i < count; i++) {
         void *next = *(void **)p;
         ((uintptr_t *)p)[1] = 0;
         block_release(a, block_of(p));
         p = next;
     }
+}
+
+/* Coalesces the blocks of quick list cls into the free lists (idle: because
+ * the class is idle, which the statistics count). */
+static void quick_release(struct arena *a, unsigned cls, int idle)
+{
+    struct qlist *q = &a->quick[cls];
+    void *p = q->head;
+    uint32_t count = q->count;
+    a->quick_blocks -= count;
+    a->quick_bytes -= q->bytes;
+    if (cls >= EXACT_CLASSES)
+        a->quick_medium -= q->bytes;
+    if (idle)
+        a->idle_releases += count;
+    a->in_use += q->bytes; /* parked blocks are not in use; block_release takes them off */
+    q->head = NULL;
+    q->count = 0;
+    q->bytes = 0;
+    /* The releases must not start a purge, which would consolidate the
+     * lists (this one is already detached, the others are not). */
+    int was = a->reclaiming;
+    a->reclaiming = 1;
+    blocks_release(a, p, count);
+    a->reclaiming = was;
 }
 
 void arena_quick_sweep(struct arena *a)
@@ -646,6 +639,7 @@ void arena_quick_put(struct arena *a, unsigned cls, void *head, void *tail, uint
 {
     a->quick[cls].puts++;
     if (quick_idle(a, cls)) {
+        a->idle_releases += count;
         blocks_release(a, head, count);
         return;
     }

@@ -17,6 +17,7 @@ __thread struct tcache ma_tc __attribute__((tls_model("initial-exec"))) = { .tag
 uint8_t tc_alloc_class[TC_SLOTS];
 uint8_t tc_free_class[TC_SLOTS];
 static uint32_t class_size[TC_NCLASS]; /* block size a refill of class c carves */
+static uint32_t take_blocks[TC_NCLASS]; /* blocks of class c in REMOTE_TAKE_BYTES */
 
 static pthread_key_t exit_key;         /* set once at init: runs tcache_thread_exit */
 static unsigned next_arena;            /* atomic: round-robin assignment */
@@ -88,8 +89,10 @@ void tcache_init(void)
         tc_free_class[k] = (uint8_t)floor_c;
         tc_alloc_class[k] = (uint8_t)(lo < size ? floor_c + 1 : floor_c);
     }
-    for (unsigned c = 0; c < TC_NCLASS; c++)
+    for (unsigned c = 0; c < TC_NCLASS; c++) {
         class_size[c] = c < 2 ? 0 : (uint32_t)arena_class_lo(c);
+        take_blocks[c] = class_size[c] ? REMOTE_TAKE_BYTES / class_size[c] : 0;
+    }
     pthread_key_create(&exit_key, tcache_thread_exit);
 }
 
@@ -228,7 +231,7 @@ static void counters_merge(struct arena *a)
 static MA_COLD void arena_move(void)
 {
     struct arena *own = ma_tc.arena, *best = own;
-    unsigned best_threads = __atomic_load_n(&own->threads, __ATOMIC_RELAXED);
+    unsigned own_threads = __atomic_load_n(&own->threads, __ATOMIC_RELAXED), best_threads = own_threads;
     for (unsigned i = 0; i < ma_narenas; i++) {
         unsigned t = __atomic_load_n(&ma_arenas[i].threads, __ATOMIC_RELAXED);
         if (t < best_threads) {
@@ -236,7 +239,7 @@ static MA_COLD void arena_move(void)
             best_threads = t;
         }
     }
-    if (best == own || best_threads + 2 > __atomic_load_n(&own->threads, __ATOMIC_RELAXED))
+    if (best == own || best_threads + 2 > own_threads)
         return;
     tcache_flush_all();
     arena_join(best);
@@ -280,6 +283,13 @@ void tcache_unlock(struct arena *a)
 
 static void bin_park(struct arena *a, unsigned c, uint32_t n);
 
+/* An idle bin goes back to the arena whole, at its starting bound. Lock held. */
+static void bin_return(struct arena *a, unsigned c)
+{
+    bin_park(a, c, tcache_count(c));
+    bin_shrink(c);
+}
+
 /* Upkeep at the start of a refill or flush, lock held. Remote frees of
  * classes this thread does not refill are otherwise taken only when the
  * arena runs out (block_find) or at a bound: once per window of locked
@@ -294,10 +304,8 @@ static void locked_upkeep(struct arena *a)
     if (ma_tc.ops - ma_tc.swept >= TC_IDLE_OPS) {
         ma_tc.swept = ma_tc.ops;
         for (unsigned c = 0; c < TC_NCLASS; c++) {
-            if (ma_tc.head[c] != NULL && bin_idle(c)) {
-                bin_park(a, c, tcache_count(c));
-                bin_shrink(c);
-            }
+            if (ma_tc.head[c] != NULL && bin_idle(c))
+                bin_return(a, c);
         }
     }
     arena_quick_sweep(a);
@@ -318,9 +326,7 @@ void *tcache_refill(size_t n)
          * stands, if it fits the bin: one exchange, no lock, no block
          * touched. */
         uint32_t k;
-        uint32_t cap = ma_tc.max[c];
-        if (class_size[c] != 0 && REMOTE_TAKE_BYTES / class_size[c] > cap)
-            cap = REMOTE_TAKE_BYTES / class_size[c];
+        uint32_t cap = ma_tc.max[c] > take_blocks[c] ? ma_tc.max[c] : take_blocks[c];
         void *list = arena_remote_take(a, c, cap, &k);
         if (list != NULL) {
             ma_tc.head[c] = list;
@@ -408,12 +414,10 @@ void tcache_flush_bin(unsigned c)
     tcache_lock(a);
     ma_tc.own[c]++;
     locked_upkeep(a);
-    if (bin_idle(c)) {
-        bin_park(a, c, tcache_count(c));
-        bin_shrink(c);
-    } else {
+    if (bin_idle(c))
+        bin_return(a, c); /* unless the upkeep's sweep just did */
+    else
         bin_park(a, c, tcache_count(c) - ma_tc.max[c] / 2);
-    }
     tcache_unlock(a);
 }
 
