@@ -50,11 +50,20 @@ static inline void *fast_malloc(size_t n)
 
 /* The checks that need the size: the next block's head (the last word of
  * this block's span) says this one is in use, and the block carries no
- * cached/pending key. */
+ * cached/pending key. The head is read as a relaxed atomic (its owner may be
+ * changing it under the arena lock); on x86-64 a testb of its low byte is
+ * that read, one instruction where gcc will not fold an atomic load into
+ * the test. */
 static inline int block_rest_plausible(uintptr_t u, size_t size)
 {
-    return (__atomic_load_n((const size_t *)(u + size - B_OVERHEAD), __ATOMIC_RELAXED) & B_PREV_INUSE) &&
-           ((const uintptr_t *)u)[1] != cached_key((const void *)u);
+    const unsigned char *nh = (const unsigned char *)(u + size - B_OVERHEAD);
+#if defined(__x86_64__)
+    int prev_inuse;
+    __asm__("testb %2, %1" : "=@ccnz"(prev_inuse) : "m"(*nh), "i"(B_PREV_INUSE));
+#else
+    int prev_inuse = (__atomic_load_n((const size_t *)nh, __ATOMIC_RELAXED) & B_PREV_INUSE) != 0;
+#endif
+    return prev_inuse && ((const uintptr_t *)u)[1] != cached_key((const void *)u);
 }
 
 /* All of them; returns the block size, or 0 if any check fails. */
@@ -78,22 +87,26 @@ static inline void fast_free(void *p)
     uintptr_t u = (uintptr_t)p;
     if (ma_likely((u & (PAGEMAP_OUTSIDE | (MA_ALIGN - 1))) == 0) &&
         ma_likely(__atomic_load_n(&pagemap_map[u >> MA_REGION_SHIFT], __ATOMIC_RELAXED) == ma_tc.tag)) {
-        size_t h = __atomic_load_n((const size_t *)(u - B_OVERHEAD), __ATOMIC_RELAXED);
-        if (ma_unlikely(!(h & B_INUSE)))
-            goto miss;
-        size_t size = h & ~B_FLAGS, c;
-        if (ma_likely(size - B_MIN < TC_EXACT_LIMIT - B_MIN))
-            c = size >> 4;
-        else if (size - B_MIN <= TC_MAX_BLOCK - B_MIN)
-            c = tc_free_class[size >> 4];
-        else
-            goto miss;
-        if (ma_likely(block_rest_plausible(u, size))) {
-            tcache_push(p, c);
+        /* One range test decodes the header: with the previous-in-use bit
+         * masked, an allocated block's head is size | B_INUSE and nothing
+         * else, so subtracting B_MIN | B_INUSE leaves (size - B_MIN) with a
+         * zero low nibble, and rotating that nibble to the top makes every
+         * other header (free, purged, size below B_MIN) a huge number. */
+        size_t x = __atomic_load_n((const size_t *)(u - B_OVERHEAD), __ATOMIC_RELAXED) & ~B_PREV_INUSE;
+        size_t k = x - (B_MIN | B_INUSE);
+        k = (k >> 4) | (k << 60);
+        /* Written twice so that the common case indexes the bins with k
+         * plus a constant (gcc merges the two otherwise, one add more). */
+        if (ma_likely(k < (TC_EXACT_LIMIT - B_MIN) / 16)) {
+            if (ma_likely(block_rest_plausible(u, x - B_INUSE))) {
+                tcache_push_at(p, k);
+                return;
+            }
+        } else if (k <= (TC_MAX_BLOCK - B_MIN) / 16 && block_rest_plausible(u, x - B_INUSE)) {
+            tcache_push(p, tc_free_class[k + B_MIN / 16]);
             return;
         }
     }
-miss:
     ma_free_miss(p);
 }
 

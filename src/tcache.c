@@ -87,7 +87,7 @@ void tcache_init(void)
         unsigned floor_c = arena_class_of(size);
         size_t lo = arena_class_lo(floor_c);
         tc_free_class[k] = (uint8_t)floor_c;
-        tc_alloc_class[k] = (uint8_t)(lo < size ? floor_c + 1 : floor_c);
+        tc_alloc_class[k] = (uint8_t)((lo < size ? floor_c + 1 : floor_c) - TC_FIRST);
     }
     for (unsigned c = 0; c < TC_NCLASS; c++) {
         class_size[c] = c < 2 ? 0 : (uint32_t)arena_class_lo(c);
@@ -303,8 +303,8 @@ static void locked_upkeep(struct arena *a)
     }
     if (ma_tc.ops - ma_tc.swept >= TC_IDLE_OPS) {
         ma_tc.swept = ma_tc.ops;
-        for (unsigned c = 0; c < TC_NCLASS; c++) {
-            if (ma_tc.head[c] != NULL && bin_idle(c))
+        for (unsigned c = TC_FIRST; c < TC_NCLASS; c++) {
+            if (*tcache_head(c) != NULL && bin_idle(c))
                 bin_return(a, c);
         }
     }
@@ -314,7 +314,7 @@ static void locked_upkeep(struct arena *a)
 void *tcache_refill(size_t n)
 {
     struct arena *a = tcache_arena();
-    unsigned c = tc_alloc_class[(n + B_OVERHEAD + 15) >> 4];
+    unsigned c = tc_alloc_class[(n + B_OVERHEAD + 15) >> 4] + TC_FIRST;
     void *p;
     ma_tc.used[c] = ma_tc.ops;
     ma_tc.own[c] = 0;
@@ -329,7 +329,7 @@ void *tcache_refill(size_t n)
         uint32_t cap = ma_tc.max[c] > take_blocks[c] ? ma_tc.max[c] : take_blocks[c];
         void *list = arena_remote_take(a, c, cap, &k);
         if (list != NULL) {
-            ma_tc.head[c] = list;
+            *tcache_head(c) = list;
             ma_tc.room[c] -= (int32_t)k;
             ma_tc.remote_taken += k;
             ma_tc.moved_in += k;
@@ -343,7 +343,7 @@ void *tcache_refill(size_t n)
         arena_drain_class(a, c); /* a stack too big to take whole */
         /* Parked blocks first (a splice, keys already set), then fresh
          * blocks carved in one batch, marked as they join the bin. */
-        unsigned got = arena_quick_take(a, c, want, &ma_tc.head[c]);
+        unsigned got = arena_quick_take(a, c, want, tcache_head(c));
         ma_tc.room[c] -= (int32_t)got;
         ma_tc.moved_in += got;
         size_t odd = c; /* the bin of the last block that did not fit bin c */
@@ -361,16 +361,16 @@ void *tcache_refill(size_t n)
                 size_t bc = c;
                 if (c < EXACT_CLASSES && block_size(block_of(x)) != class_size[c])
                     odd = bc = tcache_class_of(block_size(block_of(x)));
-                *(void **)x = ma_tc.head[bc];
-                ma_tc.head[bc] = x;
+                *(void **)x = *tcache_head(bc);
+                *tcache_head(bc) = x;
                 ma_tc.room[bc]--;
             }
         }
-        if (ma_tc.head[c] == NULL)
+        if (*tcache_head(c) == NULL)
             c = (unsigned)odd; /* every fresh block was odd: serve from its bin */
-        p = ma_tc.head[c];
+        p = *tcache_head(c);
         if (p != NULL) {
-            ma_tc.head[c] = *(void **)p;
+            *tcache_head(c) = *(void **)p;
             ((uintptr_t *)p)[1] = 0;
             ma_tc.room[c]++;
         }
@@ -389,7 +389,7 @@ static void bin_park(struct arena *a, unsigned c, uint32_t n)
 {
     if (n == 0)
         return;
-    void *first = ma_tc.head[c], *last = first;
+    void *first = *tcache_head(c), *last = first;
     /* Below 1 KiB every block is exactly class_size[c]: links only. */
     int exact = c < EXACT_CLASSES;
     size_t bytes = exact ? (size_t)n * class_size[c] : block_size(block_of(first));
@@ -398,7 +398,7 @@ static void bin_park(struct arena *a, unsigned c, uint32_t n)
         if (!exact)
             bytes += block_size(block_of(last));
     }
-    ma_tc.head[c] = *(void **)last;
+    *tcache_head(c) = *(void **)last;
     ma_tc.room[c] += (int32_t)n;
     ma_tc.moved_out += n;
     arena_quick_put(a, c, first, last, n, bytes);
@@ -429,7 +429,7 @@ void tcache_flush_all(void)
     tcache_lock(a);
     arena_drain(a);
     counters_merge(a);
-    for (unsigned c = 0; c < TC_NCLASS; c++)
+    for (unsigned c = TC_FIRST; c < TC_NCLASS; c++)
         bin_park(a, c, tcache_count(c));
     arena_unlock(a);
     bins_reset();
@@ -468,8 +468,8 @@ void tcache_corrupt(const void *p)
 
 int tcache_holds(const void *p)
 {
-    for (unsigned c = 0; c < TC_NCLASS; c++)
-        for (void *x = ma_tc.head[c]; x != NULL; x = *(void **)x)
+    for (unsigned c = TC_FIRST; c < TC_NCLASS; c++)
+        for (void *x = *tcache_head(c); x != NULL; x = *(void **)x)
             if (x == p)
                 return 1;
     return 0;
@@ -483,13 +483,13 @@ void tcache_check_all(void)
 
 void tcache_check(void)
 {
-    for (unsigned c = 0; c < TC_NCLASS; c++) {
+    for (unsigned c = TC_FIRST; c < TC_NCLASS; c++) {
         /* room may go below 0 (a refill of a bin that was not empty, flushed
          * by the next push), never above max. */
         if (ma_tc.room[c] > (int32_t)ma_tc.max[c])
-            ma_fatal("ma_check", "thread cache bin count below zero", ma_tc.head[c]);
+            ma_fatal("ma_check", "thread cache bin count below zero", *tcache_head(c));
         uint32_t n = 0, count = tcache_count(c);
-        for (void *x = ma_tc.head[c]; x != NULL; x = *(void **)x) {
+        for (void *x = *tcache_head(c); x != NULL; x = *(void **)x) {
             if (++n > count)
                 ma_fatal("ma_check", "thread cache bin longer than its count (cycle?)", x);
             if (!pagemap_is_chunk(pagemap_get((uintptr_t)x)))
@@ -505,6 +505,6 @@ void tcache_check(void)
                 ma_fatal("ma_check", "thread cache block in the wrong bin or unmarked", x);
         }
         if (n != count)
-            ma_fatal("ma_check", "thread cache count disagrees with its bin", ma_tc.head[c]);
+            ma_fatal("ma_check", "thread cache count disagrees with its bin", *tcache_head(c));
     }
 }

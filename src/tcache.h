@@ -30,20 +30,25 @@
  * fast paths address them directly off the thread pointer (an element
  * scale of 8 or 4; a 16-byte struct would need its address computed). A
  * bin may take room[c] more blocks before it flushes: pushing tests the
- * decrement's sign, no bound to load. head[] comes first: gcc 12 computes
- * the address of an element it loads and then stores (a pop, a push) with
- * a separate lea unless the array sits at offset 0 (57 instructions a
- * small pair instead of 58 under callgrind). */
+ * decrement's sign, no bound to load.
+ *
+ * head[] comes first and starts at the smallest class (TC_FIRST), so that
+ * the fast paths, which load and then store a head, address it with no
+ * displacement: gcc 12 spends an instruction on the address (a lea) when
+ * an element it loads and stores needs one. The other arrays are indexed
+ * by class. */
+#define TC_FIRST (B_MIN / 16) /* the smallest class: blocks of B_MIN bytes */
 struct tcache {
-    void *head[TC_NCLASS];    /* payloads, linked through their first word */
+    void *head[TC_NCLASS - TC_FIRST]; /* head[c - TC_FIRST]: payloads of class c, linked through their first word */
     int32_t room[TC_NCLASS];  /* max[c] - blocks held */
     uint32_t max[TC_NCLASS];  /* bound of each bin: starts small, grows on overflow */
     size_t grown_bytes;       /* what the bounds grew by since setup, in bytes of blocks */
-    /* Request size class -> bin: (n + B_OVERHEAD + 15) / 16 indexes it. A
-     * per-thread copy of tc_alloc_class, so the fast path reaches it off the
-     * thread pointer it already holds instead of loading a table address.
-     * Zero (bin 0, always empty) until the thread's first slow-path
-     * allocation sets the cache up. */
+    /* Request size -> class - TC_FIRST (an index of head[]):
+     * (n + B_OVERHEAD + 15) / 16 indexes it. A per-thread copy of
+     * tc_alloc_class, so the fast path reaches it off the thread pointer it
+     * already holds instead of loading a table address. Zero until the
+     * thread's first slow-path allocation sets the cache up: every bin is
+     * empty until then, so a pop from head[0] finds nothing. */
     uint8_t alloc_class[TC_SLOTS];
     /* Since the last merge into the arena's counters: blocks pushed (a pop
      * is not counted, see counters_merge), blocks that came into the bins
@@ -69,7 +74,7 @@ struct tcache {
 };
 
 MA_HIDDEN extern __thread struct tcache ma_tc;
-MA_HIDDEN extern uint8_t tc_alloc_class[TC_SLOTS]; /* block size/16 -> class that fits */
+MA_HIDDEN extern uint8_t tc_alloc_class[TC_SLOTS]; /* request slot -> class that fits, - TC_FIRST */
 MA_HIDDEN extern uint8_t tc_free_class[TC_SLOTS];  /* block size/16 -> class it can serve */
 
 MA_HIDDEN MA_COLD MA_NORETURN void tcache_corrupt(const void *p);
@@ -77,11 +82,14 @@ MA_HIDDEN MA_COLD MA_NORETURN void tcache_corrupt(const void *p);
 /* Blocks bin c holds. */
 static inline uint32_t tcache_count(unsigned c) { return ma_tc.max[c] - (uint32_t)ma_tc.room[c]; }
 
+/* The head of bin c. */
+static inline void **tcache_head(size_t c) { return &ma_tc.head[c - TC_FIRST]; }
+
 /* Pops a block for an n-byte request (n <= TC_MAX_REQUEST), or NULL. */
 static inline void *tcache_pop(size_t n)
 {
-    unsigned c = ma_tc.alloc_class[(n + B_OVERHEAD + 15) >> 4];
-    void *p = ma_tc.head[c];
+    unsigned i = ma_tc.alloc_class[(n + B_OVERHEAD + 15) >> 4];
+    void *p = ma_tc.head[i];
     if (ma_unlikely(p == NULL))
         return NULL;
     void *next = *(void **)p;
@@ -89,9 +97,9 @@ static inline void *tcache_pop(size_t n)
      * misaligned pointer (the check glibc's tcache makes). */
     if (ma_unlikely((uintptr_t)next & (MA_ALIGN - 1)))
         tcache_corrupt(p);
-    ma_tc.head[c] = next;
+    ma_tc.head[i] = next;
     ((uintptr_t *)p)[1] = 0;
-    ma_tc.room[c]++;
+    ma_tc.room[i + TC_FIRST]++;
     return p;
 }
 
@@ -104,17 +112,28 @@ static inline size_t tcache_class_of(size_t size)
     return ma_likely(size < TC_EXACT_LIMIT) ? size >> 4 : tc_free_class[size >> 4];
 }
 
-/* Pushes block p, of class c, owned by the thread's arena; flushes half the
- * bin to the arena when it overflows. */
-static inline void tcache_push(void *p, size_t c)
+/* Pushes block p, of class i + TC_FIRST, owned by the thread's arena;
+ * flushes half the bin to the arena when it overflows. The decrement is
+ * written in assembly for its sign: gcc 12 computes the address of a
+ * flag-tested decrement with a separate lea otherwise. */
+static inline void tcache_push_at(void *p, size_t i)
 {
-    *(void **)p = ma_tc.head[c];
+    *(void **)p = ma_tc.head[i];
     ((uintptr_t *)p)[1] = cached_key(p);
-    ma_tc.head[c] = p;
+    ma_tc.head[i] = p;
     ma_tc.frees++;
-    if (ma_unlikely(--ma_tc.room[c] < 0))
-        tcache_flush_bin((unsigned)c);
+#if defined(__x86_64__)
+    int full;
+    __asm__("subl $1, %0" : "+m"(ma_tc.room[i + TC_FIRST]), "=@ccs"(full));
+#else
+    int full = --ma_tc.room[i + TC_FIRST] < 0;
+#endif
+    if (ma_unlikely(full))
+        tcache_flush_bin((unsigned)(i + TC_FIRST));
 }
+
+/* Pushes block p, of class c. */
+static inline void tcache_push(void *p, size_t c) { tcache_push_at(p, c - TC_FIRST); }
 
 /* The calling thread's arena, assigning one (and setting up the cache) on
  * first use. */
