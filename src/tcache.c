@@ -14,7 +14,7 @@
 /* Initialised, not zero: a thread starts with the tag that matches no
  * granule, so its first free takes the slow path (which sets it up). */
 __thread struct tcache ma_tc __attribute__((tls_model("initial-exec"))) = { .tag = PAGEMAP_NEVER };
-uint8_t tc_alloc_class[TC_SLOTS];
+uint8_t tc_request_bin[TC_MAX_REQUEST + 1];
 uint8_t tc_free_class[TC_SLOTS];
 static uint32_t class_size[TC_NCLASS]; /* block size a refill of class c carves */
 static uint32_t take_blocks[TC_NCLASS]; /* blocks of class c in REMOTE_TAKE_BYTES */
@@ -77,17 +77,15 @@ static void tcache_thread_exit(void *unused);
 
 void tcache_init(void)
 {
-    for (unsigned k = 0; k < TC_SLOTS; k++) {
-        size_t size = (size_t)k * 16;
-        if (size < B_MIN)
-            size = B_MIN;
-        /* A block of class c is at least arena_class_lo(c): a freed block
-         * goes to its own (floor) class, a request takes the first class
-         * whose lower bound covers it. */
+    /* A block of class c is at least arena_class_lo(c): a freed block goes
+     * to its own (floor) class, a request takes the first class whose lower
+     * bound covers its block. */
+    for (unsigned k = 0; k < TC_SLOTS; k++)
+        tc_free_class[k] = (uint8_t)arena_class_of((size_t)k * 16 < B_MIN ? B_MIN : (size_t)k * 16);
+    for (size_t n = 0; n <= TC_MAX_REQUEST; n++) {
+        size_t size = block_size_for(n);
         unsigned floor_c = arena_class_of(size);
-        size_t lo = arena_class_lo(floor_c);
-        tc_free_class[k] = (uint8_t)floor_c;
-        tc_alloc_class[k] = (uint8_t)((lo < size ? floor_c + 1 : floor_c) - TC_FIRST);
+        tc_request_bin[n] = (uint8_t)((arena_class_lo(floor_c) < size ? floor_c + 1 : floor_c) - TC_FIRST);
     }
     for (unsigned c = 0; c < TC_NCLASS; c++) {
         class_size[c] = c < 2 ? 0 : (uint32_t)arena_class_lo(c);
@@ -116,12 +114,6 @@ static void bins_reset(void)
         ma_tc.max[c] = max;
         ma_tc.room[c] = (int32_t)max;
     }
-}
-
-static void bins_setup(void)
-{
-    bins_reset();
-    memcpy(ma_tc.alloc_class, tc_alloc_class, sizeof tc_alloc_class);
 }
 
 /* Bin c overflowed: lets it hold half as many blocks again, if its class
@@ -189,7 +181,7 @@ struct arena *tcache_arena_slow(void)
     /* Round-robin: a balanced assignment, so N threads on N arenas get one
      * each, which a hash of the thread id does not guarantee. */
     unsigned i = __atomic_fetch_add(&next_arena, 1, __ATOMIC_RELAXED) % ma_narenas;
-    bins_setup();
+    bins_reset();
     arena_join(&ma_arenas[i]);
     arena_set(&ma_arenas[i]);
     /* The key's value only has to be non-NULL for the destructor to run.
@@ -314,7 +306,7 @@ static void locked_upkeep(struct arena *a)
 void *tcache_refill(size_t n)
 {
     struct arena *a = tcache_arena();
-    unsigned c = tc_alloc_class[(n + B_OVERHEAD + 15) >> 4] + TC_FIRST;
+    unsigned c = tc_request_bin[n] + TC_FIRST;
     void *p;
     ma_tc.used[c] = ma_tc.ops;
     ma_tc.own[c] = 0;
