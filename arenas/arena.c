@@ -566,19 +566,18 @@ static inline int quick_over(const struct arena *a)
     return a->quick_bytes > quick_limit(a) || a->quick_medium > QUICK_MEDIUM_LIMIT;
 }
 
-static inline void seg_mark(void *head, void *tail, uint32_t count, unsigned cls, size_t bytes)
+static inline void seg_mark(void *head, void *next, uint32_t count, unsigned cls, size_t bytes)
 {
-    ((uintptr_t *)head)[2] = (uintptr_t)tail | ((uintptr_t)count << SEG_COUNT_SHIFT);
+    ((uintptr_t *)head)[2] = (uintptr_t)next | ((uintptr_t)count << SEG_COUNT_SHIFT);
     if (cls >= EXACT_CLASSES)
         ((uintptr_t *)head)[3] = bytes;
 }
 
-/* Puts a segment in front of quick list cls. */
-static inline void quick_push(struct arena *a, unsigned cls, void *head, void *tail, uint32_t count, size_t bytes)
+/* Puts a segment (a NULL-terminated list) in front of quick list cls. */
+static inline void quick_push(struct arena *a, unsigned cls, void *head, uint32_t count, size_t bytes)
 {
     struct qlist *q = &a->quick[cls];
-    seg_mark(head, tail, count, cls, bytes);
-    *(void **)tail = q->head;
+    seg_mark(head, q->head, count, cls, bytes);
     q->head = head;
     q->count += count;
     q->bytes += bytes;
@@ -589,7 +588,7 @@ static inline void quick_push(struct arena *a, unsigned cls, void *head, void *t
     a->in_use -= bytes;
 }
 
-/* Releases count blocks linked from p (allocated, keyed), as free would. */
+/* Releases the count blocks linked from p (allocated, keyed), as free would. */
 static void blocks_release(struct arena *a, void *p, uint32_t count)
 {
     for (uint32_t i = 0; i < count; i++) {
@@ -621,7 +620,13 @@ static void quick_release(struct arena *a, unsigned cls, int idle)
      * lists (this one is already detached, the others are not). */
     int was = a->reclaiming;
     a->reclaiming = 1;
-    blocks_release(a, p, count);
+    while (p != NULL) {
+        /* The record goes with the first block's release (it may become a
+         * free block's footer): read it first. */
+        void *next = seg_next(p);
+        blocks_release(a, p, seg_count(p));
+        p = next;
+    }
     a->reclaiming = was;
 }
 
@@ -635,7 +640,7 @@ void arena_quick_sweep(struct arena *a)
             quick_release(a, c, 1);
 }
 
-void arena_quick_put(struct arena *a, unsigned cls, void *head, void *tail, uint32_t count, size_t bytes)
+void arena_quick_put(struct arena *a, unsigned cls, void *head, uint32_t count, size_t bytes)
 {
     a->quick[cls].puts++;
     if (quick_idle(a, cls)) {
@@ -643,7 +648,7 @@ void arena_quick_put(struct arena *a, unsigned cls, void *head, void *tail, uint
         blocks_release(a, head, count);
         return;
     }
-    quick_push(a, cls, head, tail, count, bytes);
+    quick_push(a, cls, head, count, bytes);
     if (ma_unlikely(quick_over(a)))
         arena_consolidate(a);
 }
@@ -655,20 +660,30 @@ unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head
     q->puts = 0;
     if (q->head == NULL || n == 0)
         return 0;
-    /* Whole segments while they fit in n, and always the first. */
+    /* Whole segments while they fit in n, and always the first; each but
+     * the last taken is linked to the next by walking to its last block
+     * (none to walk in a segment of one block, as a drain parks them). A
+     * refill of an empty bin that takes one segment walks nothing. */
     void *first = q->head, *last = NULL;
     size_t bytes = 0;
     unsigned got = 0;
     while (q->head != NULL && (got == 0 || got + seg_count(q->head) <= n)) {
         void *h = q->head;
-        got += seg_count(h);
+        uint32_t k = seg_count(h);
+        got += k;
         bytes += seg_bytes(h, cls);
-        last = seg_tail(h);
-        q->head = *(void **)last;
+        q->head = seg_next(h);
+        if (last != NULL)
+            *(void **)last = h;
+        last = h;
+        if (*head != NULL || (q->head != NULL && got + seg_count(q->head) <= n))
+            for (uint32_t i = 1; i < k; i++)
+                last = *(void **)last;
     }
     q->count -= got;
     q->bytes -= bytes;
-    *(void **)last = *head;
+    if (*head != NULL)
+        *(void **)last = *head;
     *head = first;
     a->quick_blocks -= got;
     a->quick_bytes -= bytes;
@@ -713,7 +728,8 @@ void arena_drain_class(struct arena *a, unsigned cls)
              * it keeps the key it was pushed with (the parked key). */
             /* Totals kept per block: block_release below may purge or
              * consolidate, which must see the lists and totals agree. */
-            quick_push(a, arena_class_of(size), p, p, 1, size);
+            *(void **)p = NULL;
+            quick_push(a, arena_class_of(size), p, 1, size);
         } else {
             ((uintptr_t *)p)[1] = 0;
             if (size <= QUICK_MAX_BLOCK)

@@ -95,12 +95,13 @@ MA_HIDDEN void arena_key_init(void);
 #define REMOTE_STACKS (QUICK_CLASSES + 1)
 
 /* A quick list is a chain of segments: the blocks one flush parked, or one
- * block a drain parked. The first block of a segment records in its third
- * payload word the segment's last block and its length (and, above the
- * exact classes, its bytes in the fourth), and the last block links to the
- * next segment, so a refill takes whole segments without walking them
- * (walking cold blocks was 8% of bench/threadtest under perf). Below
- * CLASS_EXACT_LIMIT every parked block of class c is exactly 16 * c bytes. */
+ * block a drain parked. Each segment is a NULL-terminated list; its first
+ * block records in its third payload word the next segment and its own
+ * length (and, above the exact classes, its bytes in the fourth). So a
+ * flush parks a list without finding its last block, and a refill takes a
+ * segment whole without walking it (walking cold blocks was 8% of
+ * bench/threadtest under perf). Below CLASS_EXACT_LIMIT every parked block
+ * of class c is exactly 16 * c bytes. */
 struct qlist {
     void *head;           /* payloads linked through their first word */
     uint32_t count;
@@ -113,12 +114,12 @@ struct qlist {
  * blocks of 16 * c bytes when cached or parked). */
 #define EXACT_CLASSES (CLASS_EXACT_LIMIT / 16)
 
-/* A segment's record, in its first block: the last block and the length in
- * the third payload word; above the exact classes the bytes in the fourth
- * (below them the bytes follow from the length). */
+/* A segment's record, in its first block: the next segment and the length
+ * in the third payload word; above the exact classes the bytes in the
+ * fourth (below them the bytes follow from the length). */
 #define SEG_COUNT_SHIFT 48
 #define SEG_PTR_MASK (((uintptr_t)1 << SEG_COUNT_SHIFT) - 1)
-static inline void *seg_tail(const void *head) { return (void *)(((const uintptr_t *)head)[2] & SEG_PTR_MASK); }
+static inline void *seg_next(const void *head) { return (void *)(((const uintptr_t *)head)[2] & SEG_PTR_MASK); }
 static inline uint32_t seg_count(const void *head) { return (uint32_t)(((const uintptr_t *)head)[2] >> SEG_COUNT_SHIFT); }
 static inline size_t seg_bytes(const void *head, unsigned cls)
 {
@@ -270,13 +271,12 @@ MA_HIDDEN void arena_print(struct arena *a, struct ma_buf *b);
 MA_HIDDEN unsigned arena_class_of(size_t s);
 MA_HIDDEN size_t arena_class_lo(unsigned c);
 
-/* Parks a list of cached blocks of class cls (each keyed, `bytes` in all)
- * on the quick list; coalesces everything parked if that passes the limit.
- * Lock held. */
-MA_HIDDEN void arena_quick_put(struct arena *a, unsigned cls, void *head, void *tail, uint32_t count,
-                               size_t bytes);
-/* Moves up to n parked blocks of class cls onto the list *head (keys kept).
- * Returns how many. Lock held. */
+/* Parks a NULL-terminated list of count cached blocks of class cls (each
+ * keyed, `bytes` in all) on the quick list; coalesces everything parked if
+ * that passes the limit. Lock held. */
+MA_HIDDEN void arena_quick_put(struct arena *a, unsigned cls, void *head, uint32_t count, size_t bytes);
+/* Moves up to n parked blocks of class cls (at least one segment) onto the
+ * list *head (keys kept). Returns how many. Lock held. */
 /* As arena_alloc, for a block that is growing (realloc): prefers a free
  * block that leaves as much again free after it. */
 MA_HIDDEN void *arena_alloc_growing(struct arena *a, size_t bsize);

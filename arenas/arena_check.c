@@ -112,12 +112,11 @@ void arena_check(struct arena *a)
     for (unsigned c = 0; c < QUICK_CLASSES; c++) {
         const struct qlist *q = &a->quick[c];
         size_t n = 0, bytes = 0;
-        /* Segment by segment: the record in each first block must name a
-         * last block reached by following its length's links. */
+        /* Segment by segment: each a NULL-terminated list exactly as long
+         * as the record in its first block says. */
         for (void *h = q->head; h != NULL;) {
-            size_t k = seg_count(h), bytes_seen = 0;
-            void *tail = seg_tail(h), *p = h;
-            for (size_t i = 0;; i++) {
+            size_t k = seg_count(h), bytes_seen = 0, i = 0;
+            for (void *p = h; p != NULL; p = *(void **)p, i++) {
                 if (++n > q->count || k == 0)
                     check_fail("quick list longer than its count (cycle?)", p);
                 struct block *b = block_of(p);
@@ -130,16 +129,11 @@ void arena_check(struct arena *a)
                     ((uintptr_t *)p)[1] != cached_key(p))
                     check_fail("quick list block in the wrong class or unmarked", p);
                 bytes_seen += s;
-                if (i + 1 == k)
-                    break;
-                p = *(void **)p;
-                if (p == NULL)
-                    check_fail("quick list segment shorter than its record", h);
             }
-            if (p != tail || seg_bytes(h, c) != bytes_seen)
-                check_fail("quick list segment record wrong (last block or bytes)", h);
+            if (i != k || seg_bytes(h, c) != bytes_seen)
+                check_fail("quick list segment record wrong (length or bytes)", h);
             bytes += bytes_seen;
-            h = *(void **)p;
+            h = seg_next(h);
         }
         if (n != q->count || bytes != q->bytes)
             check_fail("quick list count or bytes wrong", q->head);

@@ -275,9 +275,12 @@ void tcache_unlock(struct arena *a)
 
 static void bin_park(struct arena *a, unsigned c, uint32_t n);
 
+static void reserve_park(struct arena *a, unsigned c);
+
 /* An idle bin goes back to the arena whole, at its starting bound. Lock held. */
 static void bin_return(struct arena *a, unsigned c)
 {
+    reserve_park(a, c);
     bin_park(a, c, tcache_count(c));
     bin_shrink(c);
 }
@@ -296,7 +299,7 @@ static void locked_upkeep(struct arena *a)
     if (ma_tc.ops - ma_tc.swept >= TC_IDLE_OPS) {
         ma_tc.swept = ma_tc.ops;
         for (unsigned c = TC_FIRST; c < TC_NCLASS; c++) {
-            if (*tcache_head(c) != NULL && bin_idle(c))
+            if ((*tcache_head(c) != NULL || ma_tc.reserve_n[c] != 0) && bin_idle(c))
                 bin_return(a, c);
         }
     }
@@ -314,6 +317,13 @@ void *tcache_refill(size_t n)
         /* The bin may still hold blocks: realloc comes here directly. */
         if ((p = tcache_pop(n)) != NULL)
             return p;
+        if (ma_tc.reserve_n[c] != 0) {
+            /* The bin's older blocks: no lock, no block touched. */
+            *tcache_head(c) = ma_tc.reserve[c];
+            ma_tc.reserve[c] = NULL;
+            ma_tc.reserve_n[c] = 0;
+            return tcache_pop(n);
+        }
         /* What other threads freed into this class becomes the bin as it
          * stands, if it fits the bin: one exchange, no lock, no block
          * touched. */
@@ -375,29 +385,57 @@ void *tcache_refill(size_t n)
     return p;
 }
 
-/* Cuts the first n blocks off a bin and parks them on the arena's quick
- * list of the same class. Lock held. */
-static void bin_park(struct arena *a, unsigned c, uint32_t n)
+/* Blocks in head[c], the part of bin c the fast paths see. */
+static inline uint32_t top_count(unsigned c) { return tcache_count(c) - ma_tc.reserve_n[c]; }
+
+/* Parks the first n (>= 1) of the blocks linked from `first` on the
+ * arena's quick list of class c, as one segment, and returns the block that
+ * followed them. `whole`: they are all of a NULL-terminated list, so below
+ * 1 KiB nothing is walked (above it the walk sums their bytes). Lock held. */
+static void *blocks_park(struct arena *a, unsigned c, void *first, uint32_t n, int whole)
 {
-    if (n == 0)
-        return;
-    void *first = *tcache_head(c), *last = first;
-    /* Below 1 KiB every block is exactly class_size[c]: links only. */
     int exact = c < EXACT_CLASSES;
-    size_t bytes = exact ? (size_t)n * class_size[c] : block_size(block_of(first));
-    for (uint32_t i = 1; i < n; i++) {
-        last = *(void **)last;
+    size_t bytes = (size_t)n * class_size[c];
+    void *rest = NULL;
+    if (!exact || !whole) {
+        void *last = first;
         if (!exact)
-            bytes += block_size(block_of(last));
+            bytes = block_size(block_of(first));
+        for (uint32_t i = 1; i < n; i++) {
+            last = *(void **)last;
+            if (!exact)
+                bytes += block_size(block_of(last));
+        }
+        rest = *(void **)last;
+        *(void **)last = NULL;
     }
-    *tcache_head(c) = *(void **)last;
     ma_tc.room[c] += (int32_t)n;
     ma_tc.moved_out += n;
-    arena_quick_put(a, c, first, last, n, bytes);
+    arena_quick_put(a, c, first, n, bytes);
+    return rest;
+}
+
+/* Cuts the first n blocks off head[c] and parks them. Lock held. */
+static void bin_park(struct arena *a, unsigned c, uint32_t n)
+{
+    if (n != 0)
+        *tcache_head(c) = blocks_park(a, c, *tcache_head(c), n, n == top_count(c));
+}
+
+/* Parks bin c's reserve whole. Lock held. */
+static void reserve_park(struct arena *a, unsigned c)
+{
+    if (ma_tc.reserve_n[c] == 0)
+        return;
+    blocks_park(a, c, ma_tc.reserve[c], ma_tc.reserve_n[c], 1);
+    ma_tc.reserve[c] = NULL;
+    ma_tc.reserve_n[c] = 0;
 }
 
 /* Bin c overflowed: half of it goes back to the arena, or all of it if
- * the bin is idle. */
+ * the bin is idle. The half is the reserve if there is one (the blocks
+ * pushed before the last overflow), else the newest blocks beyond half the
+ * bound (found by walking); what remains becomes the reserve. */
 void tcache_flush_bin(unsigned c)
 {
     if (!bin_idle(c) && bin_grow(c))
@@ -406,10 +444,17 @@ void tcache_flush_bin(unsigned c)
     tcache_lock(a);
     ma_tc.own[c]++;
     locked_upkeep(a);
-    if (bin_idle(c))
+    if (bin_idle(c)) {
         bin_return(a, c); /* unless the upkeep's sweep just did */
-    else
-        bin_park(a, c, tcache_count(c) - ma_tc.max[c] / 2);
+    } else {
+        if (ma_tc.reserve_n[c] != 0)
+            reserve_park(a, c);
+        else
+            bin_park(a, c, tcache_count(c) - ma_tc.max[c] / 2);
+        ma_tc.reserve[c] = *tcache_head(c);
+        ma_tc.reserve_n[c] = top_count(c);
+        *tcache_head(c) = NULL;
+    }
     tcache_unlock(a);
 }
 
@@ -421,8 +466,10 @@ void tcache_flush_all(void)
     tcache_lock(a);
     arena_drain(a);
     counters_merge(a);
-    for (unsigned c = TC_FIRST; c < TC_NCLASS; c++)
+    for (unsigned c = TC_FIRST; c < TC_NCLASS; c++) {
+        reserve_park(a, c);
         bin_park(a, c, tcache_count(c));
+    }
     arena_unlock(a);
     bins_reset();
 }
@@ -460,10 +507,14 @@ void tcache_corrupt(const void *p)
 
 int tcache_holds(const void *p)
 {
-    for (unsigned c = TC_FIRST; c < TC_NCLASS; c++)
+    for (unsigned c = TC_FIRST; c < TC_NCLASS; c++) {
         for (void *x = *tcache_head(c); x != NULL; x = *(void **)x)
             if (x == p)
                 return 1;
+        for (void *x = ma_tc.reserve[c]; x != NULL; x = *(void **)x)
+            if (x == p)
+                return 1;
+    }
     return 0;
 }
 
@@ -481,7 +532,15 @@ void tcache_check(void)
         if (ma_tc.room[c] > (int32_t)ma_tc.max[c])
             ma_fatal("ma_check", "thread cache bin count below zero", *tcache_head(c));
         uint32_t n = 0, count = tcache_count(c);
-        for (void *x = *tcache_head(c); x != NULL; x = *(void **)x) {
+        if (ma_tc.reserve_n[c] > count || (ma_tc.reserve_n[c] == 0) != (ma_tc.reserve[c] == NULL))
+            ma_fatal("ma_check", "thread cache reserve count wrong", ma_tc.reserve[c]);
+        for (void *x = *tcache_head(c), *r = ma_tc.reserve[c]; x != NULL || r != NULL; x = *(void **)x) {
+            if (x == NULL) { /* the head list ended: the reserve follows */
+                if (n != count - ma_tc.reserve_n[c])
+                    ma_fatal("ma_check", "thread cache reserve count disagrees with its list", r);
+                x = r;
+                r = NULL;
+            }
             if (++n > count)
                 ma_fatal("ma_check", "thread cache bin longer than its count (cycle?)", x);
             if (!pagemap_is_chunk(pagemap_get((uintptr_t)x)))

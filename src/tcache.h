@@ -40,9 +40,17 @@
 #define TC_FIRST (B_MIN / 16) /* the smallest class: blocks of B_MIN bytes */
 struct tcache {
     void *head[TC_NCLASS - TC_FIRST]; /* head[c - TC_FIRST]: payloads of class c, linked through their first word */
-    int32_t room[TC_NCLASS];  /* max[c] - blocks held */
+    int32_t room[TC_NCLASS];  /* max[c] - blocks held (in head[] and reserve[]) */
     uint32_t max[TC_NCLASS];  /* bound of each bin: starts small, grows on overflow */
     size_t grown_bytes;       /* what the bounds grew by since setup, in bytes of blocks */
+    /* Each bin's older blocks, which the fast paths do not see: at an
+     * overflow the list the thread has pushed becomes the reserve whole, and
+     * the reserve it replaces goes to the arena whole, so a run of frees
+     * parks half a bin at a time without walking it to find where to cut.
+     * A pop that finds head[] empty takes the reserve back, without a lock.
+     * NULL-terminated; reserve_n[c] blocks. */
+    void *reserve[TC_NCLASS];
+    uint32_t reserve_n[TC_NCLASS];
     /* Since the last merge into the arena's counters: blocks pushed (a pop
      * is not counted, see counters_merge), blocks that came into the bins
      * from the arena and that went back to it; and what the bins held at

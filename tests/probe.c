@@ -129,6 +129,15 @@ static int cmd_misuse(const char *what)
         char *p = ma_malloc(40);
         ma_free(p);
         ma_free(p);
+    } else if (strcmp(what, "double-free-reserve") == 0) {
+        /* 300 blocks of 48 bytes overflow a bin of 256: the first 128 freed
+         * become the bin's reserve, which the fast path does not see. */
+        static char *q[300];
+        for (int i = 0; i < 300; i++)
+            q[i] = ma_malloc(40);
+        for (int i = 0; i < 300; i++)
+            ma_free(q[i]);
+        ma_free(q[0]);
     } else if (strcmp(what, "double-free-large") == 0) {
         char *p = ma_malloc(1 << 20);
         ma_free(p);

@@ -120,6 +120,35 @@ Test(tcache, bins_are_bounded)
     ma_check();
 }
 
+Test(tcache, a_run_of_frees_keeps_the_latest_blocks_and_parks_the_rest_whole)
+{
+    /* 1000 blocks of 32 bytes through a bin of 256. At each overflow the
+     * blocks pushed since the last one become the bin's reserve and the
+     * reserve before them goes to the arena, so what the cache keeps are
+     * the latest blocks freed (the hot ones), 229 of them here: blocks
+     * 771-999. A bin cut by walking would keep its oldest blocks (0-127)
+     * at the bottom throughout. */
+    unsigned me = ma_thread_arena();
+    enum { N = 1000, BACK = 229 };
+    static void *p[N];
+    for (int i = 0; i < N; i++)
+        p[i] = ma_malloc(24);
+    for (int i = 0; i < N; i++)
+        ma_free(p[i]);
+    ma_check(); /* walks the bins and their reserves against their counts */
+    uint64_t locks = arena_stats(me).lock_acquires;
+    for (int k = 0; k < BACK; k++) {
+        void *q = ma_malloc(24);
+        int i = 0;
+        while (i < N && p[i] != q)
+            i++;
+        cr_assert(i < N && i >= N - BACK, "allocation %d came from block %d", k, i);
+    }
+    /* The latest blocks first, then the reserve, all without the lock. */
+    cr_assert_eq(arena_stats(me).lock_acquires, locks + 1);
+    ma_check();
+}
+
 Test(tcache, a_bin_that_overflows_grows_within_its_bound)
 {
     unsigned me = ma_thread_arena();
@@ -252,6 +281,7 @@ static void expect_abort(const char *what, const char *message)
 }
 
 Test(tcache, double_free_of_a_cached_block) { expect_abort("double-free-small", "free(): double free detected"); }
+Test(tcache, double_free_of_a_block_in_a_bins_reserve) { expect_abort("double-free-reserve", "free(): double free detected"); }
 Test(tcache, overwritten_link_caught_on_pop) { expect_abort("corrupt-link", "corrupted free-list link"); }
 Test(tcache, check_walks_the_cache) { expect_abort("cache-link-to-stack", "ma_check(): thread cache holds a pointer outside every chunk"); }
 /* Another thread's cache: verified by its owner at the refill after the
