@@ -153,6 +153,7 @@ struct arena {
     size_t dirty;                     /* guarded by lock: bytes coalesced since the last purge */
     uint64_t purges;                  /* guarded by lock: purge passes run */
     uint64_t last_purge_ms;           /* guarded by lock: when the last pass ran */
+    uint64_t last_grow_purge_ms;      /* guarded by lock: when the last pass before growing ran */
     int reclaiming;                   /* guarded by lock: in consolidate or purge */
     struct qlist quick[QUICK_CLASSES];/* guarded by lock */
     size_t quick_bytes, quick_blocks; /* guarded by lock */

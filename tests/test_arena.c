@@ -292,6 +292,45 @@ Test(arena, print_free_list_lists_classes)
     (void)g;
 }
 
+Test(arena, a_fragmented_arena_gives_back_free_pages_before_it_grows)
+{
+    /* 8 MiB of 12 KiB blocks, then every other one freed: half the arena is
+     * free, in holes of 12 KiB that nothing bigger fits and no regular pass
+     * touches (they purge from 64 KiB, after 8 MiB of frees). The next
+     * chunk the arena maps for a bigger block must first discard those
+     * holes' pages. */
+    enum { N = 680, BIG = 12 * 1024 };
+    static char *big[N];
+    for (int i = 0; i < N; i++) {
+        big[i] = ma_malloc(BIG);
+        memset(big[i], 0x5c, BIG);
+    }
+    for (int i = 1; i < N; i += 2)
+        ma_free(big[i]);
+    char *probe = (char *)(((uintptr_t)big[N / 2 + 1] + 4096) & ~(uintptr_t)4095);
+    unsigned char vec[1];
+    cr_assert_eq(mincore(probe, 4096, vec), 0);
+    cr_assert_eq(vec[0] & 1, 1, "the freed hole is resident before the arena grows");
+    /* Blocks of 200 KiB until one needs a new chunk. */
+    size_t chunks = my_stats().chunks;
+    static char *grow[64];
+    int n = 0;
+    while (n < 64 && my_stats().chunks == chunks)
+        grow[n++] = ma_malloc(200 * 1024);
+    cr_assert_gt(my_stats().chunks, chunks, "a chunk was mapped");
+    cr_assert_eq(mincore(probe, 4096, vec), 0);
+    cr_assert_eq(vec[0] & 1, 0, "the hole's pages were discarded before the arena grew");
+    /* The discarded holes serve again. */
+    char *again = ma_malloc(BIG);
+    memset(again, 1, BIG);
+    ma_free(again);
+    for (int i = 0; i < n; i++)
+        ma_free(grow[i]);
+    for (int i = 0; i < N; i += 2)
+        ma_free(big[i]);
+    ma_check();
+}
+
 Test(arena, free_pages_of_pinned_chunks_go_back_without_trim)
 {
     /* 24 MiB of 2000-byte blocks, then everything freed but one block per
