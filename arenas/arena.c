@@ -416,8 +416,10 @@ static void arena_purge(struct arena *a)
  * 15 ms, 108.2-113.3 / 107.1-114.2; every 20 ms, 113.3-114.9 /
  * 111.8-117.0 (glibc 114.9-115.1 / 114.5-119.6 in the same runs). About
  * 6,700 / 4,500 madvise calls a run at 10 ms, against 550 / 430 before;
- * the run times stayed within this machine's spread (0.71-0.95 s at 1
- * thread, glibc 0.68-0.89). No other benchmark of the suite grows a
+ * at 1 thread the run times stayed within this machine's spread (0.71-0.95
+ * s, glibc 0.68-0.89), at 4 threads they rose 19% (median of 7, 0.64 ->
+ * 0.76 s: the pass holds a lock two threads share, and each madvise
+ * interrupts the other CPU). No other benchmark of the suite grows a
  * fragmented arena: their madvise counts do not change. Passes from 16 KiB
  * instead of 8 gave 116-117 / 110-117. */
 #define GROW_PURGE_MIN_BLOCK ((size_t)8 << 10)
