@@ -360,13 +360,7 @@ void *ma_realloc(void *p, size_t n)
             if (ok)
                 q = p;
         }
-    } else if (need >= ma_cfg.mmap_threshold / 2) {
-        /* A mapped block stays mapped while it is at least half the
-         * threshold (growing by mremap, shrinking by unmapping its tail,
-         * slack under a page), as glibc keeps one: moving a 256 KiB block
-         * that shrinks to 192 KiB into an arena copied it. bench/realloc
-         * under callgrind, its shrink pattern alone (-r 10 -a 1 -v 4):
-         * 16.5 M -> 15.7 M instructions; -r 40: 451.8 M -> 447.2 M. */
+    } else if (need >= ma_cfg.mmap_threshold) {
         q = large_realloc(l, need);
         if (q == NULL)
             return NULL;
