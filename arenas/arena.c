@@ -698,6 +698,14 @@ void arena_quick_put(struct arena *a, unsigned cls, void *head, uint32_t count, 
         arena_consolidate(a);
 }
 
+/* The last of the k blocks of a segment. */
+static void *seg_last(void *h, uint32_t k)
+{
+    for (uint32_t i = 1; i < k; i++)
+        h = *(void **)h;
+    return h;
+}
+
 unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head)
 {
     struct qlist *q = &a->quick[cls];
@@ -705,11 +713,13 @@ unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head
     q->puts = 0;
     if (q->head == NULL || n == 0)
         return 0;
-    /* Whole segments while they fit in n, and always the first; each but
-     * the last taken is linked to the next by walking to its last block
-     * (none to walk in a segment of one block, as a drain parks them). A
-     * refill of an empty bin that takes one segment walks nothing. */
-    void *first = q->head, *last = NULL;
+    /* Whole segments while they fit in n, and always the first. Each is
+     * linked to what follows it (the next taken, or the list *head) by
+     * walking to its last block, none to walk in a segment of one block as
+     * a drain parks them: a refill of an empty bin that takes one segment
+     * walks nothing. */
+    void *first = q->head, *prev = NULL;
+    uint32_t prev_k = 0;
     size_t bytes = 0;
     unsigned got = 0;
     while (q->head != NULL && (got == 0 || got + seg_count(q->head) <= n)) {
@@ -718,17 +728,15 @@ unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head
         got += k;
         bytes += seg_bytes(h, cls);
         q->head = seg_next(h);
-        if (last != NULL)
-            *(void **)last = h;
-        last = h;
-        if (*head != NULL || (q->head != NULL && got + seg_count(q->head) <= n))
-            for (uint32_t i = 1; i < k; i++)
-                last = *(void **)last;
+        if (prev != NULL)
+            *(void **)seg_last(prev, prev_k) = h;
+        prev = h;
+        prev_k = k;
     }
     q->count -= got;
     q->bytes -= bytes;
     if (*head != NULL)
-        *(void **)last = *head;
+        *(void **)seg_last(prev, prev_k) = *head;
     *head = first;
     a->quick_blocks -= got;
     a->quick_bytes -= bytes;

@@ -227,6 +227,9 @@ MA_HIDDEN void arena_drain(struct arena *a);
 /* A payload of a block of at least `bsize` bytes, or NULL if no chunk could
  * be mapped. Lock held. */
 MA_HIDDEN void *arena_alloc(struct arena *a, size_t bsize);
+/* As arena_alloc, for a block that is growing (realloc): prefers a free
+ * block that leaves as much again free after it. Lock held. */
+MA_HIDDEN void *arena_alloc_growing(struct arena *a, size_t bsize);
 /* Carves up to n blocks of at least bsize bytes (a block size) for a thread
  * cache and pushes their payloads on the list *head (linked through the first
  * payload word). Counts them in in_use, not in allocs. Returns how many (fewer
@@ -278,9 +281,6 @@ MA_HIDDEN size_t arena_class_lo(unsigned c);
 MA_HIDDEN void arena_quick_put(struct arena *a, unsigned cls, void *head, uint32_t count, size_t bytes);
 /* Moves up to n parked blocks of class cls (at least one segment) onto the
  * list *head (keys kept). Returns how many. Lock held. */
-/* As arena_alloc, for a block that is growing (realloc): prefers a free
- * block that leaves as much again free after it. */
-MA_HIDDEN void *arena_alloc_growing(struct arena *a, size_t bsize);
 MA_HIDDEN unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head);
 /* Coalesces what is parked of every idle class (see QUICK_IDLE_OPS), if a
  * sweep is due. Lock held. */

@@ -274,7 +274,6 @@ void tcache_unlock(struct arena *a)
 /* ---- refill and flush ---- */
 
 static void bin_park(struct arena *a, unsigned c, uint32_t n);
-
 static void reserve_park(struct arena *a, unsigned c);
 
 /* An idle bin goes back to the arena whole, at its starting bound. Lock held. */
@@ -505,16 +504,19 @@ void tcache_corrupt(const void *p)
     ma_fatal("malloc", "corrupted free-list link in the thread cache (use after free?)", p);
 }
 
+static int list_holds(const void *x, const void *p)
+{
+    for (; x != NULL; x = *(void *const *)x)
+        if (x == p)
+            return 1;
+    return 0;
+}
+
 int tcache_holds(const void *p)
 {
-    for (unsigned c = TC_FIRST; c < TC_NCLASS; c++) {
-        for (void *x = *tcache_head(c); x != NULL; x = *(void **)x)
-            if (x == p)
-                return 1;
-        for (void *x = ma_tc.reserve[c]; x != NULL; x = *(void **)x)
-            if (x == p)
-                return 1;
-    }
+    for (unsigned c = TC_FIRST; c < TC_NCLASS; c++)
+        if (list_holds(*tcache_head(c), p) || list_holds(ma_tc.reserve[c], p))
+            return 1;
     return 0;
 }
 
@@ -522,6 +524,27 @@ void tcache_check_all(void)
 {
     ma_tc.checked = __atomic_add_fetch(&check_epoch, 1, __ATOMIC_RELAXED);
     tcache_check();
+}
+
+/* Verifies the blocks of one list of bin c (its head list or its
+ * reserve), counting them on from *n; aborts beyond `count` in all. */
+static void bin_list_check(unsigned c, void *x, uint32_t *n, uint32_t count)
+{
+    for (; x != NULL; x = *(void **)x) {
+        if (++*n > count)
+            ma_fatal("ma_check", "thread cache bin longer than its count (cycle?)", x);
+        if (!pagemap_is_chunk(pagemap_get((uintptr_t)x)))
+            ma_fatal("ma_check", "thread cache holds a pointer outside every chunk", x);
+        struct chunk *ch = chunk_of(x, ma_cfg.chunk_size);
+        const struct block *b = block_of(x);
+        if (ch->arena != ma_tc.arena || !(b->head & B_INUSE))
+            ma_fatal("ma_check", "thread cache holds a foreign or free block", x);
+        /* A block may exceed its class (above 1 KiB a class spans sizes),
+         * never fall short of it; below 1 KiB it is exact. */
+        if (block_size(b) < class_size[c] || (c < EXACT_CLASSES && block_size(b) != class_size[c]) ||
+            ((const uintptr_t *)x)[1] != cached_key(x))
+            ma_fatal("ma_check", "thread cache block in the wrong bin or unmarked", x);
+    }
 }
 
 void tcache_check(void)
@@ -534,26 +557,11 @@ void tcache_check(void)
         uint32_t n = 0, count = tcache_count(c);
         if (ma_tc.reserve_n[c] > count || (ma_tc.reserve_n[c] == 0) != (ma_tc.reserve[c] == NULL))
             ma_fatal("ma_check", "thread cache reserve count wrong", ma_tc.reserve[c]);
-        for (void *x = *tcache_head(c), *r = ma_tc.reserve[c]; x != NULL || r != NULL; x = *(void **)x) {
-            if (x == NULL) { /* the head list ended: the reserve follows */
-                if (n != count - ma_tc.reserve_n[c])
-                    ma_fatal("ma_check", "thread cache reserve count disagrees with its list", r);
-                x = r;
-                r = NULL;
-            }
-            if (++n > count)
-                ma_fatal("ma_check", "thread cache bin longer than its count (cycle?)", x);
-            if (!pagemap_is_chunk(pagemap_get((uintptr_t)x)))
-                ma_fatal("ma_check", "thread cache holds a pointer outside every chunk", x);
-            struct chunk *ch = chunk_of(x, ma_cfg.chunk_size);
-            const struct block *b = block_of(x);
-            if (ch->arena != ma_tc.arena || !(b->head & B_INUSE))
-                ma_fatal("ma_check", "thread cache holds a foreign or free block", x);
-            /* A block may exceed its class (above 1 KiB a class spans
-             * sizes), never fall short of it; below 1 KiB it is exact. */
-            if (block_size(b) < class_size[c] || (c < EXACT_CLASSES && block_size(b) != class_size[c]) ||
-                ((const uintptr_t *)x)[1] != cached_key(x))
-                ma_fatal("ma_check", "thread cache block in the wrong bin or unmarked", x);
+        bin_list_check(c, *tcache_head(c), &n, count);
+        if (ma_tc.reserve[c] != NULL) {
+            if (n != count - ma_tc.reserve_n[c])
+                ma_fatal("ma_check", "thread cache reserve count disagrees with its list", ma_tc.reserve[c]);
+            bin_list_check(c, ma_tc.reserve[c], &n, count);
         }
         if (n != count)
             ma_fatal("ma_check", "thread cache count disagrees with its bin", *tcache_head(c));
