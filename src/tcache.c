@@ -233,8 +233,15 @@ static MA_COLD void arena_move(void)
     }
     if (best == own || best_threads + 2 > own_threads)
         return;
+    /* The place is claimed first, from the count this thread saw: two
+     * threads that saw the same empty arena must not both move to it (each
+     * would even the load out alone; together they only trade places).
+     * The one that loses stays, and reviews again in its next window. */
+    if (!__atomic_compare_exchange_n(&best->threads, &best_threads, best_threads + 1, 0, __ATOMIC_RELAXED,
+                                     __ATOMIC_RELAXED))
+        return;
     tcache_flush_all();
-    arena_join(best);
+    __atomic_fetch_sub(&own->threads, 1, __ATOMIC_RELAXED);
     arena_set(best);
 }
 
