@@ -154,6 +154,7 @@ struct arena {
     uint64_t purges;                  /* guarded by lock: purge passes run */
     uint64_t last_purge_ms;           /* guarded by lock: when the last pass ran */
     uint64_t last_grow_purge_ms;      /* guarded by lock: when the last pass before growing ran */
+    uint64_t last_orphan_purge_ms;    /* guarded by lock: when the last pass of a threadless arena ran */
     int reclaiming;                   /* guarded by lock: in consolidate or purge */
     struct qlist quick[QUICK_CLASSES];/* guarded by lock */
     size_t quick_bytes, quick_blocks; /* guarded by lock */
@@ -161,7 +162,7 @@ struct arena {
     uint64_t quick_aged;              /* guarded by lock: lock_acquires at the last idle sweep */
     uint64_t idle_releases;           /* guarded by lock: blocks coalesced because their class was idle */
     uint64_t allocs, frees, remote_frees, lock_acquires, lock_waits; /* guarded by lock */
-    unsigned threads;                 /* atomic: threads whose arena this is (steers moves only) */
+    unsigned threads;                 /* atomic: threads whose arena this is (steers moves; 0: orphaned) */
     /* ---- remote frees: written by any thread ---- */
     /* Accessed only through __atomic builtins (no _Atomic qualifier, which
      * clang refuses to combine with them). One lock-free stack per quick
@@ -172,6 +173,10 @@ struct arena {
      * since it was last emptied (saturating) above them, so one
      * compare-and-swap pushes a block and counts it. Payloads are linked
      * through their first word, as in a bin. */
+    /* Pending blocks at which a pusher drains the stack itself if the lock
+     * is free: REMOTE_DRAIN_BOUND, or 1 while the arena has no threads
+     * (arena_orphaned). Atomic; on a line of its own, read by every push. */
+    uint64_t remote_drain_at __attribute__((aligned(64)));
     uintptr_t remote_top[REMOTE_STACKS] __attribute__((aligned(64))); /* atomic */
 };
 
@@ -263,6 +268,14 @@ MA_HIDDEN void arena_validate(const struct chunk *c, const void *p, const char *
 /* Releases wholly free chunks (all of them) and the interior pages of large
  * free blocks; returns bytes given back. Lock held. */
 MA_HIDDEN size_t arena_trim(struct arena *a);
+
+/* The arena's last thread has left it: drains the remote stacks,
+ * coalesces what is parked and discards the pages of free blocks. Lock
+ * held. */
+MA_HIDDEN void arena_orphaned(struct arena *a);
+/* Sets whether a remote free drains the arena's stack at once (orphan: no
+ * thread of the arena will) or only past the bound. Any thread. */
+MA_HIDDEN void arena_set_orphan(struct arena *a, int orphan);
 
 /* ---- arena_check.c ---- */
 

@@ -134,21 +134,31 @@ static int bin_grow(unsigned c)
 }
 
 /* Counts the thread out of its arena (if it has one) and into a (NULL for
- * a thread that is exiting): the per-arena thread counts that steer moves. */
-static void arena_join(struct arena *a)
+ * a thread that is exiting): the per-arena thread counts that steer moves
+ * and tell an orphaned arena. Returns 1 if the thread was the last of the
+ * arena it left. */
+static int arena_join(struct arena *a)
 {
+    int last = 0;
     if (ma_tc.arena != NULL)
-        __atomic_fetch_sub(&ma_tc.arena->threads, 1, __ATOMIC_RELAXED);
+        last = __atomic_sub_fetch(&ma_tc.arena->threads, 1, __ATOMIC_RELAXED) == 0;
     if (a != NULL)
         __atomic_fetch_add(&a->threads, 1, __ATOMIC_RELAXED);
+    return last;
 }
 
+/* In a forked child only the forking thread lives on: every other arena
+ * is orphaned (what the child frees into it coalesces at once). */
 void tcache_fork_child(void)
 {
-    for (unsigned i = 0; i < ma_narenas; i++)
+    for (unsigned i = 0; i < ma_narenas; i++) {
         __atomic_store_n(&ma_arenas[i].threads, 0, __ATOMIC_RELAXED);
-    if (ma_tc.arena != NULL && !ma_tc.exited)
+        arena_set_orphan(&ma_arenas[i], 1);
+    }
+    if (ma_tc.arena != NULL && !ma_tc.exited) {
         __atomic_store_n(&ma_tc.arena->threads, 1, __ATOMIC_RELAXED);
+        arena_set_orphan(ma_tc.arena, 0);
+    }
 }
 
 static inline int bin_idle(unsigned c)
@@ -492,12 +502,19 @@ int tcache_set(int on)
 }
 
 /* pthread key destructor: the thread is leaving; its cached blocks go back
- * to the arena, and anything it frees from now on goes there directly. */
+ * to the arena, and anything it frees from now on goes there directly. The
+ * last thread of an arena leaves it emptied of what only its threads would
+ * have reused (arena_orphaned). */
 static void tcache_thread_exit(void *unused)
 {
     (void)unused;
     tcache_flush_all();
-    arena_join(NULL);
+    struct arena *a = ma_tc.arena;
+    if (arena_join(NULL)) {
+        arena_lock(a);
+        arena_orphaned(a);
+        arena_unlock(a);
+    }
     ma_tc.exited = 1;
     ma_tc.off = 1;
     ma_tc.cache_for = NULL;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -299,12 +300,97 @@ static int cmd_move(int stay)
     return 0;
 }
 
+/* orphan: with two arenas, a worker (arena 1) allocates 4000 blocks of
+ * 1000 bytes for this thread (arena 0), frees some small blocks through its
+ * cache, and leaves 12 KiB holes between 12 KiB blocks that it keeps; then
+ * it exits. Prints whether a hole's page is still resident, the locks
+ * that 100 remote frees into the threadless arena took, the same once a
+ * thread has joined it, and the chunks it keeps when everything is freed. */
+enum { ORPH_BIG = 1000, ORPH_SMALL = 4000, ORPH_BIG_SIZE = 12 * 1024 };
+static char *orph_big[ORPH_BIG], *orph_small[ORPH_SMALL];
+static pthread_barrier_t orph_joined, orph_leave;
+
+static void *orphan_worker(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < ORPH_SMALL; i++)
+        memset(orph_small[i] = ma_malloc(1000), 0x33, 1000);
+    void *cached[300];
+    for (int i = 0; i < 300; i++)
+        cached[i] = ma_malloc(64);
+    for (int i = 0; i < 300; i++)
+        ma_free(cached[i]);
+    for (int i = 0; i < ORPH_BIG; i++)
+        memset(orph_big[i] = ma_malloc(ORPH_BIG_SIZE), 0x44, ORPH_BIG_SIZE);
+    for (int i = 1; i < ORPH_BIG; i += 2)
+        ma_free(orph_big[i]);
+    return NULL;
+}
+
+static void *orphan_joiner(void *arg)
+{
+    (void)arg;
+    ma_free(ma_malloc(16));
+    pthread_barrier_wait(&orph_joined);
+    pthread_barrier_wait(&orph_leave);
+    return NULL;
+}
+
+static uint64_t arena1_locks(void)
+{
+    ma_arena_stats_t s;
+    ma_arena_stats_get(1, &s);
+    return s.lock_acquires;
+}
+
+static int cmd_orphan(void)
+{
+    ma_free(ma_malloc(16)); /* this thread: arena 0 */
+    pthread_t w, other, joiner;
+    pthread_create(&w, NULL, orphan_worker, NULL); /* arena 1 */
+    pthread_join(w, NULL);
+    char *page = (char *)(((uintptr_t)orph_big[ORPH_BIG / 2 + 1] + 4096) & ~(uintptr_t)4095);
+    unsigned char vec[1] = { 0 };
+    if (mincore(page, 4096, vec) != 0)
+        return 1;
+    ma_arena_stats_t s;
+    ma_arena_stats_get(1, &s);
+    printf("threads=%llu hole_resident=%d ", (unsigned long long)s.threads, vec[0] & 1);
+    uint64_t before = arena1_locks();
+    for (int i = 0; i < 100; i++)
+        ma_free(orph_small[i]);
+    printf("orphan_locks=%llu ", (unsigned long long)(arena1_locks() - before));
+    /* Round-robin: the next thread goes to arena 0, the one after to 1. */
+    pthread_barrier_init(&orph_joined, NULL, 2);
+    pthread_barrier_init(&orph_leave, NULL, 3);
+    pthread_create(&other, NULL, orphan_joiner, NULL);
+    pthread_barrier_wait(&orph_joined);
+    pthread_create(&joiner, NULL, orphan_joiner, NULL);
+    pthread_barrier_wait(&orph_joined);
+    before = arena1_locks();
+    for (int i = 100; i < 200; i++)
+        ma_free(orph_small[i]);
+    printf("joined_locks=%llu ", (unsigned long long)(arena1_locks() - before));
+    pthread_barrier_wait(&orph_leave);
+    pthread_join(other, NULL);
+    pthread_join(joiner, NULL);
+    for (int i = 200; i < ORPH_SMALL; i++)
+        ma_free(orph_small[i]);
+    for (int i = 0; i < ORPH_BIG; i += 2)
+        ma_free(orph_big[i]);
+    ma_arena_stats_get(1, &s);
+    printf("chunks=%zu in_use=%zu\n", s.chunks, s.in_use);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 3 && strcmp(argv[1], "arenas") == 0)
         return cmd_arenas(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "move") == 0)
         return cmd_move(atoi(argv[2]));
+    if (argc >= 2 && strcmp(argv[1], "orphan") == 0)
+        return cmd_orphan();
     if (argc >= 2 && strcmp(argv[1], "oom") == 0)
         return cmd_oom();
     if (argc >= 2 && strcmp(argv[1], "touch") == 0) {
@@ -327,6 +413,6 @@ int main(int argc, char **argv)
     }
     if (argc >= 3 && strcmp(argv[1], "misuse") == 0)
         return cmd_misuse(argv[2]);
-    fprintf(stderr, "usage: probe arenas T | oom | touch | leak | misuse CASE\n");
+    fprintf(stderr, "usage: probe arenas T | move STAY | orphan | oom | touch | leak | misuse CASE\n");
     return 2;
 }
