@@ -233,3 +233,70 @@ Test(threads, ring_of_cross_arena_frees, .timeout = 300)
     }
     cr_assert_gt(remote, 0, "some frees crossed arenas");
 }
+
+/* ---- owners exiting while their blocks are freed ---- */
+
+/* Each round, four threads allocate blocks, hand them over and exit at
+ * once, while this thread and a helper free them: the last thread of an
+ * arena leaves it (draining its stacks, coalescing what is parked) while
+ * remote frees are being pushed onto it, and later frees find it
+ * threadless and drain its stacks themselves. Under ThreadSanitizer too
+ * (make test-tsan). */
+#define OWNERS 4
+#define OWNED 1500
+
+static char *owned[OWNERS][OWNED];
+static pthread_barrier_t owned_barrier;
+
+static void *owner(void *arg)
+{
+    unsigned me = (unsigned)(uintptr_t)arg;
+    for (int i = 0; i < OWNED; i++) {
+        size_t n = 8 + (size_t)(i * 29 + me) % 3000;
+        owned[me][i] = ma_malloc(n);
+        fill(owned[me][i], n, me * 7919 + (unsigned)i);
+    }
+    pthread_barrier_wait(&owned_barrier);
+    return NULL; /* exits while the blocks are being freed */
+}
+
+static void *owned_freer(void *arg)
+{
+    unsigned half = (unsigned)(uintptr_t)arg;
+    int bad = 0;
+    for (unsigned t = 0; t < OWNERS; t++)
+        for (int i = (int)half; i < OWNED; i += 2) {
+            size_t n = 8 + (size_t)(i * 29 + (int)t) % 3000;
+            if (!intact(owned[t][i], n, t * 7919 + (unsigned)i))
+                bad++;
+            ma_free(owned[t][i]);
+        }
+    return (void *)(uintptr_t)bad;
+}
+
+Test(threads, blocks_freed_while_their_owners_exit, .timeout = 300)
+{
+    ma_free(ma_malloc(16)); /* this thread has its arena before the owners */
+    for (int round = 0; round < 20; round++) {
+        pthread_barrier_init(&owned_barrier, NULL, OWNERS + 1);
+        pthread_t t[OWNERS], helper;
+        for (uintptr_t i = 0; i < OWNERS; i++)
+            pthread_create(&t[i], NULL, owner, (void *)i);
+        pthread_barrier_wait(&owned_barrier);
+        pthread_create(&helper, NULL, owned_freer, (void *)1);
+        void *bad = owned_freer((void *)0);
+        cr_assert_null(bad, "round %d: corrupted blocks", round);
+        pthread_join(helper, &bad);
+        cr_assert_null(bad, "round %d: corrupted blocks (helper)", round);
+        for (int i = 0; i < OWNERS; i++)
+            pthread_join(t[i], NULL);
+        pthread_barrier_destroy(&owned_barrier);
+    }
+    ma_check();
+    ma_thread_cache(0); /* this thread's cached blocks back, to count */
+    for (unsigned a = 0; a < ma_arena_count(); a++) {
+        ma_arena_stats_t s = arena_stats(a);
+        cr_assert_eq(s.in_use, 0, "arena %u", a);
+        cr_assert_eq(s.allocs, s.frees, "arena %u: every block came back", a);
+    }
+}
