@@ -154,7 +154,7 @@ struct arena {
     uint64_t purges;                  /* guarded by lock: purge passes run */
     uint64_t last_purge_ms;           /* guarded by lock: when the last pass ran */
     uint64_t last_grow_purge_ms;      /* guarded by lock: when the last pass before growing ran */
-    uint64_t last_orphan_purge_ms;    /* guarded by lock: when the last pass of a threadless arena ran */
+    uint64_t last_leave_purge_ms;     /* guarded by lock: when the last pass for a leaving thread ran */
     int reclaiming;                   /* guarded by lock: in consolidate or purge */
     struct qlist quick[QUICK_CLASSES];/* guarded by lock */
     size_t quick_bytes, quick_blocks; /* guarded by lock */
@@ -270,9 +270,12 @@ MA_HIDDEN void arena_validate(const struct chunk *c, const void *p, const char *
 MA_HIDDEN size_t arena_trim(struct arena *a);
 
 /* The arena's last thread has left it: drains the remote stacks,
- * coalesces what is parked and discards the pages of free blocks. Lock
- * held. */
+ * coalesces what is parked and, if enough is idle, discards the pages of
+ * free blocks (see arena.c). Lock held. */
 MA_HIDDEN void arena_orphaned(struct arena *a);
+/* A thread has left the arena, others remain: the same page discarding,
+ * if three quarters of the arena is idle. Lock held. */
+MA_HIDDEN void arena_thread_left(struct arena *a);
 /* Sets whether a remote free drains the arena's stack at once (orphan: no
  * thread of the arena will) or only past the bound. Any thread. */
 MA_HIDDEN void arena_set_orphan(struct arena *a, int orphan);

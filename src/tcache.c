@@ -510,9 +510,13 @@ static void tcache_thread_exit(void *unused)
     (void)unused;
     tcache_flush_all();
     struct arena *a = ma_tc.arena;
-    if (arena_join(NULL)) {
+    if (a != NULL) {
+        int last = arena_join(NULL);
         arena_lock(a);
-        arena_orphaned(a);
+        if (last)
+            arena_orphaned(a);
+        else
+            arena_thread_left(a);
         arena_unlock(a);
     }
     ma_tc.exited = 1;

@@ -302,11 +302,11 @@ static int cmd_move(int stay)
 
 /* orphan: with two arenas, a worker (arena 1) allocates 4000 blocks of
  * 1000 bytes for this thread (arena 0), frees some small blocks through its
- * cache, and leaves 12 KiB holes between 12 KiB blocks that it keeps; then
- * it exits. Prints whether a hole's page is still resident, the locks
+ * cache, and leaves 9.6 MB of 12 KiB holes between 12 KiB blocks that it
+ * keeps (enough idle for the exit to discard pages); then it exits. Prints whether a hole's page is still resident, the locks
  * that 100 remote frees into the threadless arena took, the same once a
  * thread has joined it, and the chunks it keeps when everything is freed. */
-enum { ORPH_BIG = 1000, ORPH_SMALL = 4000, ORPH_BIG_SIZE = 12 * 1024 };
+enum { ORPH_BIG = 1600, ORPH_SMALL = 4000, ORPH_BIG_SIZE = 12 * 1024 };
 static char *orph_big[ORPH_BIG], *orph_small[ORPH_SMALL];
 static pthread_barrier_t orph_joined, orph_leave;
 
