@@ -26,7 +26,7 @@ BENCH_OUT := $(BUILD)/bench
 BENCH_CFLAGS := -std=gnu11 -O2 -g -pthread -Wall -Wextra -Werror
 BENCH_LDLIBS := -pthread
 BENCH_PROGRAMS := threadtest larson xmalloc cache-thrash cache-scratch \
-                  fragmentation realloc churn
+                  fragmentation realloc churn threadchurn
 BENCH_BINS := $(addprefix $(BENCH_OUT)/,$(BENCH_PROGRAMS))
 BENCH_COMMON := $(BENCH_OUT)/common.o
 BENCH_LIB := $(BUILD)/libmemalloc.so

@@ -49,6 +49,12 @@ BENCHES = {
     "realloc": ("realloc", "realloc calls",
                 "Growth and shrink patterns: strings grown by exact-size appends then halved, "
                 "vectors doubling their capacity, a 256 KiB block cut by 3/4 steps and regrown."),
+    "threadchurn": ("threadchurn", "threads",
+                    "Threads that come and go: the main thread keeps T short-lived threads alive "
+                    "at a time, joining the oldest before it starts the next; each allocates 64 "
+                    "blocks of 2-21 KB, checks and frees them, four times, and exits. What a "
+                    "thread-per-task program pays for a thread's first and last allocations and "
+                    "for the memory it leaves behind."),
     "churn-small": ("churn (small)", "malloc/free pairs",
                     "Single-threaded churn over a window of 256 live blocks, 16-128 bytes."),
     "churn-medium": ("churn (medium)", "malloc/free pairs",

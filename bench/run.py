@@ -67,6 +67,8 @@ SUITE = [
          quick=["-n", "300k", "-m", "32M"], full=["-n", "1500k", "-m", "64M"]),
     dict(id="realloc", prog="realloc", threads=[1],
          quick=["-r", "80"], full=["-r", "400"]),
+    dict(id="threadchurn", prog="threadchurn", threads="all",
+         quick=["-n", "500"], full=["-n", "2000"]),
     dict(id="churn-small", prog="churn", threads=[1],
          quick=["-m", "small", "-n", "6M"], full=["-m", "small", "-n", "30M"]),
     dict(id="churn-medium", prog="churn", threads=[1],
@@ -489,6 +491,7 @@ CHECK_ARGS = {
     "fragmentation": ["-t", "2", "-n", "5000", "-m", "2M"],
     "realloc": ["-t", "2", "-r", "2", "-a", "100", "-v", "256"],
     "churn": ["-m", "mixed", "-n", "20000"],
+    "threadchurn": ["-t", "2", "-n", "20", "-r", "2"],
 }
 
 
