@@ -455,13 +455,13 @@ static void arena_purge_fragmented(struct arena *a)
  * at least LEAVE_PURGE_MIN_IDLE bytes free or parked, and, if other
  * threads remain, three quarters of what it has mapped: the end of a
  * phase of the program, not one of many threads that come and go over a
- * heap they keep reusing. At most once per LEAVE_PURGE_INTERVAL_MS. By a
- * thread exit's wall time and minor faults, 5 runs each: 4000 threads, 4
- * alive at a time, each allocating and freeing 750 KB four times: 0.49 s /
- * 21k faults without any of this, 0.60 s / 44k with a pass whenever the
- * last thread left, whatever the size, 0.60 s / 45k with passes from 1 MiB
+ * heap they keep reusing. At most once per LEAVE_PURGE_INTERVAL_MS.
+ * build/bench/threadchurn -t 4 -n 4000 (4000 threads, 4 alive at a time,
+ * each allocating and freeing 750 KB four times), minor faults over 5
+ * runs: 18-29k without any of this, 36-53k with a pass whenever the last
+ * thread left, whatever the size, about as many with passes from 1 MiB
  * idle for the other threads too; with these rules the heap stays below
- * the floor and no pass runs. build/bench/fragmentation -n 1500k -m 64M,
+ * the floor and no pass runs (23-32k). build/bench/fragmentation -n 1500k -m 64M,
  * whose workers exit leaving 4 MB of long-lived blocks in 80 MB, which the
  * main thread then frees: RSS with only those blocks left, then after
  * freeing them, 81 / 79 -> 11 / 1.9 MB at 1 thread, 85 / 80 -> 11 / 6.1
