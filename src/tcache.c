@@ -17,6 +17,8 @@ __thread struct tcache ma_tc __attribute__((tls_model("initial-exec"))) = { .tag
 uint8_t tc_request_bin[TC_MAX_REQUEST + 1];
 uint8_t tc_free_class[TC_SLOTS];
 static uint32_t class_size[TC_NCLASS]; /* block size a refill of class c carves */
+static uint32_t bin_base[TC_NCLASS];   /* a bin's starting bound (bin_blocks of BIN_BYTES) */
+static uint32_t bin_cap[TC_NCLASS];    /* the most it may grow to (of BIN_GROW_BYTES) */
 static uint32_t take_blocks[TC_NCLASS]; /* blocks of class c in REMOTE_TAKE_BYTES */
 
 static pthread_key_t exit_key;         /* set once at init: runs tcache_thread_exit */
@@ -75,6 +77,15 @@ static uint64_t check_epoch;           /* atomic: bumped by every ma_check */
 
 static void tcache_thread_exit(void *unused);
 
+/* Blocks of class c that `bytes` allow, within [BIN_MIN, BIN_MAX]. */
+static uint32_t bin_blocks(unsigned c, size_t bytes)
+{
+    if (class_size[c] == 0)
+        return 0;
+    size_t n = bytes / class_size[c];
+    return (uint32_t)(n < BIN_MIN ? BIN_MIN : n > BIN_MAX ? BIN_MAX : n);
+}
+
 void tcache_init(void)
 {
     /* A block of class c is at least arena_class_lo(c): a freed block goes
@@ -90,27 +101,20 @@ void tcache_init(void)
     for (unsigned c = 0; c < TC_NCLASS; c++) {
         class_size[c] = c < 2 ? 0 : (uint32_t)arena_class_lo(c);
         take_blocks[c] = class_size[c] ? REMOTE_TAKE_BYTES / class_size[c] : 0;
+        bin_base[c] = bin_blocks(c, BIN_BYTES);
+        bin_cap[c] = bin_blocks(c, BIN_GROW_BYTES);
     }
     pthread_key_create(&exit_key, tcache_thread_exit);
 }
 
 /* ---- arena assignment ---- */
 
-/* Blocks of class c that `bytes` allow, within [BIN_MIN, BIN_MAX]. */
-static uint32_t bin_blocks(unsigned c, size_t bytes)
-{
-    if (class_size[c] == 0)
-        return 0;
-    size_t n = bytes / class_size[c];
-    return (uint32_t)(n < BIN_MIN ? BIN_MIN : n > BIN_MAX ? BIN_MAX : n);
-}
-
 /* Puts every bound back to its start. The bins must be empty. */
 static void bins_reset(void)
 {
     ma_tc.grown_bytes = 0;
     for (unsigned c = 0; c < TC_NCLASS; c++) {
-        uint32_t max = bin_blocks(c, BIN_BYTES);
+        uint32_t max = bin_base[c];
         ma_tc.max[c] = max;
         ma_tc.room[c] = (int32_t)max;
     }
@@ -120,7 +124,7 @@ static void bins_reset(void)
  * and the thread's budget allow. Returns 1 if it grew (nothing to flush). */
 static int bin_grow(unsigned c)
 {
-    uint32_t max = ma_tc.max[c], cap = bin_blocks(c, BIN_GROW_BYTES);
+    uint32_t max = ma_tc.max[c], cap = bin_cap[c];
     if (max >= cap)
         return 0;
     uint32_t more = max / 2 < cap - max ? max / 2 : cap - max;
@@ -170,7 +174,7 @@ static inline int bin_idle(unsigned c)
  * thread's budget. */
 static void bin_shrink(unsigned c)
 {
-    uint32_t base = bin_blocks(c, BIN_BYTES);
+    uint32_t base = bin_base[c];
     if (ma_tc.max[c] > base) {
         ma_tc.grown_bytes -= (size_t)(ma_tc.max[c] - base) * class_size[c];
         ma_tc.max[c] = base;
