@@ -24,8 +24,16 @@ static uint64_t large_reuses;      /* guarded by large_lock */
 
 #define LARGE_CACHE_SLOTS 8
 #define LARGE_CACHE_BYTES ((size_t)16 << 20)
+/* Of the cached mappings, at most this much stays resident; the pages of
+ * the others are discarded when they are cached (all but the header's), so
+ * a reuse still saves the mmap/munmap pair and the address-space work but
+ * faults its pages in as a fresh mapping would. Before, a freed 8 MiB
+ * block kept its pages resident for as long as it stayed cached (test
+ * large::big_cached_mappings_give_their_pages_back). */
+#define LARGE_CACHE_RESIDENT ((size_t)4 << 20)
 static struct large *cache[LARGE_CACHE_SLOTS]; /* guarded by large_lock */
 static size_t cache_bytes;                      /* guarded by large_lock */
+static size_t cache_resident;                   /* guarded by large_lock */
 
 static void list_add(struct large *l)
 {
@@ -96,31 +104,57 @@ static struct large *cache_take(size_t map_size)
             if (cache[i] == found)
                 cache[i] = NULL;
         cache_bytes -= found->map_size;
+        cache_resident -= found->resident;
         large_reuses++;
     }
     pthread_mutex_unlock(&large_lock);
     return found;
 }
 
-/* Keeps a freed mapping if it fits the cache's bounds. Returns 1 if kept. */
+/* A free slot of the cache if `size` more bytes fit its bound, else -1.
+ * large_lock held. */
+static int cache_slot(size_t size)
+{
+    if (cache_bytes + size > LARGE_CACHE_BYTES)
+        return -1;
+    for (int i = 0; i < LARGE_CACHE_SLOTS; i++)
+        if (cache[i] == NULL)
+            return i;
+    return -1;
+}
+
+/* Keeps a freed mapping if it fits the cache's bounds, its pages resident
+ * while the cache's resident bytes allow. Returns 1 if kept. */
 static int cache_put(struct large *l)
 {
-    int kept = 0;
+    if (l->offset != LARGE_HDR)
+        return 0;
+    size_t size = l->map_size;
     pthread_mutex_lock(&large_lock);
-    if (l->offset == LARGE_HDR && cache_bytes + l->map_size <= LARGE_CACHE_BYTES) {
-        for (unsigned i = 0; i < LARGE_CACHE_SLOTS && !kept; i++) {
-            if (cache[i] == NULL) {
-                cache[i] = l;
-                cache_bytes += l->map_size;
-                /* A second free of it must still be caught: a distinct
-                 * magic, and the pagemap keeps the granule as ours. */
-                l->magic = LARGE_CACHED_MAGIC ^ (uintptr_t)l;
-                kept = 1;
-            }
-        }
+    int i = cache_slot(size);
+    if (i >= 0 && cache_resident + size > LARGE_CACHE_RESIDENT) {
+        /* Discarded outside the lock (nobody else can reach the mapping
+         * before it is cached; a second free of it meanwhile finds the
+         * cached magic), then a slot is looked for again. */
+        l->magic = LARGE_CACHED_MAGIC ^ (uintptr_t)l;
+        pthread_mutex_unlock(&large_lock);
+        os_discard((char *)l + MA_PAGE_SIZE, size - MA_PAGE_SIZE);
+        l->resident = 0;
+        pthread_mutex_lock(&large_lock);
+        i = cache_slot(size);
+    } else {
+        l->resident = size;
+    }
+    if (i >= 0) {
+        cache[i] = l;
+        cache_bytes += size;
+        cache_resident += l->resident;
+        /* A second free of it must still be caught: a distinct magic, and
+         * the pagemap keeps the granule as ours. */
+        l->magic = LARGE_CACHED_MAGIC ^ (uintptr_t)l;
     }
     pthread_mutex_unlock(&large_lock);
-    return kept;
+    return i >= 0;
 }
 
 size_t large_trim(void)
@@ -134,6 +168,7 @@ size_t large_trim(void)
         cache[i] = NULL;
     }
     cache_bytes = 0;
+    cache_resident = 0;
     pthread_mutex_unlock(&large_lock);
     size_t released = 0;
     for (unsigned i = 0; i < n; i++) {
@@ -292,16 +327,19 @@ void large_check(void)
     }
     if (n != large_count || bytes != large_bytes)
         ma_fatal("ma_check", "large-block totals disagree with the list", NULL);
-    size_t held = 0;
+    size_t held = 0, resident = 0;
     for (unsigned i = 0; i < LARGE_CACHE_SLOTS; i++) {
         const struct large *l = cache[i];
         if (l == NULL)
             continue;
         if (l->magic != (LARGE_CACHED_MAGIC ^ (uintptr_t)l) || pagemap_get((uintptr_t)l) != PAGEMAP_LARGE)
             ma_fatal("ma_check", "corrupted cached large mapping", l);
+        if (l->resident != 0 && l->resident != l->map_size)
+            ma_fatal("ma_check", "corrupted cached large mapping", l);
         held += l->map_size;
+        resident += l->resident;
     }
-    if (held != cache_bytes)
+    if (held != cache_bytes || resident != cache_resident || resident > LARGE_CACHE_RESIDENT)
         ma_fatal("ma_check", "large cache bytes disagree with its slots", NULL);
     pthread_mutex_unlock(&large_lock);
 }

@@ -20,6 +20,7 @@ struct large {
     size_t offset;         /* payload - header: 64 .. MA_REGION_SIZE */
     struct large *next;    /* guarded by large_lock */
     struct large *prev;    /* guarded by large_lock */
+    size_t resident;       /* guarded by large_lock, while cached: bytes kept resident (0: discarded) */
 };
 
 #define LARGE_MAGIC ((uint64_t)0x4c617267e0b1ec75ull)

@@ -80,6 +80,37 @@ Test(large, freed_mapping_is_reused_for_a_close_size)
     ma_check();
 }
 
+static int page_resident(const void *p)
+{
+    unsigned char vec[1] = { 0 };
+    char *page = (char *)((uintptr_t)p & ~(uintptr_t)4095);
+    cr_assert_eq(mincore(page, 4096, vec), 0);
+    return vec[0] & 1;
+}
+
+/* The cache keeps up to 4 MiB of freed mappings resident: a freed 1 MiB
+ * block keeps its pages, a freed 8 MiB one is cached with its pages
+ * discarded, and both serve again. */
+Test(large, big_cached_mappings_give_their_pages_back)
+{
+    char *small = ma_malloc(1u << 20), *big = ma_malloc(8u << 20);
+    memset(small, 0x11, 1u << 20);
+    memset(big, 0x22, 8u << 20);
+    ma_free(small);
+    ma_free(big);
+    ma_stats_t s1 = large_stats();
+    cr_assert_eq(s1.large_cached, 2, "both mappings are cached");
+    cr_assert_eq(page_resident(small + (512u << 10)), 1, "the small one stays resident");
+    cr_assert_eq(page_resident(big + (4u << 20)), 0, "the big one's pages were discarded");
+    ma_check();
+    char *again = ma_malloc(8u << 20);
+    cr_assert_eq(again, big, "the discarded mapping serves again");
+    memset(again, 0x33, 8u << 20);
+    cr_assert_eq(large_stats().large_reuses, s1.large_reuses + 1);
+    ma_free(again);
+    ma_check();
+}
+
 Test(large, the_cache_is_bounded)
 {
     char *p[12];
