@@ -390,14 +390,22 @@ static void purge_blocks(struct arena *a, size_t min)
     a->reclaiming = 0;
 }
 
+/* 1, taking the time as *last_ms, if interval_ms have passed since it. */
+static int pass_due(uint64_t *last_ms, uint64_t interval_ms)
+{
+    uint64_t now = os_now_ms();
+    if (now - *last_ms < interval_ms)
+        return 0;
+    *last_ms = now;
+    return 1;
+}
+
 static void arena_purge(struct arena *a)
 {
     if (a->reclaiming)
         return; /* runs again at the next release past the trigger */
-    uint64_t now = os_now_ms();
-    if (now - a->last_purge_ms < PURGE_INTERVAL_MS)
+    if (!pass_due(&a->last_purge_ms, PURGE_INTERVAL_MS))
         return;
-    a->last_purge_ms = now;
     arena_consolidate(a);
     a->dirty = 0;
     purge_blocks(a, PURGE_MIN_BLOCK);
@@ -429,12 +437,9 @@ static void arena_purge(struct arena *a)
 
 static void arena_purge_fragmented(struct arena *a)
 {
-    if (a->reclaiming || a->free_bytes < a->chunk_size || a->free_bytes < a->mapped / 4)
+    if (a->reclaiming || a->free_bytes < a->chunk_size || a->free_bytes < a->mapped / 4 ||
+        !pass_due(&a->last_grow_purge_ms, GROW_PURGE_INTERVAL_MS))
         return;
-    uint64_t now = os_now_ms();
-    if (now - a->last_grow_purge_ms < GROW_PURGE_INTERVAL_MS)
-        return;
-    a->last_grow_purge_ms = now;
     purge_blocks(a, GROW_PURGE_MIN_BLOCK);
 }
 
@@ -476,12 +481,9 @@ static void arena_purge_fragmented(struct arena *a)
 static void leave_purge(struct arena *a, int orphan)
 {
     size_t idle = a->free_bytes + a->quick_bytes;
-    if (a->reclaiming || idle < LEAVE_PURGE_MIN_IDLE || (!orphan && idle < a->mapped - a->mapped / 4))
+    if (a->reclaiming || idle < LEAVE_PURGE_MIN_IDLE || (!orphan && idle < a->mapped - a->mapped / 4) ||
+        !pass_due(&a->last_leave_purge_ms, LEAVE_PURGE_INTERVAL_MS))
         return;
-    uint64_t now = os_now_ms();
-    if (now - a->last_leave_purge_ms < LEAVE_PURGE_INTERVAL_MS)
-        return;
-    a->last_leave_purge_ms = now;
     arena_consolidate(a);
     purge_blocks(a, GROW_PURGE_MIN_BLOCK);
 }
@@ -503,7 +505,6 @@ void arena_set_orphan(struct arena *a, int orphan)
 {
     __atomic_store_n(&a->remote_drain_at, orphan ? 1 : REMOTE_DRAIN_BOUND, __ATOMIC_RELAXED);
 }
-
 
 /* ---- freeing ---- */
 

@@ -137,9 +137,9 @@ static int cache_put(struct large *l)
          * before it is cached; a second free of it meanwhile finds the
          * cached magic), then a slot is looked for again. */
         l->magic = LARGE_CACHED_MAGIC ^ (uintptr_t)l;
+        l->resident = 0;
         pthread_mutex_unlock(&large_lock);
         os_discard((char *)l + MA_PAGE_SIZE, size - MA_PAGE_SIZE);
-        l->resident = 0;
         pthread_mutex_lock(&large_lock);
         i = cache_slot(size);
     } else {
