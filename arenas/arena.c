@@ -204,6 +204,14 @@ static void chunk_release(struct arena *a, struct chunk *c)
 
 /* ---- allocation ---- */
 
+/* A wholly free chunk is being carved: the arena's lowest count of them
+ * since the last spares sweep may fall. */
+static inline void chunk_taken(struct arena *a)
+{
+    if (--a->empty_chunks < a->spare_low)
+        a->spare_low = a->empty_chunks;
+}
+
 /* Marks free block b (already out of the index) allocated with bsize bytes,
  * splitting off the rest as a free block when it can be one. */
 static void *block_carve(struct arena *a, struct block *b, size_t bsize)
@@ -212,7 +220,7 @@ static void *block_carve(struct arena *a, struct block *b, size_t bsize)
     size_t size = h & ~B_FLAGS;
     size_t rest = size - bsize;
     if (size == chunk_capacity(a->chunk_size))
-        a->empty_chunks--;
+        chunk_taken(a);
     if (rest >= B_MIN) {
         hd_set(b, bsize | B_INUSE | (h & B_PREV_INUSE));
         struct block *r = (struct block *)((char *)b + bsize);
@@ -298,7 +306,7 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
         /* Bulk carve: k consecutive blocks out of one free block, the rest
          * back to the index, one index operation instead of k. */
         if (size == chunk_capacity(a->chunk_size))
-            a->empty_chunks--;
+            chunk_taken(a);
         size_t rest = size - k * bsize;
         /* Every block exactly bsize (a quick list below 1 KiB relies on
          * it): a remainder too small to be a block joins the last one,
@@ -443,6 +451,59 @@ static void arena_purge_fragmented(struct arena *a)
     purge_blocks(a, GROW_PURGE_MIN_BLOCK);
 }
 
+/* Spare chunks. A chunk that becomes wholly free beyond the reserve is
+ * unmapped at once only if the arena already keeps CHUNK_SPARES more, or
+ * has no threads. The others stay mapped as long as they are reused: once
+ * per CHUNK_SPARE_MS (looked at as the lock is taken), the spares that
+ * stayed wholly free throughout (the lowest count of wholly free chunks
+ * since the last look, beyond the reserve) are unmapped; so are all of
+ * them when the last thread leaves, and at ma_trim. Threads that come and
+ * go empty and refill chunks over and over, and each chunk unmapped and
+ * mapped again costs a page fault per page touched (256 for a 1 MiB
+ * chunk, each zeroed by the kernel) and two system calls. */
+#ifndef CHUNK_SPARES
+#define CHUNK_SPARES 2u
+#endif
+#ifndef CHUNK_SPARE_MS
+#define CHUNK_SPARE_MS 100
+#endif
+/* Lock acquisitions between two looks at the clock while there are spares. */
+#define SPARE_CHECK_OPS 64u
+
+static inline unsigned chunk_spares(const struct arena *a)
+{
+    return __atomic_load_n(&a->threads, __ATOMIC_RELAXED) != 0 ? CHUNK_SPARES : 0;
+}
+
+/* Unmaps up to n wholly free chunks. Lock held. */
+static void spares_release(struct arena *a, size_t n)
+{
+    size_t cap = chunk_capacity(a->chunk_size);
+    for (struct chunk *c = a->chunks, *next; c != NULL && n != 0; c = next) {
+        next = c->next;
+        struct block *b = chunk_first_block(c);
+        if ((hd_get(b) & ~B_PURGED) == (cap | B_PREV_INUSE)) {
+            index_remove(a, b, cap);
+            a->empty_chunks--;
+            chunk_release(a, c);
+            n--;
+        }
+    }
+}
+
+/* Lock just taken. */
+static inline void spares_sweep(struct arena *a)
+{
+    if (ma_likely(a->empty_chunks <= a->reserve) || a->lock_acquires % SPARE_CHECK_OPS != 0 ||
+        !pass_due(&a->spare_ms, CHUNK_SPARE_MS))
+        return;
+    /* ma_trim may have unmapped some since (it does not lower spare_low). */
+    size_t low = a->spare_low < a->empty_chunks ? a->spare_low : a->empty_chunks;
+    if (low > a->reserve)
+        spares_release(a, low - a->reserve);
+    a->spare_low = a->empty_chunks;
+}
+
 /* ---- threads leaving an arena ---- */
 
 /* An arena that its last thread has left (the thread exited) has nobody
@@ -493,6 +554,8 @@ void arena_orphaned(struct arena *a)
     arena_set_orphan(a, 1);
     arena_drain(a);
     arena_consolidate(a);
+    if (a->empty_chunks > a->reserve)
+        spares_release(a, a->empty_chunks - a->reserve);
     leave_purge(a, 1);
 }
 
@@ -540,7 +603,7 @@ static void block_release(struct arena *a, struct block *b)
     hd_set(after, hd_get(after) & ~B_PREV_INUSE);
 
     if (ma_unlikely(size == chunk_capacity(a->chunk_size))) {
-        if (a->empty_chunks >= a->reserve) {
+        if (a->empty_chunks >= a->reserve + chunk_spares(a)) {
             chunk_release(a, chunk_of(b, a->chunk_size));
             return;
         }
@@ -1011,6 +1074,7 @@ int arena_lock(struct arena *a)
         waited = 1;
     }
     a->lock_acquires++;
+    spares_sweep(a);
     return waited;
 }
 

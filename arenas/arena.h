@@ -148,6 +148,8 @@ struct arena {
     struct chunk *chunks;             /* guarded by lock */
     size_t nchunks;                   /* guarded by lock */
     size_t empty_chunks;              /* guarded by lock: chunks holding one free block */
+    size_t spare_low;                 /* guarded by lock: fewest empty_chunks since spare_ms */
+    uint64_t spare_ms;                /* guarded by lock: when the spares were last looked at */
     size_t mapped, in_use, free_bytes, free_blocks; /* guarded by lock */
     size_t peak_in_use;               /* guarded by lock */
     size_t dirty;                     /* guarded by lock: bytes coalesced since the last purge */
