@@ -460,10 +460,8 @@ static void arena_purge_fragmented(struct arena *a)
  * them when the last thread leaves, and at ma_trim. Threads that come and
  * go empty and refill chunks over and over, and each chunk unmapped and
  * mapped again costs a page fault per page touched (256 for a 1 MiB
- * chunk, each zeroed by the kernel) and two system calls. */
-#ifndef CHUNK_SPARES
-#define CHUNK_SPARES 2u
-#endif
+ * chunk, each zeroed by the kernel) and two system calls. CHUNK_SPARES is
+ * in arena.h, for ma_check. */
 #ifndef CHUNK_SPARE_MS
 #define CHUNK_SPARE_MS 100
 #endif

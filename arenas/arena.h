@@ -137,6 +137,12 @@ struct chunk {
 
 #define CHUNK_MAGIC ((uint64_t)0x6d61436875e4b3a7ull)
 
+/* Wholly free chunks an arena with threads may keep beyond its reserve for
+ * a while (arena.c, "Spare chunks"). */
+#ifndef CHUNK_SPARES
+#define CHUNK_SPARES 2u
+#endif
+
 struct arena {
     pthread_mutex_t lock;
     unsigned index;                   /* set once */

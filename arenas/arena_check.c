@@ -148,6 +148,8 @@ void arena_check(struct arena *a)
     if (a->free_blocks != nfree || a->free_bytes != free_bytes || a->in_use + a->quick_bytes != in_use ||
         a->empty_chunks != empty)
         check_fail("arena counters disagree with the heap", a);
+    if (empty > (size_t)a->reserve + CHUNK_SPARES)
+        check_fail("more wholly free chunks than the reserve and the spares", a);
 
 }
 
