@@ -473,20 +473,22 @@ static inline unsigned chunk_spares(const struct arena *a)
     return __atomic_load_n(&a->threads, __ATOMIC_RELAXED) != 0 ? CHUNK_SPARES : 0;
 }
 
-/* Unmaps up to n wholly free chunks. Lock held. */
-static void spares_release(struct arena *a, size_t n)
+/* Unmaps up to n wholly free chunks; returns the bytes unmapped. Lock held. */
+static size_t free_chunks_release(struct arena *a, size_t n)
 {
-    size_t cap = chunk_capacity(a->chunk_size);
+    size_t cap = chunk_capacity(a->chunk_size), released = 0;
     for (struct chunk *c = a->chunks, *next; c != NULL && n != 0; c = next) {
         next = c->next;
         struct block *b = chunk_first_block(c);
         if ((hd_get(b) & ~B_PURGED) == (cap | B_PREV_INUSE)) {
             index_remove(a, b, cap);
             a->empty_chunks--;
+            released += c->size;
             chunk_release(a, c);
             n--;
         }
     }
+    return released;
 }
 
 /* Lock just taken. */
@@ -498,7 +500,7 @@ static inline void spares_sweep(struct arena *a)
     /* ma_trim may have unmapped some since (it does not lower spare_low). */
     size_t low = a->spare_low < a->empty_chunks ? a->spare_low : a->empty_chunks;
     if (low > a->reserve)
-        spares_release(a, low - a->reserve);
+        free_chunks_release(a, low - a->reserve);
     a->spare_low = a->empty_chunks;
 }
 
@@ -553,7 +555,7 @@ void arena_orphaned(struct arena *a)
     arena_drain(a);
     arena_consolidate(a);
     if (a->empty_chunks > a->reserve)
-        spares_release(a, a->empty_chunks - a->reserve);
+        free_chunks_release(a, a->empty_chunks - a->reserve);
     leave_purge(a, 1);
 }
 
@@ -1025,26 +1027,14 @@ void *arena_alloc_aligned(struct arena *a, size_t bsize, size_t align)
 size_t arena_trim(struct arena *a)
 {
     arena_consolidate(a);
-    size_t released = 0;
-    size_t cap = chunk_capacity(a->chunk_size);
-    struct chunk *c = a->chunks;
-    while (c != NULL) {
-        struct chunk *next = c->next;
-        struct block *b = chunk_first_block(c);
-        if ((hd_get(b) & ~B_PURGED) == (cap | B_PREV_INUSE)) {
-            index_remove(a, b, cap);
-            a->empty_chunks--;
-            released += c->size;
-            chunk_release(a, c);
-        } else {
-            for (; (hd_get(b) & ~B_FLAGS) != 0; b = block_next(b)) {
-                if (hd_get(b) & B_INUSE)
-                    continue;
-                released += block_purge(b);
-                hd_set(b, hd_get(b) | B_PURGED);
-            }
+    size_t released = free_chunks_release(a, SIZE_MAX);
+    for (struct chunk *c = a->chunks; c != NULL; c = c->next) {
+        for (struct block *b = chunk_first_block(c); (hd_get(b) & ~B_FLAGS) != 0; b = block_next(b)) {
+            if (hd_get(b) & B_INUSE)
+                continue;
+            released += block_purge(b);
+            hd_set(b, hd_get(b) | B_PURGED);
         }
-        c = next;
     }
     return released;
 }

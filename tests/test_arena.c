@@ -238,9 +238,9 @@ Test(arena, payloads_are_16_byte_aligned)
 Test(arena, wholly_free_chunks_go_back_beyond_the_reserve)
 {
     /* Fill four chunks' worth, free everything: one chunk stays (the
-     * reserve), and up to two more as spares while they may be reused; once
-     * no chunk has become free for 100 ms, the next lock acquisitions unmap
-     * the spares. */
+     * reserve), and up to two more as spares while they may be reused; a
+     * spare that stays free through a whole 100 ms interval is unmapped at
+     * a later lock acquisition. */
     enum { N = 4 * 1024 };
     static char *p[N];
     for (int i = 0; i < N; i++)
