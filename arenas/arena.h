@@ -1,5 +1,5 @@
 /*
- * arena.h - the engine: one arena is a mutex, a list of chunks, a
+ * arena.h - the engine: one arena is a lock, a list of chunks, a
  * segregated free-list index with a bitmap, and a lock-free stack of blocks
  * freed by threads of other arenas.
  *
@@ -29,11 +29,11 @@
 #ifndef MA_ARENA_H
 #define MA_ARENA_H
 
-#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "../src/internal.h"
+#include "../src/lock.h"
 
 struct block {
     size_t prev_size;     /* guarded by arena->lock, valid while prev is free */
@@ -144,7 +144,7 @@ struct chunk {
 #endif
 
 struct arena {
-    pthread_mutex_t lock;
+    struct ma_lock lock;
     unsigned index;                   /* set once */
     size_t chunk_size;                /* set once: power of two */
     unsigned reserve;                 /* set once: wholly free chunks kept */

@@ -541,7 +541,7 @@ static void fork_prepare(void)
     ensure_init();
     pthread_mutex_lock(&init_lock);
     for (unsigned i = 0; i < ma_narenas; i++)
-        pthread_mutex_lock(&ma_arenas[i].lock);
+        ma_lock_acquire(&ma_arenas[i].lock);
     large_lock_all();
 }
 
@@ -549,7 +549,7 @@ static void fork_release(void)
 {
     large_unlock_all();
     for (unsigned i = ma_narenas; i-- > 0;)
-        pthread_mutex_unlock(&ma_arenas[i].lock);
+        ma_lock_release(&ma_arenas[i].lock);
     pthread_mutex_unlock(&init_lock);
 }
 

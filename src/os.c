@@ -1,13 +1,15 @@
 /*
- * os.c - the only file that calls the kernel for memory, CPU count and
- * output. It never allocates, never uses stdio, and keeps errno as the
+ * os.c - the only file that calls the kernel for memory, CPU count,
+ * output and the lock's sleeps. It never allocates, never uses stdio, and keeps errno as the
  * kernel set it on failure so callers can report ENOMEM faithfully.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <time.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "os.h"
@@ -152,6 +154,22 @@ uint64_t os_now_ms(void)
     if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0)
         return 0;
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* errno is kept: a futex call fails with EAGAIN whenever the word changed
+ * first, and a caller of malloc must not see that. */
+void os_futex_wait(uint32_t *word, uint32_t val)
+{
+    int saved = errno;
+    syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+    errno = saved;
+}
+
+void os_futex_wake(uint32_t *word)
+{
+    int saved = errno;
+    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    errno = saved;
 }
 
 int os_dup(int fd)

@@ -43,6 +43,10 @@ MA_HIDDEN void os_close(int fd);
 MA_HIDDEN uint64_t os_now_ms(void);
 /* A close-on-exec duplicate of fd (numbered 3 or above), or -1. */
 MA_HIDDEN int os_dup(int fd);
+/* Sleeps while *word == val (or until woken, or spuriously); and wakes one
+ * thread sleeping on word. The futex calls behind struct ma_lock (lock.h). */
+MA_HIDDEN void os_futex_wait(uint32_t *word, uint32_t val);
+MA_HIDDEN void os_futex_wake(uint32_t *word);
 /* write(2) all of it, retrying on EINTR; errors are ignored. */
 MA_HIDDEN void os_write(int fd, const char *s, size_t n);
 

@@ -300,3 +300,67 @@ Test(threads, blocks_freed_while_their_owners_exit, .timeout = 300)
         cr_assert_eq(s.allocs, s.frees, "arena %u: every block came back", a);
     }
 }
+
+/* ---- threads sharing an arena's lock ---- */
+
+/* Blocks above the thread cache's largest take the arena lock on every
+ * malloc and free, so threads that share an arena keep taking the lock from
+ * each other; a lock that let two in at once would corrupt the free lists
+ * (an abort in their integrity checks, or a failed ma_check) or the
+ * contents, and under ThreadSanitizer would show as a race. */
+#define SHARERS 8
+#define SHARED_OPS 3000
+
+static void *sharer(void *arg)
+{
+    unsigned me = (unsigned)(uintptr_t)arg;
+    char *p[4] = { 0 };
+    size_t n[4] = { 0 };
+    for (unsigned i = 0; i < SHARED_OPS; i++) {
+        unsigned k = i % 4;
+        if (p[k] != NULL) {
+            if (!intact(p[k], n[k], me * 131 + k))
+                return (void *)1;
+            ma_free(p[k]);
+        }
+        n[k] = 8300 + (size_t)((i * 2654435761u + me) % 9000);
+        p[k] = ma_malloc(n[k]);
+        if (p[k] == NULL)
+            return (void *)1;
+        fill(p[k], n[k], me * 131 + k);
+    }
+    for (unsigned k = 0; k < 4; k++) {
+        if (!intact(p[k], n[k], me * 131 + k))
+            return (void *)1;
+        ma_free(p[k]);
+    }
+    return (void *)(uintptr_t)(ma_thread_arena() + 2);
+}
+
+Test(threads, threads_sharing_an_arena_take_turns_at_its_lock, .timeout = 300)
+{
+    uint64_t before = 0, after = 0;
+    for (unsigned a = 0; a < ma_arena_count(); a++)
+        before += arena_stats(a).lock_acquires;
+    pthread_t t[SHARERS];
+    unsigned per_arena[64] = { 0 };
+    for (uintptr_t i = 0; i < SHARERS; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, sharer, (void *)i), 0);
+    for (int i = 0; i < SHARERS; i++) {
+        void *ret;
+        pthread_join(t[i], &ret);
+        cr_assert_neq((uintptr_t)ret, 1, "thread %d saw corrupted contents", i);
+        per_arena[((uintptr_t)ret - 2) % 64]++;
+    }
+    unsigned most = 0;
+    for (unsigned a = 0; a < 64; a++)
+        most = per_arena[a] > most ? per_arena[a] : most;
+    cr_assert_geq(most, 2, "some arena served two of the threads (%u arenas)", ma_arena_count());
+    ma_check();
+    for (unsigned a = 0; a < ma_arena_count(); a++) {
+        ma_arena_stats_t s = arena_stats(a);
+        after += s.lock_acquires;
+        cr_assert_eq(s.in_use, 0, "arena %u holds nothing", a);
+    }
+    cr_assert_geq(after - before, (uint64_t)SHARERS * SHARED_OPS, "every malloc took the lock");
+}
