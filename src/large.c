@@ -1,19 +1,19 @@
 /*
  * large.c - blocks at or above the mmap threshold, each in a mapping of its
  * own: mmap to allocate, munmap to free, mremap to resize (the kernel moves
- * page tables, never bytes). A list of live mappings, under one mutex taken
+ * page tables, never bytes). A list of live mappings, under one lock taken
  * only around list edits, lets ma_check and the statistics see them all.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <string.h>
 
 #include "large.h"
+#include "lock.h"
 #include "os.h"
 
 #define LARGE_HDR ((size_t)64)
 
-static pthread_mutex_t large_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ma_lock large_lock; /* zero: free */
 static struct large *large_list;   /* guarded by large_lock */
 static size_t large_count;         /* guarded by large_lock */
 static size_t large_bytes;         /* guarded by large_lock */
@@ -37,7 +37,7 @@ static size_t cache_resident;                   /* guarded by large_lock */
 
 static void list_add(struct large *l)
 {
-    pthread_mutex_lock(&large_lock);
+    ma_lock_acquire(&large_lock);
     l->prev = NULL;
     l->next = large_list;
     if (large_list != NULL)
@@ -47,12 +47,12 @@ static void list_add(struct large *l)
     large_bytes += l->map_size;
     if (large_bytes > large_peak)
         large_peak = large_bytes;
-    pthread_mutex_unlock(&large_lock);
+    ma_lock_release(&large_lock);
 }
 
 static void list_remove(struct large *l)
 {
-    pthread_mutex_lock(&large_lock);
+    ma_lock_acquire(&large_lock);
     if (l->prev != NULL)
         l->prev->next = l->next;
     else
@@ -61,7 +61,7 @@ static void list_remove(struct large *l)
         l->next->prev = l->prev;
     large_count--;
     large_bytes -= l->map_size;
-    pthread_mutex_unlock(&large_lock);
+    ma_lock_release(&large_lock);
 }
 
 /* Registers a mapping at `l` in the pagemap and the list. */
@@ -79,12 +79,12 @@ static int large_publish(struct large *l, size_t map_size, size_t offset)
 
 static void count_map(int map)
 {
-    pthread_mutex_lock(&large_lock);
+    ma_lock_acquire(&large_lock);
     if (map)
         large_maps++;
     else
         large_unmaps++;
-    pthread_mutex_unlock(&large_lock);
+    ma_lock_release(&large_lock);
 }
 
 /* A cached mapping of map_size to map_size + 25%, removed from the cache,
@@ -92,7 +92,7 @@ static void count_map(int map)
 static struct large *cache_take(size_t map_size)
 {
     struct large *found = NULL;
-    pthread_mutex_lock(&large_lock);
+    ma_lock_acquire(&large_lock);
     for (unsigned i = 0; i < LARGE_CACHE_SLOTS; i++) {
         struct large *l = cache[i];
         if (l != NULL && l->map_size >= map_size && l->map_size - map_size <= map_size / 4 &&
@@ -107,7 +107,7 @@ static struct large *cache_take(size_t map_size)
         cache_resident -= found->resident;
         large_reuses++;
     }
-    pthread_mutex_unlock(&large_lock);
+    ma_lock_release(&large_lock);
     return found;
 }
 
@@ -130,7 +130,7 @@ static int cache_put(struct large *l)
     if (l->offset != LARGE_HDR)
         return 0;
     size_t size = l->map_size;
-    pthread_mutex_lock(&large_lock);
+    ma_lock_acquire(&large_lock);
     int i = cache_slot(size);
     if (i >= 0 && cache_resident + size > LARGE_CACHE_RESIDENT) {
         /* Discarded outside the lock (nobody else can reach the mapping
@@ -138,9 +138,9 @@ static int cache_put(struct large *l)
          * cached magic), then a slot is looked for again. */
         l->magic = LARGE_CACHED_MAGIC ^ (uintptr_t)l;
         l->resident = 0;
-        pthread_mutex_unlock(&large_lock);
+        ma_lock_release(&large_lock);
         os_discard((char *)l + MA_PAGE_SIZE, size - MA_PAGE_SIZE);
-        pthread_mutex_lock(&large_lock);
+        ma_lock_acquire(&large_lock);
         i = cache_slot(size);
     } else {
         l->resident = size;
@@ -153,7 +153,7 @@ static int cache_put(struct large *l)
          * the pagemap keeps the granule as ours. */
         l->magic = LARGE_CACHED_MAGIC ^ (uintptr_t)l;
     }
-    pthread_mutex_unlock(&large_lock);
+    ma_lock_release(&large_lock);
     return i >= 0;
 }
 
@@ -161,7 +161,7 @@ size_t large_trim(void)
 {
     struct large *drop[LARGE_CACHE_SLOTS];
     unsigned n = 0;
-    pthread_mutex_lock(&large_lock);
+    ma_lock_acquire(&large_lock);
     for (unsigned i = 0; i < LARGE_CACHE_SLOTS; i++) {
         if (cache[i] != NULL)
             drop[n++] = cache[i];
@@ -169,7 +169,7 @@ size_t large_trim(void)
     }
     cache_bytes = 0;
     cache_resident = 0;
-    pthread_mutex_unlock(&large_lock);
+    ma_lock_release(&large_lock);
     size_t released = 0;
     for (unsigned i = 0; i < n; i++) {
         released += drop[i]->map_size;
@@ -281,10 +281,10 @@ void *large_realloc(struct large *l, size_t n)
         /* map_size changes under the lock that guards the totals, so
          * large_check never sees one without the other. */
         size_t old_size = l->map_size;
-        pthread_mutex_lock(&large_lock);
+        ma_lock_acquire(&large_lock);
         large_bytes -= old_size - new_size;
         l->map_size = new_size;
-        pthread_mutex_unlock(&large_lock);
+        ma_lock_release(&large_lock);
         os_unmap((char *)l + new_size, old_size - new_size);
         return (char *)l + offset;
     }
@@ -310,7 +310,7 @@ void *large_realloc(struct large *l, size_t n)
 
 void large_check(void)
 {
-    pthread_mutex_lock(&large_lock);
+    ma_lock_acquire(&large_lock);
     size_t n = 0, bytes = 0;
     const struct large *prev = NULL;
     for (const struct large *l = large_list; l != NULL; prev = l, l = l->next) {
@@ -341,12 +341,12 @@ void large_check(void)
     }
     if (held != cache_bytes || resident != cache_resident || resident > LARGE_CACHE_RESIDENT)
         ma_fatal("ma_check", "large cache bytes disagree with its slots", NULL);
-    pthread_mutex_unlock(&large_lock);
+    ma_lock_release(&large_lock);
 }
 
 void large_totals(struct large_totals *t)
 {
-    pthread_mutex_lock(&large_lock);
+    ma_lock_acquire(&large_lock);
     t->live = large_count;
     t->bytes = large_bytes;
     t->peak_bytes = large_peak;
@@ -357,24 +357,24 @@ void large_totals(struct large_totals *t)
     for (unsigned i = 0; i < LARGE_CACHE_SLOTS; i++)
         t->cached += cache[i] != NULL;
     t->cached_bytes = cache_bytes;
-    pthread_mutex_unlock(&large_lock);
+    ma_lock_release(&large_lock);
 }
 
 void large_each(void (*fn)(void *ctx, const struct large *l), void *ctx, size_t max)
 {
-    pthread_mutex_lock(&large_lock);
+    ma_lock_acquire(&large_lock);
     size_t n = 0;
     for (const struct large *l = large_list; l != NULL && n < max; l = l->next, n++)
         fn(ctx, l);
-    pthread_mutex_unlock(&large_lock);
+    ma_lock_release(&large_lock);
 }
 
 void large_lock_all(void)
 {
-    pthread_mutex_lock(&large_lock);
+    ma_lock_acquire(&large_lock);
 }
 
 void large_unlock_all(void)
 {
-    pthread_mutex_unlock(&large_lock);
+    ma_lock_release(&large_lock);
 }
