@@ -34,10 +34,22 @@ static uint64_t check_epoch;           /* atomic: bumped by every ma_check */
  * freeing in bursts gets big batches and an idle one stays small:
  * bench/churn -m medium (blocks of 256-4096 bytes, bins of 4-64 blocks)
  * spent 83 instructions a pair with fixed 16 KiB bins, 62 with bins that
- * may grow to 64 KiB (callgrind, BENCHMARK.md's method). */
-#define BIN_BYTES 16384u
+ * may grow to 64 KiB (callgrind, BENCHMARK.md's method). Since they grow,
+ * they start at 4 KiB rather than 16: with many classes in use the
+ * starting bounds are what the bins hold (80 classes of 16 KiB are 1.3 MB).
+ * Peak RSS (VmHWM, median of 5): churn -m medium 3.43 -> 3.15 MB, -m mixed
+ * 2.76 -> 2.42, larson -t 16 -d 1.5 30.2 -> 23.8, xmalloc -t 16 -n 8M 6.9
+ * -> 5.9; fragmentation -t 4 unchanged (112.4 / 112.2 MB, 9 runs),
+ * threadchurn -t 16 within its spread. Instructions (callgrind): churn -m
+ * medium 53.6 -> 53.9 a pair, larson -t 2 231.6 -> 234.2 a pair,
+ * threadtest -t 1 and xmalloc -t 4 +0.1%; 2 KiB cost twice that. */
+#ifndef BIN_BYTES
+#define BIN_BYTES 4096u
+#endif
 #define BIN_GROW_BYTES 65536u
+#ifndef TC_GROWTH
 #define TC_GROWTH ((size_t)1 << 20)
+#endif
 /* An empty bin takes its class's remote stack whole, unwalked, if it holds
  * at most the bin's bound or this many bytes of blocks, whichever is more
  * (the bin then holds more than its bound until it drains or the next push
