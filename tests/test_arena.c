@@ -169,6 +169,54 @@ Test(arena, realloc_grows_in_place_into_free_successor)
     ma_check();
 }
 
+/* Growing into a free successor whose rest stays in the successor's size
+ * class leaves the rest where the successor was on its free list (in the
+ * middle of the list, then at its head): the links must stay consistent
+ * (ma_check walks them), the counts exact, and the rest must still serve. */
+Test(arena, realloc_growth_keeps_the_rest_in_its_list_place)
+{
+    enum { BIG = 40000 }; /* blocks of 40016 bytes: class [38912, 40960) */
+    char *a = ma_malloc(100), *b = ma_malloc(BIG), *g1 = ma_malloc(16);
+    char *c = ma_malloc(BIG), *g2 = ma_malloc(16);
+    char *d = ma_malloc(BIG), *g3 = ma_malloc(16);
+    cr_assert_eq((size_t)(b - a), block_for(100), "b follows a");
+    fill(a, 100, 5);
+    ma_free(c);
+    ma_free(b);
+    ma_free(d); /* the class's list: d, b, c */
+    ma_arena_stats_t s0 = my_stats();
+    size_t n = 100;
+    for (int step = 0; step < 2; step++) {
+        if (step == 1) {
+            /* d leaves the list: the rest of b is its head now. */
+            d = ma_malloc(BIG);
+            s0 = my_stats();
+        }
+        size_t grown = n + 40;
+        char *p = ma_realloc(a, grown);
+        cr_assert_eq(p, a, "step %d: grew in place", step);
+        cr_assert(intact(a, 100, 5));
+        ma_arena_stats_t s1 = my_stats();
+        size_t more = block_for(grown) - block_for(n);
+        cr_assert_eq(s1.free_blocks, s0.free_blocks, "step %d: the rest is still one free block", step);
+        cr_assert_eq(s1.free, s0.free - more, "step %d: the free bytes lost what a gained", step);
+        cr_assert_eq(s1.in_use, s0.in_use + more);
+        ma_check();
+        n = grown;
+    }
+    /* The rest serves a request of its class, and everything coalesces. */
+    char *e = ma_malloc(BIG - 2000);
+    cr_assert_eq(e, a + block_for(n), "the rest of b served it");
+    ma_check();
+    ma_free(e);
+    ma_free(a);
+    ma_free(d);
+    ma_free(g1);
+    ma_free(g2);
+    ma_free(g3);
+    ma_check();
+}
+
 Test(arena, realloc_shrinks_in_place_and_frees_the_tail)
 {
     size_t big = block_for(1000), small = block_for(100);
