@@ -98,12 +98,9 @@ static inline struct chunk *locate(const void *p, const char *fn, struct large *
         struct chunk *c = chunk_of(p, ma_cfg.chunk_size);
         if (ma_unlikely(c->magic != (CHUNK_MAGIC ^ (uintptr_t)c)))
             ma_fatal(fn, "corrupted chunk header", p);
+        /* Also refuses a block that carries the key of a cached, parked or
+         * pending block. */
         arena_validate(c, p, fn);
-        /* The key a thread cache writes into a block it holds: present only
-         * while the block sits in some thread's cache. */
-        if (ma_unlikely(((const uintptr_t *)p)[1] == cached_key(p)))
-            ma_fatal(fn, fn[0] == 'f' && fn[1] == 'r' ? "double free detected" : "block is not allocated (already freed?)",
-                     p);
         return c;
     }
     *lp = large_lookup(p, fn);

@@ -1,7 +1,8 @@
 /*
  * os.c - the only file that calls the kernel for memory, CPU count,
- * output and the lock's sleeps. It never allocates, never uses stdio, and keeps errno as the
- * kernel set it on failure so callers can report ENOMEM faithfully.
+ * output and the lock's sleeps. It never allocates, never uses stdio, and
+ * keeps errno as the kernel set it on failure so callers can report ENOMEM
+ * faithfully.
  */
 #include <errno.h>
 #include <fcntl.h>
