@@ -115,21 +115,22 @@ Test(tcache, bins_are_bounded)
         p[i] = ma_malloc(24);
     for (int i = 0; i < N; i++)
         ma_free(p[i]);
-    /* Whatever the cache keeps of 10000 freed 32-byte blocks is one bin. */
-    cr_assert_leq(arena_stats(me).in_use, 256 * 32);
+    /* Whatever the cache keeps of 10000 freed 32-byte blocks is one bin,
+     * grown at most to BIN_MAX (1024) blocks. */
+    cr_assert_leq(arena_stats(me).in_use, 1024 * 32);
     ma_check();
 }
 
 Test(tcache, a_run_of_frees_keeps_the_latest_blocks_and_parks_the_rest_whole)
 {
-    /* 1000 blocks of 32 bytes through a bin of 256. At each overflow the
-     * blocks pushed since the last one become the bin's reserve and the
-     * reserve before them goes to the arena, so what the cache keeps are
-     * the latest blocks freed (the hot ones), 229 of them here: blocks
-     * 771-999. A bin cut by walking would keep its oldest blocks (0-127)
-     * at the bottom throughout. */
+    /* 4000 blocks of 32 bytes through a bin that grows to 1024 (BIN_MAX).
+     * At each overflow the blocks pushed since the last one become the
+     * bin's reserve and the reserve before them goes to the arena, so what
+     * the cache keeps are the latest blocks freed (the hot ones), 957 of
+     * them here: blocks 3043-3999. A bin cut by walking would keep its
+     * oldest blocks (0-127) at the bottom throughout. */
     unsigned me = ma_thread_arena();
-    enum { N = 1000, BACK = 229 };
+    enum { N = 4000, BACK = 957 };
     static void *p[N];
     for (int i = 0; i < N; i++)
         p[i] = ma_malloc(24);
