@@ -28,6 +28,8 @@ MA_HIDDEN extern size_t ma_fast_limit;
 MA_HIDDEN void *ma_malloc_miss(size_t n);
 /* free of anything the fast path does not take. */
 MA_HIDDEN void ma_free_miss(void *p);
+/* malloc_usable_size of anything fast_usable_size does not answer. */
+MA_HIDDEN size_t ma_usable_size_miss(const void *p);
 
 static inline void *fast_malloc(size_t n)
 {
@@ -108,6 +110,25 @@ static inline void fast_free(void *p)
         }
     }
     ma_free_miss(p);
+}
+
+/* Programs that keep count of their memory call malloc_usable_size for
+ * every block they allocate and free (Redis's zmalloc_size). A small chunk
+ * block whose header passes free's checks (block_plausible) is answered
+ * from them; every other pointer, and check mode (ma_fast_limit is 0), take
+ * the full validation, which names any problem. callgrind, a loop over 64
+ * blocks of 16-1528 bytes: 68 -> 27 instructions a call, counting the
+ * caller's wrapper (jemalloc 42 the same way). */
+static inline size_t fast_usable_size(const void *p)
+{
+    uintptr_t u = (uintptr_t)p;
+    if (ma_likely((u & (PAGEMAP_OUTSIDE | (MA_ALIGN - 1))) == 0 && ma_fast_limit != 0) &&
+        ma_likely(pagemap_is_chunk(__atomic_load_n(&pagemap_map[u >> MA_REGION_SHIFT], __ATOMIC_RELAXED)))) {
+        size_t size = block_plausible(u);
+        if (ma_likely(size != 0))
+            return size - B_OVERHEAD;
+    }
+    return ma_usable_size_miss(p);
 }
 
 #endif /* MA_FAST_H */

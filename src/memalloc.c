@@ -432,7 +432,7 @@ int ma_posix_memalign(void **out, size_t align, size_t n)
     return 0;
 }
 
-size_t ma_usable_size(const void *p)
+size_t ma_usable_size_miss(const void *p)
 {
     if (p == NULL)
         return 0;
@@ -442,6 +442,11 @@ size_t ma_usable_size(const void *p)
     if (ma_unlikely(ma_cfg.check))
         return canary_verify(p, usable, "malloc_usable_size");
     return usable;
+}
+
+size_t ma_usable_size(const void *p)
+{
+    return fast_usable_size(p);
 }
 
 void *ma_memdup(const void *src, size_t n)

@@ -28,7 +28,7 @@ MA_PUBLIC int posix_memalign(void **out, size_t align, size_t n) { return ma_pos
 MA_PUBLIC void *aligned_alloc(size_t align, size_t n) { return ma_aligned_alloc(align, n); }
 MA_PUBLIC void *memalign(size_t align, size_t n) { return ma_aligned_alloc(align, n); }
 MA_PUBLIC void *valloc(size_t n) { return ma_aligned_alloc(PAGE, n); }
-MA_PUBLIC size_t malloc_usable_size(void *p) { return ma_usable_size(p); }
+MA_PUBLIC size_t malloc_usable_size(void *p) { return fast_usable_size(p); }
 MA_PUBLIC int malloc_trim(size_t pad) { (void)pad; return ma_trim() > 0; }
 
 MA_PUBLIC void *pvalloc(size_t n)

@@ -219,6 +219,20 @@ static int cmd_misuse(const char *what)
         char *p = ma_malloc(100);
         p[100] = 'x'; /* one byte past the end */
         ma_free(p);
+    } else if (strcmp(what, "usable-freed") == 0) {
+        /* The block sits in the thread's bin, marked cached: the fast
+         * path's header checks must refuse it. */
+        char *p = ma_malloc(40);
+        ma_free(p);
+        printf("%zu\n", ma_usable_size(p));
+    } else if (strcmp(what, "usable-interior") == 0) {
+        char *p = ma_malloc(200);
+        memset(p, 0, 200);
+        printf("%zu\n", ma_usable_size(p + 64));
+    } else if (strcmp(what, "usable-chunk-tail") == 0) {
+        char *p = ma_malloc(64);
+        uintptr_t chunk = (uintptr_t)p & ~(uintptr_t)((1u << 20) - 1);
+        printf("%zu\n", ma_usable_size((void *)(chunk + (1u << 20) - 4096)));
     } else if (strcmp(what, "realloc-invalid") == 0) {
         char buf[64];
         void *q = ma_realloc(buf + 16, 10);

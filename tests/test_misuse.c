@@ -38,4 +38,16 @@ Test(misuse, free_of_another_allocators_block) { expect_abort("free-foreign", no
 Test(misuse, overflow_into_the_next_header) { expect_abort("overflow-header", no_env, "free(): invalid pointer or corrupted block header"); }
 Test(misuse, corrupted_free_list_link) { expect_abort("corrupt-link", no_env, "corrupted free-list link"); }
 Test(misuse, realloc_of_an_invalid_pointer) { expect_abort("realloc-invalid", no_env, "realloc(): invalid pointer"); }
+Test(misuse, usable_size_of_a_freed_block)
+{
+    expect_abort("usable-freed", no_env, "malloc_usable_size(): block is not allocated (already freed?)");
+}
+Test(misuse, usable_size_of_an_interior_pointer)
+{
+    expect_abort("usable-interior", no_env, "malloc_usable_size(): invalid pointer");
+}
+Test(misuse, usable_size_of_a_pointer_into_a_chunks_unused_tail)
+{
+    expect_abort("usable-chunk-tail", no_env, "malloc_usable_size(): invalid pointer");
+}
 Test(misuse, one_byte_overflow_caught_by_canary) { expect_abort("canary", check_env, "free(): heap buffer overflow detected"); }
