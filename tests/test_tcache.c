@@ -406,3 +406,35 @@ Test(tcache, a_block_moved_by_realloc_growth_grows_in_place_next)
     ma_free(r);
     ma_check();
 }
+
+Test(tcache, a_refill_does_not_carve_blocks_of_the_next_class_up)
+{
+    /* 48-byte holes between allocated 48-byte blocks, in the free lists
+     * (ma_trim coalesces what the cache held), and no free 32-byte block.
+     * A bin of 32-byte blocks refilled from those holes would get 48-byte
+     * blocks (a remainder of 16 bytes cannot be a block), which serve the
+     * next class up instead, and go back to the holes when that bin
+     * overflows: a Redis server spent most of its time in that loop. */
+    enum { N = 200 };
+    static void *keep[N], *hole[N];
+    for (int i = 0; i < N; i++) {
+        hole[i] = ma_malloc(40);
+        keep[i] = ma_malloc(40);
+    }
+    for (int i = 0; i < N; i++)
+        ma_free(hole[i]);
+    ma_trim();
+    unsigned holes = 0;
+    for (int i = 0; i < N; i++) {
+        char *h = hole[i];
+        for (int j = 0; j < N; j++)
+            if ((char *)keep[j] == h + 48 || (char *)keep[j] == h - 48)
+                holes++;
+    }
+    cr_assert_gt(holes, N, "the holes lie between kept blocks (%u neighbours)", holes);
+    for (int i = 0; i < 300; i++) {
+        void *p = ma_malloc(24);
+        cr_assert_eq(ma_usable_size(p), 24, "malloc(24) #%d got a block of %zu usable bytes", i, ma_usable_size(p));
+    }
+    ma_check();
+}
