@@ -332,7 +332,8 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
          * and quick lists of those classes hold one size): a free block
          * bigger by less than B_MIN cannot be split, and carved whole it is
          * a block of another class, of no use to this refill. So unless
-         * bsize's own list has a block, look for one that splits. */
+         * bsize's own list (class bsize / 16) has a block, look for one
+         * that splits. */
         size_t fit = bsize < CLASS_EXACT_LIMIT && a->heads[bsize / 16] == NULL ? bsize + B_MIN : bsize;
         struct block *b = block_find(a, fit);
         if (b == NULL)

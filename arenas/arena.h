@@ -243,10 +243,11 @@ MA_HIDDEN void *arena_alloc(struct arena *a, size_t bsize);
 /* As arena_alloc, for a block that is growing (realloc): prefers a free
  * block that leaves as much again free after it. Lock held. */
 MA_HIDDEN void *arena_alloc_growing(struct arena *a, size_t bsize);
-/* Carves up to n blocks of at least bsize bytes (a block size) for a thread
- * cache and pushes their payloads on the list *head (linked through the first
- * payload word). Counts them in in_use, not in allocs. Returns how many (fewer
- * only if no chunk could be mapped). Lock held. */
+/* Carves up to n blocks of at least bsize bytes (a block size; exactly bsize
+ * below CLASS_EXACT_LIMIT) for a thread cache and pushes their payloads on
+ * the list *head (linked through the first payload word). Counts them in
+ * in_use, not in allocs. Returns how many (fewer only if no chunk could be
+ * mapped). Lock held. */
 MA_HIDDEN unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **head);
 /* A payload aligned to `align` (power of two, > 16), block at least `bsize`.
  * Lock held. */

@@ -41,6 +41,16 @@ static inline void *fast_malloc(size_t n)
     return ma_malloc_miss(n);
 }
 
+/* The pagemap byte of the granule of u, or PAGEMAP_NONE when u is not
+ * 16-byte aligned or lies outside the 47-bit space (NULL included): one
+ * mask, so every such pointer reads as no chunk. */
+static inline int pointer_tag(uintptr_t u)
+{
+    if (ma_unlikely((u & (PAGEMAP_OUTSIDE | (MA_ALIGN - 1))) != 0))
+        return PAGEMAP_NONE;
+    return __atomic_load_n(&pagemap_map[u >> MA_REGION_SHIFT], __ATOMIC_RELAXED);
+}
+
 /* The cheap checks of a small block's header that a fast path makes before
  * trusting it (the slow path makes them all and names what failed):
  * allocated, at most TC_MAX_BLOCK long, the next block agreeing that this
@@ -122,8 +132,7 @@ static inline void fast_free(void *p)
 static inline size_t fast_usable_size(const void *p)
 {
     uintptr_t u = (uintptr_t)p;
-    if (ma_likely((u & (PAGEMAP_OUTSIDE | (MA_ALIGN - 1))) == 0 && ma_fast_limit != 0) &&
-        ma_likely(pagemap_is_chunk(__atomic_load_n(&pagemap_map[u >> MA_REGION_SHIFT], __ATOMIC_RELAXED)))) {
+    if (ma_likely(ma_fast_limit != 0 && pagemap_is_chunk(pointer_tag(u)))) {
         size_t size = block_plausible(u);
         if (ma_likely(size != 0))
             return size - B_OVERHEAD;

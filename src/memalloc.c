@@ -273,15 +273,13 @@ static MA_COLD void free_slow(void *p)
 void ma_free_miss(void *p)
 {
     uintptr_t u = (uintptr_t)p;
-    if (ma_likely((u & (PAGEMAP_OUTSIDE | (MA_ALIGN - 1))) == 0)) {
-        int tag = __atomic_load_n(&pagemap_map[u >> MA_REGION_SHIFT], __ATOMIC_RELAXED);
-        if (pagemap_is_chunk(tag)) {
-            struct arena *a = &ma_arenas[tag - PAGEMAP_CHUNK];
-            size_t size;
-            if (ma_likely(a != ma_tc.arena && !ma_cfg.check && (size = block_plausible(u)) != 0)) {
-                arena_free_remote(a, p, size);
-                return;
-            }
+    int tag = pointer_tag(u);
+    if (pagemap_is_chunk(tag)) {
+        struct arena *a = &ma_arenas[tag - PAGEMAP_CHUNK];
+        size_t size;
+        if (ma_likely(a != ma_tc.arena && !ma_cfg.check && (size = block_plausible(u)) != 0)) {
+            arena_free_remote(a, p, size);
+            return;
         }
     }
     free_slow(p);

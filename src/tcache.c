@@ -394,28 +394,21 @@ void *tcache_refill(size_t n)
         unsigned got = arena_quick_take(a, c, want, tcache_head(c));
         ma_tc.room[c] -= (int32_t)got;
         ma_tc.moved_in += got;
-        size_t odd = c; /* the bin of the last block that did not fit bin c */
         if (got < want) {
+            /* Below 1 KiB a bin holds blocks of exactly its size (the quick
+             * lists count on it), and a batch carves nothing else. */
             void *fresh = NULL;
             unsigned more = arena_alloc_batch(a, class_size[c], want - got, &fresh);
             ma_tc.moved_in += more;
+            ma_tc.room[c] -= (int32_t)more;
             for (unsigned i = 0; i < more; i++) {
                 void *x = fresh;
                 fresh = *(void **)x;
                 ((uintptr_t *)x)[1] = cached_key(x);
-                /* Below 1 KiB a bin holds blocks of exactly its size (the
-                 * quick lists count on it); a block carved with a remainder
-                 * too small to split goes to the bin of its own size. */
-                size_t bc = c;
-                if (c < EXACT_CLASSES && block_size(block_of(x)) != class_size[c])
-                    odd = bc = tcache_class_of(block_size(block_of(x)));
-                *(void **)x = *tcache_head(bc);
-                *tcache_head(bc) = x;
-                ma_tc.room[bc]--;
+                *(void **)x = *tcache_head(c);
+                *tcache_head(c) = x;
             }
         }
-        if (*tcache_head(c) == NULL)
-            c = (unsigned)odd; /* every fresh block was odd: serve from its bin */
         p = *tcache_head(c);
         if (p != NULL) {
             *tcache_head(c) = *(void **)p;
