@@ -820,15 +820,50 @@ static inline void quick_push(struct arena *a, unsigned cls, void *head, uint32_
     a->in_use -= bytes;
 }
 
-/* Releases the count blocks linked from p (allocated, keyed), as free would. */
+/* Releases the allocated blocks that tile [lo, lo + size), n of them, as
+ * one: lo's head becomes the run's (keeping lo's previous-in-use bit), so
+ * the run enters the index once, coalesced with its free neighbours, and
+ * the heads inside it become free space. */
+static void run_release(struct arena *a, struct block *lo, size_t size, uint32_t n)
+{
+    if (n > 1)
+        hd_set(lo, size | B_INUSE | (hd_get(lo) & B_PREV_INUSE));
+    block_release(a, lo);
+}
+
+/* Releases the count blocks linked from p (allocated, keyed), as free would.
+ * A list of blocks carved in one batch and freed in order holds runs of
+ * neighbours, one after another in either direction: each run is released
+ * whole instead of block by block, each of which would leave the index and
+ * join it again grown by one block. */
 static void blocks_release(struct arena *a, void *p, uint32_t count)
 {
+    struct block *lo = NULL;
+    size_t run = 0;
+    uint32_t n = 0;
     for (uint32_t i = 0; i < count; i++) {
         void *next = *(void **)p;
         ((uintptr_t *)p)[1] = 0;
-        block_release(a, block_of(p));
+        struct block *b = block_of(p);
+        size_t size = block_size(b);
+        if (n != 0 && (char *)b == (char *)lo + run) {
+            run += size;
+            n++;
+        } else if (n != 0 && (char *)b + size == (char *)lo) {
+            lo = b;
+            run += size;
+            n++;
+        } else {
+            if (n != 0)
+                run_release(a, lo, run, n);
+            lo = b;
+            run = size;
+            n = 1;
+        }
         p = next;
     }
+    if (n != 0)
+        run_release(a, lo, run, n);
 }
 
 /* Coalesces the blocks of quick list cls into the free lists (idle: because

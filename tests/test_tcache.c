@@ -438,3 +438,56 @@ Test(tcache, a_refill_does_not_carve_blocks_of_the_next_class_up)
     }
     ma_check();
 }
+
+/* A bin given back to the arena is released a run of neighbours at a time
+ * (blocks carved in one batch and freed in order lie next to each other in
+ * the bin's list, in either direction). Whatever the order, and around
+ * blocks that stay allocated, every byte comes back: with everything freed
+ * and trimmed, nothing is left in use, and the blocks kept meanwhile are
+ * intact. order 0: freed first to last (the bin lists them last to first);
+ * 1: last to first; 2: every other one, first to last, the rest later. */
+static void release_in_order(int order)
+{
+    unsigned me = ma_thread_arena();
+    enum { N = 32, SIZE = 100 };
+    char *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = ma_malloc(SIZE);
+        fill(p[i], SIZE, (unsigned)i);
+    }
+    int adjacent = 0;
+    for (int i = 0; i + 1 < N; i++)
+        adjacent += p[i + 1] == p[i] + 112;
+    cr_assert_geq(adjacent, N / 2, "the blocks were carved next to each other (%d pairs)", adjacent);
+    int freed = 0;
+    for (int k = 0; k < N; k++) {
+        int i = order == 1 ? N - 1 - k : k;
+        if (order == 2 && i % 2 == 1)
+            continue;
+        ma_free(p[i]);
+        p[i] = NULL;
+        freed++;
+    }
+    uint64_t before = arena_stats(me).idle_releases;
+    for (int i = 0; i < 600; i++) { /* uncached: locked operations of another size */
+        volatile char *q = ma_malloc(20000);
+        q[0] = 1;
+        ma_free((void *)q);
+    }
+    ma_free(ma_malloc(3000)); /* a refill, which sweeps the idle bin */
+    cr_assert_geq(arena_stats(me).idle_releases, before + (uint64_t)freed, "the bin was released");
+    ma_check();
+    for (int i = 0; i < N; i++) {
+        if (p[i] != NULL) {
+            cr_assert(intact(p[i], SIZE, (unsigned)i), "kept block %d", i);
+            ma_free(p[i]);
+        }
+    }
+    ma_trim();
+    ma_check();
+    cr_assert_eq(arena_stats(me).in_use, 0, "%zu bytes still in use", arena_stats(me).in_use);
+}
+
+Test(tcache, runs_released_first_to_last_give_every_byte_back) { release_in_order(0); }
+Test(tcache, runs_released_last_to_first_give_every_byte_back) { release_in_order(1); }
+Test(tcache, runs_around_kept_blocks_give_every_byte_back) { release_in_order(2); }
