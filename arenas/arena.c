@@ -835,7 +835,9 @@ static void run_release(struct arena *a, struct block *lo, size_t size, uint32_t
  * A list of blocks carved in one batch and freed in order holds runs of
  * neighbours, one after another in either direction: each run is released
  * whole instead of block by block, each of which would leave the index and
- * join it again grown by one block. */
+ * join it again grown by one block. callgrind, bench/programs_cg.sh
+ * python-json (CPython freeing everything at exit): 640k blocks in 293,595
+ * runs, 821.0 -> 781.1 M instructions for the whole program. */
 static void blocks_release(struct arena *a, void *p, uint32_t count)
 {
     struct block *lo = NULL;

@@ -394,16 +394,34 @@ Test(tcache, a_size_freed_in_a_long_batch_stays_parked_for_its_next_round)
  * next growth finds room after it. */
 Test(tcache, a_block_moved_by_realloc_growth_grows_in_place_next)
 {
-    char *p = ma_malloc(100); /* from a bin: its neighbour is a cached block */
-    fill(p, 100, 7);
-    char *q = ma_realloc(p, 1000);
+    char *p = ma_malloc(1500); /* from a bin: its neighbour is a cached block */
+    fill(p, 1500, 7);
+    char *q = ma_realloc(p, 3000);
     cr_assert_neq(q, p, "the cached neighbour forces a move");
-    cr_assert(intact(q, 100, 7));
-    fill(q, 1000, 8);
-    char *r = ma_realloc(q, 2000);
+    cr_assert(intact(q, 1500, 7));
+    fill(q, 3000, 8);
+    char *r = ma_realloc(q, 5000);
     cr_assert_eq(r, q, "the moved block grew in place");
-    cr_assert(intact(r, 1000, 8));
+    cr_assert(intact(r, 3000, 8));
     ma_free(r);
+    ma_check();
+}
+
+/* Growth to 1 KiB or less that cannot happen in place moves through the
+ * bins: no lock, when the bin of the new size has a block. */
+Test(tcache, a_small_block_moved_by_realloc_growth_takes_no_lock)
+{
+    unsigned me = ma_thread_arena();
+    ma_free(ma_malloc(1000)); /* warm the bins of both sizes */
+    char *p = ma_malloc(100); /* from a bin: its neighbour is a cached block */
+    fill(p, 100, 9);
+    uint64_t locks = arena_stats(me).lock_acquires;
+    char *q = ma_realloc(p, 1000);
+    /* Only the statistics call itself takes the lock. */
+    cr_assert_eq(arena_stats(me).lock_acquires, locks + 1);
+    cr_assert_neq(q, p, "the cached neighbour forces a move");
+    cr_assert(intact(q, 100, 9));
+    ma_free(q);
     ma_check();
 }
 
