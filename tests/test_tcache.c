@@ -337,6 +337,17 @@ Test(tcache, an_arena_its_last_thread_left_gives_back_what_it_held)
     cr_assert_eq(in_use, 0, "%s", out);
 }
 
+/* n malloc/free pairs of 20 KiB blocks, which are not cached: each takes
+ * the arena lock, so they count as locked operations of another size. */
+static void uncached_pairs(int n)
+{
+    for (int i = 0; i < n; i++) {
+        volatile char *q = ma_malloc(20000);
+        q[0] = 1;
+        ma_free((void *)q);
+    }
+}
+
 /* A size the thread no longer allocates: once the thread has done enough
  * locked operations of other sizes (TC_IDLE_OPS, 256), its bin goes back to
  * the arena, and the arena, where nobody refills that size either,
@@ -351,12 +362,7 @@ Test(tcache, blocks_of_a_size_no_longer_allocated_are_coalesced)
     for (int i = 0; i < N; i++)
         ma_free(p[i]); /* into the bin, which holds them all */
     uint64_t before = arena_stats(me).idle_releases;
-    /* 20 KiB blocks are not cached: every malloc and free takes the lock. */
-    for (int i = 0; i < 600; i++) {
-        volatile char *q = ma_malloc(20000);
-        q[0] = 1;
-        ma_free((void *)q);
-    }
+    uncached_pairs(600);
     cr_assert_eq(arena_stats(me).idle_releases, before, "only a refill or a flush sweeps");
     ma_free(ma_malloc(3000)); /* a refill of another size sweeps */
     cr_assert_geq(arena_stats(me).idle_releases, before + N, "the 100-byte blocks were coalesced");
@@ -487,11 +493,7 @@ static void release_in_order(int order)
         freed++;
     }
     uint64_t before = arena_stats(me).idle_releases;
-    for (int i = 0; i < 600; i++) { /* uncached: locked operations of another size */
-        volatile char *q = ma_malloc(20000);
-        q[0] = 1;
-        ma_free((void *)q);
-    }
+    uncached_pairs(600);
     ma_free(ma_malloc(3000)); /* a refill, which sweeps the idle bin */
     cr_assert_geq(arena_stats(me).idle_releases, before + (uint64_t)freed, "the bin was released");
     ma_check();
