@@ -455,10 +455,17 @@ static int pass_due(uint64_t *last_ms, uint64_t interval_ms)
     return 1;
 }
 
+/* Once the trigger is passed, the pass waits for the interval; the clock is
+ * read at the first release past the trigger in each acquisition of the
+ * lock, not at every one: a flush that releases a bin of hundreds of blocks
+ * reads it once, and a pass is late by at most the rest of one lock hold. */
 static void arena_purge(struct arena *a)
 {
     if (a->reclaiming)
         return; /* runs again at the next release past the trigger */
+    if (a->purge_looked == a->lock_acquires)
+        return;
+    a->purge_looked = a->lock_acquires;
     if (!pass_due(&a->last_purge_ms, PURGE_INTERVAL_MS))
         return;
     arena_consolidate(a);

@@ -161,6 +161,7 @@ struct arena {
     size_t dirty;                     /* guarded by lock: bytes coalesced since the last purge */
     uint64_t purges;                  /* guarded by lock: purge passes run */
     uint64_t last_purge_ms;           /* guarded by lock: when the last pass ran */
+    uint64_t purge_looked;            /* guarded by lock: lock_acquires when arena_purge last read the clock */
     uint64_t last_grow_purge_ms;      /* guarded by lock: when the last pass before growing ran */
     uint64_t last_leave_purge_ms;     /* guarded by lock: when the last pass for a leaving thread ran */
     int reclaiming;                   /* guarded by lock: in consolidate or purge */
