@@ -244,13 +244,18 @@ static int cmd_misuse(const char *what)
     return 0;
 }
 
-/* move STAY: with two arenas, threads A and C share arena 0 and keep taking
- * its lock (16 KiB blocks, too big for the thread cache) while thread B is
- * counted on arena 1 (STAY=1) or has exited (STAY=0). Prints how many of A
- * and C moved and the thread counts the two arenas report at the end. */
+/* move STAY: with two arenas, threads A and C share arena 0 while thread B
+ * is counted on arena 1 (STAY=1) or has exited (STAY=0). A takes arena 0's
+ * lock at every step (16 KiB blocks, too big for the thread cache), a few
+ * microseconds apart; C holds a heap of small blocks there and runs
+ * ma_check over and over, which walks that heap under the same lock, so
+ * most of A's acquisitions wait whether or not the two threads get a CPU
+ * each (the waits that matter are A's: C's checks are not the thread
+ * cache's locked operations, which are what a thread reviews). Prints
+ * whether A moved and the thread counts the two arenas report at the end. */
 static pthread_barrier_t mv_ready, mv_go, mv_end;
-static int mv_stay, mv_moved[2];
-static int mv_any; /* atomic: someone moved; the others stop */
+static int mv_stay, mv_moved;
+static int mv_done; /* atomic: A has moved or finished; C stops */
 
 static void *move_idle(void *arg)
 {
@@ -264,20 +269,38 @@ static void *move_idle(void *arg)
 
 static void *move_busy(void *arg)
 {
-    long i = (long)arg;
+    (void)arg;
     ma_free(ma_malloc(16));
     pthread_barrier_wait(&mv_ready);
     pthread_barrier_wait(&mv_go);
     unsigned start = ma_thread_arena();
-    for (long k = 0; k < 4000000 && !__atomic_load_n(&mv_any, __ATOMIC_RELAXED); k++) {
+    for (long k = 0; k < 400 && !mv_moved; k++) {
         volatile char *p = ma_malloc(16384);
         p[k % 16384] = (char)k;
         ma_free((void *)p);
-        if (ma_thread_arena() != start) {
-            mv_moved[i] = 1;
-            __atomic_store_n(&mv_any, 1, __ATOMIC_RELAXED);
-        }
+        if (ma_thread_arena() != start)
+            mv_moved = 1;
+        usleep(20);
     }
+    __atomic_store_n(&mv_done, 1, __ATOMIC_RELAXED);
+    pthread_barrier_wait(&mv_end);
+    return NULL;
+}
+
+static void *move_checker(void *arg)
+{
+    (void)arg;
+    enum { HELD = 5000 };
+    void **held = ma_malloc(HELD * sizeof *held);
+    for (int i = 0; i < HELD; i++)
+        held[i] = ma_malloc(48);
+    pthread_barrier_wait(&mv_ready);
+    pthread_barrier_wait(&mv_go);
+    while (!__atomic_load_n(&mv_done, __ATOMIC_RELAXED))
+        ma_check();
+    for (int i = 0; i < HELD; i++)
+        ma_free(held[i]);
+    ma_free(held);
     pthread_barrier_wait(&mv_end);
     return NULL;
 }
@@ -290,13 +313,13 @@ static int cmd_move(int stay)
     pthread_barrier_init(&mv_go, NULL, 3); /* A, C and this thread, once it has read the counts */
     pthread_barrier_init(&mv_end, NULL, stay ? 3u : 2u);
     /* One at a time, so the round-robin assignment gives 0, 1, 0. */
-    pthread_create(&a, NULL, move_busy, (void *)0);
+    pthread_create(&a, NULL, move_busy, NULL);
     pthread_barrier_wait(&mv_ready);
     pthread_create(&b, NULL, move_idle, NULL);
     pthread_barrier_wait(&mv_ready);
     if (!stay)
         pthread_join(b, NULL);
-    pthread_create(&c, NULL, move_busy, (void *)1);
+    pthread_create(&c, NULL, move_checker, NULL);
     pthread_barrier_wait(&mv_ready);
     ma_arena_stats_t s0, s1;
     ma_arena_stats_get(0, &s0);
@@ -309,8 +332,7 @@ static int cmd_move(int stay)
         pthread_join(b, NULL);
     ma_arena_stats_get(0, &s0);
     ma_arena_stats_get(1, &s1);
-    printf("moved=%d after=%llu/%llu\n", mv_moved[0] + mv_moved[1], (unsigned long long)s0.threads,
-           (unsigned long long)s1.threads);
+    printf("moved=%d after=%llu/%llu\n", mv_moved, (unsigned long long)s0.threads, (unsigned long long)s1.threads);
     return 0;
 }
 
