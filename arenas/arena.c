@@ -751,6 +751,8 @@ void *arena_remote_take(struct arena *a, unsigned cls, uint32_t max, uint32_t *c
     top = __atomic_exchange_n(&a->remote_top[cls], 0, __ATOMIC_ACQUIRE);
     if (top == 0)
         return NULL;
+    if (!__atomic_load_n(&a->remote_taken[cls], __ATOMIC_RELAXED))
+        __atomic_store_n(&a->remote_taken[cls], 1, __ATOMIC_RELAXED);
     void *head = remote_payload(top);
     uint64_t n = remote_count(top);
     if (ma_unlikely(n >= REMOTE_COUNT_MAX)) /* the count saturated: count them */
@@ -1028,6 +1030,18 @@ void arena_drain_class(struct arena *a, unsigned cls)
     a->frees += n;
     if (ma_unlikely(quick_over(a)))
         arena_consolidate(a);
+}
+
+void arena_drain_stale(struct arena *a)
+{
+    for (unsigned cls = 0; cls < REMOTE_STACKS; cls++) {
+        if (__atomic_load_n(&a->remote_top[cls], __ATOMIC_RELAXED) == 0)
+            continue;
+        if (__atomic_load_n(&a->remote_taken[cls], __ATOMIC_RELAXED))
+            __atomic_store_n(&a->remote_taken[cls], 0, __ATOMIC_RELAXED);
+        else
+            arena_drain_class(a, cls);
+    }
 }
 
 void arena_drain(struct arena *a)

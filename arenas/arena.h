@@ -187,6 +187,10 @@ struct arena {
      * (arena_orphaned). Atomic; on a line of its own, read by every push. */
     uint64_t remote_drain_at __attribute__((aligned(64)));
     uintptr_t remote_top[REMOTE_STACKS] __attribute__((aligned(64))); /* atomic */
+    /* 1: a bin took stack cls whole since the last arena_drain_stale.
+     * Atomic (set by takers without the lock, cleared under it); off the
+     * pushers' lines. */
+    uint8_t remote_taken[REMOTE_STACKS] __attribute__((aligned(64)));
 };
 
 #define REMOTE_PTR_BITS 48
@@ -238,6 +242,10 @@ MA_HIDDEN void arena_unlock(struct arena *a);
 /* Moves every block on the remote stacks to the quick lists (bigger ones
  * into the free lists), checking each. Lock held. */
 MA_HIDDEN void arena_drain(struct arena *a);
+/* The periodic drain: only the stacks that no bin took whole since the
+ * last such call (a class some thread allocates is taken whole again, with
+ * no block walked under the lock). Lock held. */
+MA_HIDDEN void arena_drain_stale(struct arena *a);
 /* A payload of a block of at least `bsize` bytes, or NULL if no chunk could
  * be mapped. Lock held. */
 MA_HIDDEN void *arena_alloc(struct arena *a, size_t bsize);

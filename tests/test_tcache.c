@@ -97,6 +97,38 @@ Test(tcache, a_remote_stack_bigger_than_a_bin_is_parked_for_the_arena)
     cr_assert_geq(locks, 1);
 }
 
+/* Blocks freed by another thread into a size their owner does not allocate
+ * for a while: no bin takes that remote stack, so the owner's periodic
+ * upkeep (at the end of a window of 64 locked operations that ends in a
+ * refill or a flush) drains it. Seen at the owner's next allocation of the
+ * size: a stack still pending would become the bin whole, its top (the
+ * last block freed) served first; drained, the blocks were parked or
+ * coalesced, and what comes back is not that block. No statistics call may
+ * come between: one drains the stacks itself. */
+Test(tcache, a_remote_stack_no_bin_takes_is_drained_by_its_owner)
+{
+    enum { N = 128, SIZE = 240, OTHER = 5000 }; /* 560 KB: within the first chunk, so no chunk is mapped (which would drain the stacks first) */
+    void *p[N];
+    for (int i = 0; i < N; i++)
+        p[i] = ma_malloc(SIZE);
+    struct remote_job job = { p, N, ma_thread_arena() };
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, free_them, &job), 0);
+    pthread_join(t, NULL);
+    cr_assert_neq(job.arena, ma_thread_arena(), "the freeing thread must use another arena");
+    /* Some 280 refills of 100-byte blocks: four windows. */
+    void **q = calloc(OTHER, sizeof *q);
+    for (int i = 0; i < OTHER; i++)
+        q[i] = ma_malloc(100);
+    void *again = ma_malloc(SIZE);
+    cr_assert_neq(again, p[N - 1], "the remote stack was still pending: its top came back first");
+    for (int i = 0; i < OTHER; i++)
+        ma_free(q[i]);
+    free(q);
+    ma_free(again);
+    ma_check();
+}
+
 Test(tcache, reuse_is_lifo)
 {
     char *a = ma_malloc(100), *b = ma_malloc(100);
