@@ -327,6 +327,9 @@ void *arena_alloc_growing(struct arena *a, size_t bsize)
 unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **head)
 {
     unsigned got = 0;
+    /* The blocks are linked in the order they are carved, in front of what
+     * *head held: the bin hands them out in address order. */
+    void *first = NULL, **tail = &first;
     while (got < n) {
         /* Below 1 KiB every block of a batch must be exactly bsize (bins
          * and quick lists of those classes hold one size): a free block
@@ -345,8 +348,9 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
             k = n - got;
         if (k <= 1) {
             void *p = block_carve(a, b, bsize);
-            *(void **)p = *head;
-            *head = p;
+            ((uintptr_t *)p)[1] = cached_key(p);
+            *tail = p;
+            tail = (void **)p;
             got++;
             continue;
         }
@@ -369,8 +373,9 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
             hd_set(x, bsize | B_INUSE | flags);
             flags = B_PREV_INUSE;
             void *p = block_payload(x);
-            *(void **)p = *head;
-            *head = p;
+            ((uintptr_t *)p)[1] = cached_key(p);
+            *tail = p;
+            tail = (void **)p;
             at += bsize;
         }
         struct block *after = (struct block *)at;
@@ -387,6 +392,8 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
             a->peak_in_use = a->in_use;
         got += (unsigned)k;
     }
+    *tail = *head;
+    *head = first;
     return got;
 }
 

@@ -253,10 +253,11 @@ MA_HIDDEN void *arena_alloc(struct arena *a, size_t bsize);
  * block that leaves as much again free after it. Lock held. */
 MA_HIDDEN void *arena_alloc_growing(struct arena *a, size_t bsize);
 /* Carves up to n blocks of at least bsize bytes (a block size; exactly bsize
- * below CLASS_EXACT_LIMIT) for a thread cache and pushes their payloads on
- * the list *head (linked through the first payload word). Counts them in
- * in_use, not in allocs. Returns how many (fewer only if no chunk could be
- * mapped). Lock held. */
+ * below CLASS_EXACT_LIMIT) for a thread cache and puts their payloads,
+ * keyed as cached blocks, in front of the list *head (a bin; linked
+ * through the first payload word) in the order they were carved. Counts
+ * them in in_use, not in allocs. Returns how many (fewer only if no chunk
+ * could be mapped). Lock held. */
 MA_HIDDEN unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **head);
 /* A payload aligned to `align` (power of two, > 16), block at least `bsize`.
  * Lock held. */

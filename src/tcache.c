@@ -406,17 +406,9 @@ void *tcache_refill(size_t n)
         if (got < want) {
             /* Below 1 KiB a bin holds blocks of exactly its size (the quick
              * lists count on it), and a batch carves nothing else. */
-            void *fresh = NULL;
-            unsigned more = arena_alloc_batch(a, class_size[c], want - got, &fresh);
+            unsigned more = arena_alloc_batch(a, class_size[c], want - got, tcache_head(c));
             ma_tc.moved_in += more;
             ma_tc.room[c] -= (int32_t)more;
-            for (unsigned i = 0; i < more; i++) {
-                void *x = fresh;
-                fresh = *(void **)x;
-                ((uintptr_t *)x)[1] = cached_key(x);
-                *(void **)x = *tcache_head(c);
-                *tcache_head(c) = x;
-            }
         }
         p = *tcache_head(c);
         if (p != NULL) {
