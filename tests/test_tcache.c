@@ -107,7 +107,9 @@ Test(tcache, a_remote_stack_bigger_than_a_bin_is_parked_for_the_arena)
  * come between: one drains the stacks itself. */
 Test(tcache, a_remote_stack_no_bin_takes_is_drained_by_its_owner)
 {
-    enum { N = 128, SIZE = 240, OTHER = 5000 }; /* 560 KB: within the first chunk, so no chunk is mapped (which would drain the stacks first) */
+    /* OTHER blocks of 100 bytes are 560 KB: within the first chunk, so no
+     * chunk is mapped (which would drain the stacks first). */
+    enum { N = 128, SIZE = 240, OTHER = 5000 };
     void *p[N];
     for (int i = 0; i < N; i++)
         p[i] = ma_malloc(SIZE);
