@@ -11,12 +11,15 @@ WARN    := -Wall -Wextra -Werror
 # to calloc, which recurses forever. initial-exec TLS: reaching the thread's
 # state never allocates.
 LIBFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -ftls-model=initial-exec \
-            -fno-builtin -pthread $(WARN) -Iinclude -Isrc -MMD -MP
+            -fno-builtin -pthread $(WARN) -Iinclude -MMD -MP
 OPT     ?= -O2 -g
 TESTFLAGS := -std=gnu11 -O1 -g -pthread $(WARN) -Iinclude -MMD -MP
 
-CORE_SRC := src/memalloc.c src/config.c src/error.c src/os.c src/pagemap.c src/large.c src/stats.c src/heapmap.c src/tcache.c \
-            arenas/arena.c arenas/arena_check.c
+# Three floors, each including only from itself and below (docs/ARCHITECTURE.md):
+# base/ (kernel, lock, errors, pagemap) -> arenas/ (the engine) -> src/.
+BASE_SRC  := $(wildcard base/*.c)
+ARENA_SRC := $(wildcard arenas/*.c)
+CORE_SRC := $(BASE_SRC) $(ARENA_SRC) $(filter-out src/override.c,$(wildcard src/*.c))
 LIB_SRC  := $(CORE_SRC) src/override.c
 
 # Variants: rel (the shipped library), dbg (-O0, MEMALLOC_CHECK on by

@@ -32,8 +32,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../src/internal.h"
-#include "../src/lock.h"
+#include "../base/base.h"
+#include "../base/error.h"
+#include "../base/lock.h"
+#include "../base/pagemap.h"
 
 struct block {
     size_t prev_size;     /* guarded by arena->lock, valid while prev is free */
@@ -70,9 +72,8 @@ struct block {
  * leaves those places, so a free of a block that carries it is a double
  * free. The key is random per process (from the kernel's AT_RANDOM bytes,
  * as glibc's tcache key is), set once at init before any block is cached;
- * CACHED_KEY is its value until then and the fallback. It used to be
- * CACHED_KEY ^ the block's address, one instruction more on free's fast
- * path (callgrind, bench/churn small pair: 56 -> 55). */
+ * CACHED_KEY is its value until then and the fallback. The same key for
+ * every block keeps the check to one compare on free's fast path. */
 #define CACHED_KEY ((uintptr_t)0x3c6ef372fe94f82bull)
 MA_HIDDEN extern uintptr_t ma_block_key;
 static inline uintptr_t cached_key(const void *p)
@@ -99,8 +100,8 @@ MA_HIDDEN void arena_key_init(void);
  * block records in its third payload word the next segment and its own
  * length (and, above the exact classes, its bytes in the fourth). So a
  * flush parks a list without finding its last block, and a refill takes a
- * segment whole without walking it (walking cold blocks was 8% of
- * bench/threadtest under perf). Below CLASS_EXACT_LIMIT every parked block
+ * segment whole without walking it: walking cold blocks is a cache miss
+ * each. Below CLASS_EXACT_LIMIT every parked block
  * of class c is exactly 16 * c bytes. */
 struct qlist {
     void *head;           /* payloads linked through their first word */
@@ -138,7 +139,7 @@ struct chunk {
 #define CHUNK_MAGIC ((uint64_t)0x6d61436875e4b3a7ull)
 
 /* Wholly free chunks an arena with threads may keep beyond its reserve for
- * a while (arena.c, "Spare chunks"). */
+ * a while (chunk.c, "spare chunks"). */
 #ifndef CHUNK_SPARES
 #define CHUNK_SPARES 2u
 #endif
@@ -231,7 +232,27 @@ static inline struct chunk *chunk_of(const void *p, size_t chunk_size)
 }
 static inline size_t chunk_capacity(size_t chunk_size) { return chunk_size - CHUNK_HDR - CHUNK_FENCE; }
 
-/* ---- arena.c ---- */
+/* Size class of a free block of size s: exact 16-byte classes below
+ * CLASS_EXACT_LIMIT, then 16 per power of two. */
+static inline unsigned arena_class_of(size_t s)
+{
+    if (s < CLASS_EXACT_LIMIT)
+        return (unsigned)(s >> 4);
+    unsigned fl = 63u - (unsigned)__builtin_clzl(s);
+    unsigned sl = (unsigned)(s >> (fl - CLASS_SUB_LOG)) & ((1u << CLASS_SUB_LOG) - 1);
+    return 64u + (fl - 10u) * (1u << CLASS_SUB_LOG) + sl;
+}
+
+/* The smallest size in class c. */
+static inline size_t arena_class_lo(unsigned c)
+{
+    if (c < 64)
+        return (size_t)c * 16;
+    unsigned fl = 10 + (c - 64) / 16, sl = (c - 64) % 16;
+    return ((size_t)1 << fl) + ((size_t)sl << (fl - CLASS_SUB_LOG));
+}
+
+/* ---- arena.c, block.c, chunk.c, purge.c, remote.c ---- */
 
 /* Sets up an arena in zeroed memory. */
 MA_HIDDEN void arena_init(struct arena *a, unsigned index, size_t chunk_size, unsigned reserve);
@@ -290,7 +311,7 @@ MA_HIDDEN size_t arena_trim(struct arena *a);
 
 /* The arena's last thread has left it: drains the remote stacks,
  * coalesces what is parked and, if enough is idle, discards the pages of
- * free blocks (see arena.c). Lock held. */
+ * free blocks (see purge.c). Lock held. */
 MA_HIDDEN void arena_orphaned(struct arena *a);
 /* A thread has left the arena, others remain: the same page discarding,
  * if three quarters of the arena is idle. Lock held. */
@@ -299,16 +320,15 @@ MA_HIDDEN void arena_thread_left(struct arena *a);
  * thread of the arena will) or only past the bound. Any thread. */
 MA_HIDDEN void arena_set_orphan(struct arena *a, int orphan);
 
-/* ---- arena_check.c ---- */
+/* ---- check.c ---- */
 
 /* Verifies every invariant of the arena; aborts with a message on the first
  * violation. Lock held. */
 MA_HIDDEN void arena_check(struct arena *a);
 /* Writes the arena's free lists and usage through b. Lock held. */
 MA_HIDDEN void arena_print(struct arena *a, struct ma_buf *b);
-/* Size class of a free block of size s, and the smallest size in class c. */
-MA_HIDDEN unsigned arena_class_of(size_t s);
-MA_HIDDEN size_t arena_class_lo(unsigned c);
+
+/* ---- quick.c ---- */
 
 /* Parks a NULL-terminated list of count cached blocks of class cls (each
  * keyed, `bytes` in all) on the quick list; coalesces everything parked if

@@ -7,8 +7,10 @@
  */
 #include <string.h>
 
-#include "internal.h"
-#include "os.h"
+#include "config.h"
+#include "../base/error.h"
+#include "../base/os.h"
+#include "../base/pagemap.h"
 
 struct ma_config ma_cfg;
 

@@ -15,14 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "internal.h"
+#include "process.h"
 #include "tcache.h"
 #include "../arenas/arena.h"
-
-/* Requests below this may be served from an arena: the mmap threshold, or
- * 0 before init and in check mode, so that one comparison sends both of
- * those to the slow path. set once at init. */
-MA_HIDDEN extern size_t ma_fast_limit;
 
 /* malloc when the thread's bin had nothing (or n is not cached). */
 MA_HIDDEN void *ma_malloc_miss(size_t n);
@@ -126,9 +121,7 @@ static inline void fast_free(void *p)
  * every block they allocate and free (Redis's zmalloc_size). A small chunk
  * block whose header passes free's checks (block_plausible) is answered
  * from them; every other pointer, and check mode (ma_fast_limit is 0), take
- * the full validation, which names any problem. callgrind, a loop over 64
- * blocks of 16-1528 bytes: 68 -> 27 instructions a call, counting the
- * caller's wrapper (jemalloc 42 the same way). */
+ * the full validation, which names any problem. */
 static inline size_t fast_usable_size(const void *p)
 {
     uintptr_t u = (uintptr_t)p;

@@ -10,8 +10,9 @@
 #include <string.h>
 
 #include "memalloc.h"
-#include "internal.h"
+#include "config.h"
 #include "large.h"
+#include "process.h"
 #include "../arenas/arena.h"
 
 #define STRIP_W 1024u    /* units across one chunk */

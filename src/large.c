@@ -8,10 +8,20 @@
 #include <string.h>
 
 #include "large.h"
-#include "lock.h"
-#include "os.h"
+#include "../base/error.h"
+#include "../base/lock.h"
+#include "../base/os.h"
+#include "../base/pagemap.h"
 
 #define LARGE_HDR ((size_t)64)
+
+/* Unmaps [p, p + size); the kernel refuses only a range that is not
+ * ours, which means a corrupted header. */
+static void large_unmap(void *p, size_t size)
+{
+    if (os_unmap(p, size) != 0)
+        ma_fatal("munmap", "kernel refused to unmap a region (corrupted size?)", p);
+}
 
 static struct ma_lock large_lock; /* zero: free */
 static struct large *large_list;   /* guarded by large_lock */
@@ -27,8 +37,8 @@ static uint64_t large_reuses;      /* guarded by large_lock */
 /* Of the cached mappings, at most this much stays resident; the pages of
  * the others are discarded when they are cached (all but the header's), so
  * a reuse still saves the mmap/munmap pair and the address-space work but
- * faults its pages in as a fresh mapping would. Before, a freed 8 MiB
- * block kept its pages resident for as long as it stayed cached (test
+ * faults its pages in as a fresh mapping would, and a big freed block does
+ * not stay resident while it is cached (test
  * large::big_cached_mappings_give_their_pages_back). */
 #define LARGE_CACHE_RESIDENT ((size_t)4 << 20)
 static struct large *cache[LARGE_CACHE_SLOTS]; /* guarded by large_lock */
@@ -175,7 +185,7 @@ size_t large_trim(void)
         released += drop[i]->map_size;
         drop[i]->magic = 0;
         pagemap_set((uintptr_t)drop[i], MA_REGION_SIZE, PAGEMAP_FREED);
-        os_unmap(drop[i], drop[i]->map_size);
+        large_unmap(drop[i], drop[i]->map_size);
         count_map(0);
     }
     return released;
@@ -215,15 +225,15 @@ void *large_alloc(size_t n, size_t align, int zero)
         if (raw == NULL)
             goto fail;
         base = raw + align - MA_REGION_SIZE;
-        os_unmap(raw, (size_t)(base - raw));
+        large_unmap(raw, (size_t)(base - raw));
         map_size = MA_ALIGN_UP(MA_REGION_SIZE + n, MA_PAGE_SIZE);
         size_t tail = (align + MA_ALIGN_UP(n, MA_PAGE_SIZE)) - (size_t)(base - raw) - map_size;
         if (tail)
-            os_unmap(base + map_size, tail);
+            large_unmap(base + map_size, tail);
     }
     struct large *l = (struct large *)base;
     if (large_publish(l, map_size, offset) != 0) {
-        os_unmap(base, map_size);
+        large_unmap(base, map_size);
         goto fail;
     }
     count_map(1);
@@ -263,7 +273,7 @@ void large_free(struct large *l)
     size_t size = l->map_size;
     l->magic = 0;
     pagemap_set((uintptr_t)l, MA_REGION_SIZE, PAGEMAP_FREED);
-    os_unmap(l, size);
+    large_unmap(l, size);
     count_map(0);
 }
 
@@ -285,7 +295,7 @@ void *large_realloc(struct large *l, size_t n)
         large_bytes -= old_size - new_size;
         l->map_size = new_size;
         ma_lock_release(&large_lock);
-        os_unmap((char *)l + new_size, old_size - new_size);
+        large_unmap((char *)l + new_size, old_size - new_size);
         return (char *)l + offset;
     }
     list_remove(l);

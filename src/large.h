@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "internal.h"
+#include "../base/base.h"
 
 /* The header at the start of every large mapping. Mappings start on a
  * MA_REGION_SIZE boundary and the payload lies within the first granule's

@@ -1,90 +1,24 @@
 /*
- * memalloc.c - the one entry point for every request: lazy initialisation,
- * the thread -> arena mapping, the dispatch between arenas and the
- * large-object path, the MEMALLOC_CHECK canaries, introspection, and fork
- * safety.
+ * memalloc.c - the ma_* entry points: every request of the public API (and,
+ * through override.c, of the standard names) starts here and is dispatched
+ * to the thread cache, the thread's arena or the large-object path, with
+ * check mode's canaries around it when MEMALLOC_CHECK is on.
  *
  * Never calls the system allocator and never allocates to reach its own
  * state: the thread's arena lives in initial-exec TLS and the arena table is
- * mapped directly.
+ * mapped directly (process.c).
  */
 #include <errno.h>
-#include <pthread.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "memalloc.h"
-#include "internal.h"
-#include "large.h"
-#include "os.h"
+#include "check.h"
+#include "config.h"
 #include "fast.h"
+#include "large.h"
+#include "process.h"
 #include "tcache.h"
 #include "../arenas/arena.h"
-
-/* ---- global state ---- */
-
-struct arena *ma_arenas;            /* set once at init */
-unsigned ma_narenas;                /* set once at init */
-static int ready;                   /* atomic: 1 once init is complete */
-static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t check_ops;          /* atomic: operations since start, check mode */
-
-size_t ma_fast_limit;               /* set once at init; see fast.h */
-
-static void fork_prepare(void);
-static void fork_release(void);
-static void fork_child(void);
-
-static MA_COLD void init_slow(void)
-{
-    pthread_mutex_lock(&init_lock);
-    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
-        config_load(environ, os_ncpus());
-        ma_narenas = ma_cfg.arenas;
-        size_t bytes = MA_ALIGN_UP(ma_narenas * sizeof(struct arena), MA_PAGE_SIZE);
-        ma_arenas = os_map(bytes);
-        if (ma_arenas == NULL)
-            ma_fatal("init", "cannot map the arena table", NULL);
-        for (unsigned i = 0; i < ma_narenas; i++)
-            arena_init(&ma_arenas[i], i, ma_cfg.chunk_size, ma_cfg.chunk_reserve);
-        arena_key_init();
-        tcache_init();
-        stats_init();
-        ma_fast_limit = ma_cfg.check ? 0 : ma_cfg.mmap_threshold;
-        if (ma_cfg.verbose)
-            config_print(2);
-        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
-    }
-    pthread_mutex_unlock(&init_lock);
-}
-
-static inline void ensure_init(void)
-{
-    if (ma_unlikely(!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)))
-        init_slow();
-}
-
-void ma_ensure_init(void)
-{
-    ensure_init();
-}
-
-/* Registered when the library loads, not on the first allocation, so that
- * an application's own fork handler that allocates cannot deadlock against
- * ours (handlers registered later run first in prepare). */
-__attribute__((constructor)) static void memalloc_load(void)
-{
-    ensure_init();
-    pthread_atfork(fork_prepare, fork_release, fork_child);
-}
-
-/* The exit report (MEMALLOC_STATS, MEMALLOC_HEAP_MAP). A destructor runs
- * after the program's own atexit handlers, so it sees the final heap. */
-__attribute__((destructor)) static void memalloc_unload(void)
-{
-    if (__atomic_load_n(&ready, __ATOMIC_ACQUIRE) && (ma_cfg.stats || ma_cfg.heap_map[0]))
-        stats_exit_report();
-}
 
 /* ---- locating and validating a pointer ---- */
 
@@ -132,7 +66,7 @@ static void *alloc_small(size_t n)
 /* Any request: small, large, aligned; zeroed when `zero`. */
 static void *alloc_raw(size_t n, size_t align, int zero)
 {
-    ensure_init();
+    ma_ensure_init();
     if (ma_unlikely(n > MA_MAX_REQUEST)) {
         errno = ENOMEM;
         return NULL;
@@ -176,43 +110,7 @@ static void free_located(void *p, struct chunk *c, struct large *l)
     large_free(l);
 }
 
-/* ---- MEMALLOC_CHECK: canaries and periodic full checks ---- */
-
-/* In check mode a request of n bytes gets n + CANARY_EXTRA: at least one
- * canary byte after the caller's bytes, and the requested size (keyed) in the
- * last 8 usable bytes, so free and realloc can verify every byte between. */
-#define CANARY_EXTRA 9u
-#define CANARY_BYTE 0xcb
-#define CANARY_KEY ((size_t)0x9e3779b97f4a7c15ull)
-
-static void canary_set(void *p, size_t n, size_t usable)
-{
-    memset((char *)p + n, CANARY_BYTE, usable - 8 - n);
-    size_t key = n ^ CANARY_KEY ^ (uintptr_t)p;
-    memcpy((char *)p + usable - 8, &key, 8);
-}
-
-/* Returns the size the caller asked for; aborts on an overwritten canary. */
-static size_t canary_verify(const void *p, size_t usable, const char *fn)
-{
-    size_t key;
-    memcpy(&key, (const char *)p + usable - 8, 8);
-    size_t n = key ^ CANARY_KEY ^ (uintptr_t)p;
-    if (usable < CANARY_EXTRA || n > usable - CANARY_EXTRA)
-        ma_fatal(fn, "heap buffer overflow detected (canary size overwritten)", p);
-    const unsigned char *c = (const unsigned char *)p;
-    for (size_t i = n; i < usable - 8; i++)
-        if (c[i] != CANARY_BYTE)
-            ma_fatal(fn, "heap buffer overflow detected (canary overwritten)", p);
-    return n;
-}
-
-static void check_tick(void)
-{
-    uint64_t n = __atomic_add_fetch(&check_ops, 1, __ATOMIC_RELAXED);
-    if (n % ma_cfg.check_every == 0)
-        ma_check();
-}
+/* ---- MEMALLOC_CHECK ---- */
 
 static MA_COLD void *alloc_checked(size_t n, size_t align, int zero)
 {
@@ -234,7 +132,7 @@ static MA_COLD void *alloc_checked(size_t n, size_t align, int zero)
 
 static MA_COLD void *malloc_slow(size_t n)
 {
-    ensure_init();
+    ma_ensure_init();
     if (ma_cfg.check)
         return alloc_checked(n, 0, 0);
     return alloc_raw(n, 0, 0);
@@ -308,7 +206,7 @@ void *ma_calloc(size_t count, size_t size)
             memset(p, 0, n);
         return p;
     }
-    ensure_init();
+    ma_ensure_init();
     if (ma_cfg.check)
         return alloc_checked(n, 0, 1);
     return alloc_raw(n, 0, 1);
@@ -317,13 +215,8 @@ void *ma_calloc(size_t count, size_t size)
 /* Growth to at most this many bytes that cannot happen in place moves
  * through the thread's bins (no lock; a copy that small costs less than
  * the locked carving that would let the next growth happen in place).
- * callgrind, bench/realloc -t 1 -r 40, with the limit at 0 (every move from
- * the arena) / 256 / 1024 / 8184: 426.6 / 425.1 / 394.1 / 414.4 M
- * instructions; perl filling a 100k-key hash 636.6 / 628.4 / 627.7 /
- * 628.2 M. Natively (realloc -r 400, medians of 5): 6.57 -> 7.84 M and 5.68
- * -> 5.93 M reallocs/s, peak RSS 3.47 -> 3.40 and 3.47 -> 3.44 MB. Moving
- * every small growth, in place or not, cost 373.6 M instructions but 3.95
- * MB peak RSS: growing in place is what keeps the heap compact. */
+ * Growth that can happen in place still does: that is what keeps the heap
+ * compact (bench/NOTES.md, "Tuning constants"). */
 #define REALLOC_BIN_MOVE_MAX ((size_t)1024)
 
 void *ma_realloc(void *p, size_t n)
@@ -373,10 +266,9 @@ void *ma_realloc(void *p, size_t n)
             return NULL;
     }
     if (q == NULL) {
-        /* Exactly what was asked: extra slack on growth was tried and fed
-         * back through programs that size their buffers by
-         * malloc_usable_size (Redis's peak in-use doubled: 646 MB -> 1.17 GB
-         * for the same data set). */
+        /* Exactly what was asked: slack on growth feeds back through
+         * programs that size their buffers by malloc_usable_size (Redis's
+         * peak in-use doubles; bench/NOTES.md). */
         if (c != NULL && need > usable && need > REALLOC_BIN_MOVE_MAX && need < ma_fast_limit) {
             /* Growth that moves: from the arena itself, not from a bin. A
              * bin's blocks were carved in a batch, each next to another
@@ -423,7 +315,7 @@ void *ma_aligned_alloc(size_t align, size_t n)
         errno = EINVAL;
         return NULL;
     }
-    ensure_init();
+    ma_ensure_init();
     if (ma_cfg.check)
         return alloc_checked(n, align, 0);
     return alloc_raw(n, align, 0);
@@ -471,7 +363,7 @@ void *ma_memdup(const void *src, size_t n)
 
 size_t ma_trim(void)
 {
-    ensure_init();
+    ma_ensure_init();
     tcache_flush_all(); /* to the quick lists, which arena_trim coalesces */
     size_t released = 0;
     for (unsigned i = 0; i < ma_narenas; i++) {
@@ -485,7 +377,7 @@ size_t ma_trim(void)
 
 int ma_check(void)
 {
-    ensure_init();
+    ma_ensure_init();
     tcache_check_all();
     /* One arena at a time: never two arena locks held together, so no lock
      * order can deadlock against the allocation paths. */
@@ -500,7 +392,7 @@ int ma_check(void)
 
 void ma_print_free_list(int fd)
 {
-    ensure_init();
+    ma_ensure_init();
     char mem[2048];
     struct ma_buf b = { mem, 0, sizeof mem, fd };
     for (unsigned i = 0; i < ma_narenas; i++) {
@@ -521,7 +413,7 @@ void ma_print_free_list(int fd)
 
 unsigned ma_arena_count(void)
 {
-    ensure_init();
+    ma_ensure_init();
     return ma_narenas;
 }
 
@@ -532,7 +424,7 @@ unsigned ma_thread_arena(void)
 
 int ma_thread_cache(int on)
 {
-    ensure_init();
+    ma_ensure_init();
     return tcache_set(on);
 }
 
@@ -541,33 +433,4 @@ int ma_arena_of(const void *p)
     struct large *l = NULL;
     struct chunk *c = locate(p, "ma_arena_of", &l);
     return c != NULL ? (int)c->arena->index : -1;
-}
-
-/* ---- fork ---- */
-
-/* Take every lock before fork() so the child never inherits one held by a
- * thread that does not exist there; both sides then release them: in the
- * child the forking thread is the one that holds them all. */
-static void fork_prepare(void)
-{
-    ensure_init();
-    pthread_mutex_lock(&init_lock);
-    for (unsigned i = 0; i < ma_narenas; i++)
-        ma_lock_acquire(&ma_arenas[i].lock);
-    large_lock_all();
-}
-
-static void fork_release(void)
-{
-    large_unlock_all();
-    for (unsigned i = ma_narenas; i-- > 0;)
-        ma_lock_release(&ma_arenas[i].lock);
-    pthread_mutex_unlock(&init_lock);
-}
-
-/* The child has one thread: the others' arena counts go with them. */
-static void fork_child(void)
-{
-    tcache_fork_child();
-    fork_release();
 }

@@ -97,3 +97,4 @@ MA_PUBLIC int malloc_info(int options, FILE *fp)
     ma_stats_print(fd, MA_PRINT_XML);
     return 0;
 }
+

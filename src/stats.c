@@ -13,10 +13,12 @@
 #include <string.h>
 
 #include "memalloc.h"
-#include "internal.h"
+#include "config.h"
 #include "large.h"
-#include "os.h"
+#include "process.h"
+#include "stats.h"
 #include "tcache.h"
+#include "../base/os.h"
 #include "../arenas/arena.h"
 
 /* Power-of-two class of a block size: 32..63 -> 0, 64..127 -> 1, ... */

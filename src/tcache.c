@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "tcache.h"
+#include "../base/error.h"
 
 /* Initialised, not zero: a thread starts with the tag that matches no
  * granule, so its first free takes the slow path (which sets it up). */
@@ -21,7 +22,6 @@ static uint32_t bin_base[TC_NCLASS];   /* a bin's starting bound (bin_blocks of 
 static uint32_t bin_cap[TC_NCLASS];    /* the most it may grow to (of BIN_GROW_BYTES) */
 static uint32_t take_blocks[TC_NCLASS]; /* blocks of class c in REMOTE_TAKE_BYTES */
 
-static pthread_key_t exit_key;         /* set once at init: runs tcache_thread_exit */
 static unsigned next_arena;            /* atomic: round-robin assignment */
 static uint64_t check_epoch;           /* atomic: bumped by every ma_check */
 
@@ -29,20 +29,10 @@ static uint64_t check_epoch;           /* atomic: bumped by every ma_check */
  * enough that a thousand idle threads hold little, big enough that a batch
  * amortises the lock. A bin that overflows grows by half instead of
  * flushing, up to BIN_GROW_BYTES, while what the thread's bins have grown
- * by stays within TC_GROWTH bytes; a flush of the whole cache (trim, thread exit, a
- * move to another arena) puts the bounds back. So a class a thread keeps
- * freeing in bursts gets big batches and an idle one stays small:
- * bench/churn -m medium (blocks of 256-4096 bytes, bins of 4-64 blocks)
- * spent 83 instructions a pair with fixed 16 KiB bins, 62 with bins that
- * may grow to 64 KiB (callgrind, BENCHMARK.md's method). Since they grow,
- * they start at 4 KiB rather than 16: with many classes in use the
- * starting bounds are what the bins hold (80 classes of 16 KiB are 1.3 MB).
- * Peak RSS (VmHWM, median of 5): churn -m medium 3.43 -> 3.15 MB, -m mixed
- * 2.76 -> 2.42, larson -t 16 -d 1.5 30.2 -> 23.8, xmalloc -t 16 -n 8M 6.9
- * -> 5.9; fragmentation -t 4 unchanged (112.4 / 112.2 MB, 9 runs),
- * threadchurn -t 16 within its spread. Instructions (callgrind): churn -m
- * medium 53.6 -> 53.9 a pair, larson -t 2 231.6 -> 234.2 a pair,
- * threadtest -t 1 and xmalloc -t 4 +0.1%; 2 KiB cost twice that. */
+ * by stays within TC_GROWTH bytes; a flush of the whole cache (trim, thread
+ * exit, a move to another arena) puts the bounds back. So a class a thread
+ * keeps freeing in bursts gets big batches and an idle one stays small
+ * (bench/NOTES.md, "Tuning constants"). */
 #ifndef BIN_BYTES
 #define BIN_BYTES 4096u
 #endif
@@ -53,29 +43,16 @@ static uint64_t check_epoch;           /* atomic: bumped by every ma_check */
 /* An empty bin takes its class's remote stack whole, unwalked, if it holds
  * at most the bin's bound or this many bytes of blocks, whichever is more
  * (the bin then holds more than its bound until it drains or the next push
- * flushes it). Up to the bound alone, a producer that only allocates
- * (bench/xmalloc) had most of its stacks drained block by block under the
- * lock: xmalloc -t 4 -n 300k took 88.8 M instructions under callgrind, 83.4 M
- * with 32 KiB (88.7 M with 16 KiB, 83.4 M with 1 MiB). The price is what
- * the producers' bins hold: xmalloc -t 16 -n 8M peaks at 5.9 MB RSS up to
- * the bound, 7.0-7.5 MB with 32 KiB (glibc 4.7), up to 8.9 with 1 MiB;
- * xmalloc -t 2 -n 4M, 7 interleaved runs: 30.7 M ops/s median (max 41.7)
- * against 23.7 M (max 28.7) up to the bound. Again with 4 KiB bins (at
- * 0b684c6): 82.1 M instructions and 5.9 MB at 32 KiB, 91.6 M and 5.1 MB at
- * 16 KiB, 115.3 M and 4.5 MB at 8 KiB. */
+ * flushes it). Up to the bound alone, a producer that only allocates would
+ * have most of its stacks drained block by block under the lock; the price
+ * is what the producers' bins hold (bench/NOTES.md, "Tuning constants"). */
 #ifndef REMOTE_TAKE_BYTES
 #define REMOTE_TAKE_BYTES 32768u
 #endif
 /* A bin holds at least BIN_MIN blocks and grows to at most BIN_MAX (and
- * BIN_GROW_BYTES), which only bounds classes below 64 bytes. At 256,
- * threadtest -t 16 -i 150 -n 100000 (8-byte objects, 32-byte blocks) took
- * the arena lock 226.7k times a run, 1830 of them waiting (a futex sleep);
- * at 1024, 54.1k and 194. Interleaved runs, medians: 98.8 -> 119 M pairs/s
- * (7 runs) and 81.3 -> 88.7 (9 runs, mimalloc 91.8) at 16 threads, 90.7 ->
- * 83.2 and 88.7 -> 92.5 at 4; callgrind, threadtest -t 1 -i 30 -n 50000:
- * 199.8 -> 195.0 M instructions, churn unchanged; peak RSS of larson -t 16,
- * xmalloc -t 16, threadchurn -t 16 and fragmentation -t 4 within their
- * spreads (bench/NOTES.md). */
+ * BIN_GROW_BYTES), which only bounds classes below 64 bytes: big enough that
+ * many threads allocating tiny objects rarely meet at the arena lock
+ * (bench/NOTES.md, "Bins of up to 1024 small blocks"). */
 #define BIN_MIN 4u
 #define BIN_MAX 1024u
 
@@ -85,11 +62,8 @@ static uint64_t check_epoch;           /* atomic: bumped by every ma_check */
  * overflows it goes back to the arena whole, at its starting bound, and a
  * sweep every as many operations returns every idle bin that holds blocks.
  * A bin the thread allocates from is refilled from time to time; one it
- * only frees into (sizes it used to allocate, freed later) serves nothing.
- * build/bench/fragmentation -n 1500k -m 64M peak RSS at 1 / 4 threads:
- * 118 / 128 MB without idle bins and quick lists, 118 / 125 at 1024
- * operations, 117 / 123 at 512, 117 / 121 at 256; at 64, bench/churn -m
- * medium took 110 instructions a pair instead of 63. */
+ * only frees into (sizes it no longer allocates) serves nothing
+ * (bench/NOTES.md, "Tuning constants"). */
 #ifndef TC_IDLE_OPS
 #define TC_IDLE_OPS 256u
 #endif
@@ -101,7 +75,6 @@ static uint64_t check_epoch;           /* atomic: bumped by every ma_check */
 #define CONTENTION_WAITS 16u
 #endif
 
-static void tcache_thread_exit(void *unused);
 
 /* Blocks of class c that `bytes` allow, within [BIN_MIN, BIN_MAX]. */
 static uint32_t bin_blocks(unsigned c, size_t bytes)
@@ -130,7 +103,6 @@ void tcache_init(void)
         bin_base[c] = bin_blocks(c, BIN_BYTES);
         bin_cap[c] = bin_blocks(c, BIN_GROW_BYTES);
     }
-    pthread_key_create(&exit_key, tcache_thread_exit);
 }
 
 /* ---- arena assignment ---- */
@@ -224,19 +196,16 @@ struct arena *tcache_arena_slow(void)
     bins_reset();
     arena_join(&ma_arenas[i]);
     arena_set(&ma_arenas[i]);
-    /* The key's value only has to be non-NULL for the destructor to run.
-     * Once per thread, from this slow path; no allocation for our key. */
-    pthread_setspecific(exit_key, &ma_tc);
+    process_thread_start();
     return ma_tc.arena;
 }
 
-/* Merges the cache's counters into its arena. A pop is not counted (one
- * instruction less on malloc's fast path, 57 -> 56 a small pair under
- * callgrind): the blocks the bins handed out are the blocks pushed, plus
- * those that came in from the arena, minus those that went back, minus
- * what the bins gained. Run once per window of locked operations and on a
- * full flush, so the arena's allocs and frees lag the thread by at most
- * that much. Lock held. */
+/* Merges the cache's counters into its arena. A pop is not counted (it
+ * would cost malloc's fast path an instruction): the blocks the bins handed
+ * out are the blocks pushed, plus those that came in from the arena, minus
+ * those that went back, minus what the bins gained. Run once per window of
+ * locked operations and on a full flush, so the arena's allocs and frees
+ * lag the thread by at most that much. Lock held. */
 static void counters_merge(struct arena *a)
 {
     uint64_t held = 0;
@@ -257,9 +226,8 @@ static void counters_merge(struct arena *a)
  * fewer than its own, so that a move always evens the load out. Moving
  * between equally loaded arenas only trades one wait for another, and it
  * costs memory: what the thread freed stays in the old arena's heap while
- * its new blocks grow the other's (build/bench/fragmentation -t 4 on two
- * arenas peaked at 133-167 MB RSS moving on waits alone, 128 MB with no
- * moves, and threadtest, larson and xmalloc ran no faster: bench/NOTES.md). */
+ * its new blocks grow the other's (bench/NOTES.md, "Does moving a contended
+ * thread to another arena help?"). */
 static MA_COLD void arena_move(void)
 {
     struct arena *own = ma_tc.arena, *best = own;
@@ -336,15 +304,10 @@ static void bin_return(struct arena *a, unsigned c)
  * arena runs out (block_find) or at a bound: at the end of a window of
  * locked operations, every stack that no bin took whole since the last
  * such drain is drained. A stack that bins keep taking whole is left to
- * them: walking it here, block by block under the lock, touched lines the
- * freeing CPUs had just written. build/bench/larson -t 16 -d 1
- * (MEMALLOC_STATS=1 and counters in a test build, one run each): blocks
- * walked under the lock 2.43 M -> 0.78 M, lock acquisitions 190k -> 137k,
- * waits 1558 -> 532; xmalloc -t 16 -n 4M, two runs each: walked 2.67 M /
- * 1.18 M -> 0.52 M / 0.78 M, acquisitions 417k / 185k -> 89k / 129k.
- * Throughput stayed within the runs' spread (bench/NOTES.md). Idle bins
- * (TC_IDLE_OPS) go back to the arena, and the arena's idle quick lists to
- * its free lists. */
+ * them: walking it here, block by block under the lock, would touch lines
+ * the freeing CPUs had just written (bench/NOTES.md, "The periodic drain
+ * leaves stacks that bins take whole"). Idle bins (TC_IDLE_OPS) go back to
+ * the arena, and the arena's idle quick lists to its free lists. */
 static void locked_upkeep(struct arena *a)
 {
     if (ma_tc.lock_ops == CONTENTION_WINDOW) {
@@ -525,13 +488,10 @@ int tcache_set(int on)
     return was;
 }
 
-/* pthread key destructor: the thread is leaving; its cached blocks go back
- * to the arena, and anything it frees from now on goes there directly. The
- * last thread of an arena leaves it emptied of what only its threads would
- * have reused (arena_orphaned). */
-static void tcache_thread_exit(void *unused)
+/* The last thread of an arena leaves it emptied of what only its threads
+ * would have reused (arena_orphaned). */
+void tcache_thread_exit(void)
 {
-    (void)unused;
     tcache_flush_all();
     struct arena *a = ma_tc.arena;
     if (a != NULL) {

@@ -16,7 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "internal.h"
+#include "config.h"
+#include "process.h"
 #include "../arenas/arena.h"
 
 #define TC_MAX_BLOCK QUICK_MAX_BLOCK                 /* largest block size cached */
@@ -175,6 +176,9 @@ MA_HIDDEN void tcache_check(void);
  * bumps this epoch, and every other thread verifies its cache at its next
  * refill or flush. */
 MA_HIDDEN void tcache_check_all(void);
+/* The calling thread is exiting: its cached blocks go back to the arena,
+ * and anything it frees from now on goes there directly. */
+MA_HIDDEN void tcache_thread_exit(void);
 /* In a child after fork: only the calling thread is left in its arena. */
 MA_HIDDEN void tcache_fork_child(void);
 /* Fills the class tables; called once at init. */

@@ -32,7 +32,7 @@ FUZZ_RUN := $(FUZZ_DIR)/run.sh
 
 # The library without override.c: libFuzzer, ASan and UBSan keep their own
 # malloc and the harness reaches memalloc only through ma_*.
-FUZZ_LIB_SRC := $(if $(CORE_SRC),$(CORE_SRC),$(filter-out src/override.c,$(wildcard src/*.c arenas/*.c)))
+FUZZ_LIB_SRC := $(if $(CORE_SRC),$(CORE_SRC),$(filter-out src/override.c,$(wildcard base/*.c arenas/*.c src/*.c)))
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_OUT)/%.o)
 
 # The library's own flags (LIBFLAGS of the top Makefile) minus -Werror: a
@@ -45,7 +45,7 @@ FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_OUT)/%.o)
 # changes nothing. Remove once arena.h drops the qualifier.
 FUZZ_LIBFLAGS := -std=c11 -D_GNU_SOURCE -D_Atomic= -fPIC -fvisibility=hidden \
                  -ftls-model=initial-exec -fno-builtin -pthread -Wall -Wextra \
-                 -Iinclude -Isrc -MMD -MP
+                 -Iinclude -MMD -MP
 # Sanitizers: coverage (fuzzer-no-link), ASan and UBSan on the library too.
 # Every block memalloc hands out and all its own metadata (arena table, chunk
 # headers, free lists, bitmaps, pagemap leaves) live in memory it mmaps

@@ -1,8 +1,8 @@
 /*
- * os.c - the only file that calls the kernel for memory, CPU count,
- * output and the lock's sleeps. It never allocates, never uses stdio, and
- * keeps errno as the kernel set it on failure so callers can report ENOMEM
- * faithfully.
+ * os.c - the only file that calls the kernel: memory, CPU count, files,
+ * output and the lock's sleeps. It never allocates, never uses stdio, calls
+ * nothing else of memalloc's, and keeps errno as the kernel set it on
+ * failure so callers can report ENOMEM faithfully.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -64,10 +64,11 @@ static void *map_aligned(size_t size, size_t align, size_t below)
     uintptr_t start = ((uintptr_t)raw + below + align - 1) & ~(uintptr_t)(align - 1);
     size_t head = start - below - (uintptr_t)raw;
     size_t tail = span - head - below - size;
+    /* Trimming an exact sub-range of our own mapping cannot fail. */
     if (head)
-        os_unmap(raw, head);
+        (void)os_unmap(raw, head);
     if (tail)
-        os_unmap((char *)start + size, tail);
+        (void)os_unmap((char *)start + size, tail);
     return (void *)start;
 }
 
@@ -84,17 +85,20 @@ void *os_map_chunk(size_t size)
     return p;
 }
 
-void os_unmap_chunk(void *p, size_t size)
+int os_unmap_chunk(void *p, size_t size)
 {
+    if (os_unmap((char *)p - MA_PAGE_SIZE, size + MA_PAGE_SIZE) != 0)
+        return -1;
     account(MA_PAGE_SIZE, 0);
-    os_unmap((char *)p - MA_PAGE_SIZE, size + MA_PAGE_SIZE);
+    return 0;
 }
 
-void os_unmap(void *p, size_t size)
+int os_unmap(void *p, size_t size)
 {
     if (munmap(p, size) != 0)
-        ma_fatal("munmap", "kernel refused to unmap a region (corrupted size?)", p);
+        return -1;
     account(0, page_round(size));
+    return 0;
 }
 
 void *os_remap(void *p, size_t old_size, size_t new_size, size_t align)
@@ -112,7 +116,7 @@ void *os_remap(void *p, size_t old_size, size_t new_size, size_t align)
     q = mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
     if (q == MAP_FAILED) {
         int saved = errno;
-        os_unmap(dst, new_size);
+        (void)os_unmap(dst, new_size);
         errno = saved;
         return NULL;
     }

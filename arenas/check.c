@@ -1,5 +1,5 @@
 /*
- * arena_check.c - the full verification of an arena's invariants and the
+ * check.c - the full verification of an arena's invariants and the
  * printout of its free lists. Slow by design (walks every block); used by
  * ma_check, MEMALLOC_CHECK and the tests. Never allocates.
  */

@@ -6,12 +6,12 @@
  * chunk header.
  *
  * A flat map over the 47-bit user address space, one byte per
- * MA_REGION_SIZE granule (internal.h). It lives in .bss: zero (PAGEMAP_NONE)
+ * MA_REGION_SIZE granule (pagemap.h). It lives in .bss: zero (PAGEMAP_NONE)
  * before anything runs, so lookups need no initialisation and never fault.
  * Bytes are written with release stores by the thread that maps or unmaps
  * the range; lookups are plain loads. Never allocates.
  */
-#include "internal.h"
+#include "pagemap.h"
 
 /* atomic bytes: written by whoever maps or unmaps the granule. */
 unsigned char pagemap_map[PAGEMAP_SLOTS];

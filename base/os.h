@@ -1,15 +1,14 @@
 /*
  * os.h - the seam between memalloc and the kernel. os.c is the only file
- * that makes system calls for memory; it never allocates and never uses stdio.
+ * that makes system calls; it never allocates, never uses stdio and calls
+ * nothing else of memalloc's (error reporting writes through os_write).
  */
 #ifndef MA_OS_H
 #define MA_OS_H
 
 #include <stddef.h>
 #include <stdint.h>
-#include "internal.h"
-
-#define MA_PAGE_SIZE ((size_t)4096)
+#include "base.h"
 
 /* Maps `size` bytes of zeroed read-write memory; NULL on failure (errno kept
  * as the kernel set it, normally ENOMEM). */
@@ -23,9 +22,11 @@ MA_HIDDEN void *os_map_aligned(size_t size, size_t align);
  * slow path and its message, instead of a fault). That page is address
  * space only and is not counted in the mapped totals. */
 MA_HIDDEN void *os_map_chunk(size_t size);
-MA_HIDDEN void os_unmap_chunk(void *p, size_t size);
-/* Unmaps; aborts with a message if the kernel refuses (a corrupted size). */
-MA_HIDDEN void os_unmap(void *p, size_t size);
+/* Unmaps a chunk from os_map_chunk; 0, or -1 if the kernel refuses. */
+MA_HIDDEN int os_unmap_chunk(void *p, size_t size);
+/* Unmaps; 0, or -1 if the kernel refuses (a corrupted size): the caller
+ * reports it. */
+MA_HIDDEN int os_unmap(void *p, size_t size);
 /* Resizes a mapping in place or, failing that, moves it to an address
  * aligned to `align`; NULL on failure (mapping intact). */
 MA_HIDDEN void *os_remap(void *p, size_t old_size, size_t new_size, size_t align);

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "error.h"
 #include "os.h"
 
 void buf_flush(struct ma_buf *b)

@@ -4,11 +4,10 @@
  * futex) only when a thread must sleep. It never allocates.
  *
  * A pthread mutex does the same through two calls into libc that first
- * dispatch on the mutex's kind: callgrind counted 54 instructions to take it
- * and 28 to give it back (bench/realloc, where in-place growth takes the
- * lock on every call). The protocol is the classic three-state one that
- * glibc's normal mutex also uses: 0 free, 1 held, 2 held and someone may be
- * sleeping, so the owner makes the wake-up call only when it must.
+ * dispatch on the mutex's kind (bench/NOTES.md, "The arena lock"). The
+ * protocol is the classic three-state one that glibc's normal mutex also
+ * uses: 0 free, 1 held, 2 held and someone may be sleeping, so the owner
+ * makes the wake-up call only when it must.
  *
  * Acquire and release orders make it a lock for ThreadSanitizer too, which
  * models the atomics rather than knowing the function names.
@@ -18,7 +17,7 @@
 
 #include <stdint.h>
 
-#include "internal.h"
+#include "base.h"
 #include "os.h"
 
 struct ma_lock {
@@ -34,11 +33,8 @@ static inline int ma_lock_try(struct ma_lock *l)
 
 /* The wait after a failed ma_lock_try: sleep until the word is free, and
  * leave holding it at 2, since other sleepers may remain. No spin first:
- * with 16 threads on this 2-CPU machine a waiter that spins takes the CPU
- * from the holder it waits for (build/bench/threadtest -t 16, 9 interleaved
- * runs: 84.9 M pairs/s median spinning 64 times, 88.4 M at 256, 103.5 M
- * with no spin; the pthread mutex before, which does not spin either,
- * 93.5 M). */
+ * with more threads than CPUs a waiter that spins takes the CPU from the
+ * holder it waits for (bench/NOTES.md, "The arena lock"). */
 static MA_COLD void ma_lock_wait(struct ma_lock *l)
 {
     while (__atomic_exchange_n(&l->word, 2, __ATOMIC_ACQUIRE) != 0)

@@ -1,0 +1,122 @@
+/*
+ * chunk.c - an arena's chunks: mapping a new one when the index has no
+ * block to offer, unmapping one that is wholly free beyond what the arena
+ * keeps, the spare chunks kept while they are reused, and ma_trim's pass
+ * over every chunk. Lock held throughout.
+ */
+#include <errno.h>
+
+#include "engine.h"
+
+struct block *chunk_grow(struct arena *a)
+{
+    size_t cs = a->chunk_size;
+    struct chunk *c = os_map_chunk(cs);
+    if (c == NULL)
+        return NULL;
+    if (pagemap_set((uintptr_t)c, cs, PAGEMAP_CHUNK + (int)a->index) != 0) {
+        (void)os_unmap_chunk(c, cs);
+        errno = ENOMEM;
+        return NULL;
+    }
+    c->magic = CHUNK_MAGIC ^ (uintptr_t)c;
+    c->arena = a;
+    c->size = cs;
+    c->prev = NULL;
+    c->next = a->chunks;
+    if (a->chunks != NULL)
+        a->chunks->prev = c;
+    a->chunks = c;
+    a->nchunks++;
+    a->mapped += cs;
+    a->empty_chunks++;
+
+    size_t cap = chunk_capacity(cs);
+    struct block *b = chunk_first_block(c);
+    hd_set(b, cap | B_PREV_INUSE);
+    struct block *fence = (struct block *)((char *)b + cap);
+    fence->prev_size = cap;
+    hd_set(fence, B_INUSE);
+    index_insert(a, b, cap);
+    return b;
+}
+
+void chunk_release(struct arena *a, struct chunk *c)
+{
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        a->chunks = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    a->nchunks--;
+    a->mapped -= c->size;
+    size_t size = c->size;
+    c->magic = 0;
+    pagemap_set((uintptr_t)c, size, PAGEMAP_FREED);
+    if (os_unmap_chunk(c, size) != 0)
+        ma_fatal("munmap", "kernel refused to unmap a chunk (corrupted chunk header?)", c);
+}
+
+/* ---- spare chunks ---- */
+
+/* A chunk that becomes wholly free beyond the reserve is unmapped at once
+ * only if the arena already keeps CHUNK_SPARES more, or has no threads.
+ * The others stay mapped as long as they are reused: once per
+ * CHUNK_SPARE_MS (looked at as the lock is taken), the spares that stayed
+ * wholly free throughout (the lowest count of wholly free chunks since the
+ * last look, beyond the reserve) are unmapped; so are all of them when the
+ * last thread leaves, and at ma_trim. Threads that come and go empty and
+ * refill chunks over and over, and a chunk unmapped and mapped again costs
+ * a page fault per page touched and two system calls. CHUNK_SPARES is in
+ * arena.h, for ma_check. */
+#ifndef CHUNK_SPARE_MS
+#define CHUNK_SPARE_MS 100
+#endif
+/* Lock acquisitions between two looks at the clock while there are spares. */
+#define SPARE_CHECK_OPS 64u
+
+size_t chunks_release_free(struct arena *a, size_t n)
+{
+    size_t cap = chunk_capacity(a->chunk_size), released = 0;
+    for (struct chunk *c = a->chunks, *next; c != NULL && n != 0; c = next) {
+        next = c->next;
+        struct block *b = chunk_first_block(c);
+        if ((hd_get(b) & ~B_PURGED) == (cap | B_PREV_INUSE)) {
+            index_remove(a, b, cap);
+            a->empty_chunks--;
+            released += c->size;
+            chunk_release(a, c);
+            n--;
+        }
+    }
+    return released;
+}
+
+void chunks_sweep_spares(struct arena *a)
+{
+    if (a->lock_acquires % SPARE_CHECK_OPS != 0 || !pass_due(&a->spare_ms, CHUNK_SPARE_MS))
+        return;
+    /* ma_trim may have unmapped some since (it does not lower spare_low). */
+    size_t low = a->spare_low < a->empty_chunks ? a->spare_low : a->empty_chunks;
+    if (low > a->reserve)
+        chunks_release_free(a, low - a->reserve);
+    a->spare_low = a->empty_chunks;
+}
+
+/* ---- giving memory back ---- */
+
+size_t arena_trim(struct arena *a)
+{
+    arena_consolidate(a);
+    size_t released = chunks_release_free(a, SIZE_MAX);
+    for (struct chunk *c = a->chunks; c != NULL; c = c->next) {
+        for (struct block *b = chunk_first_block(c); (hd_get(b) & ~B_FLAGS) != 0; b = block_next(b)) {
+            if (hd_get(b) & B_INUSE)
+                continue;
+            released += block_purge(b);
+            hd_set(b, hd_get(b) | B_PURGED);
+        }
+    }
+    return released;
+}

@@ -1,0 +1,34 @@
+/*
+ * config.h - the effective options: every MEMALLOC_* variable is parsed
+ * once, at initialisation, by config.c and read from ma_cfg afterwards.
+ */
+#ifndef MA_CONFIG_H
+#define MA_CONFIG_H
+
+#include <stddef.h>
+
+#include "../base/base.h"
+
+/* The effective options, parsed once from the environment at initialisation.
+ * set once at init, read-only afterwards. */
+struct ma_config {
+    unsigned arenas;         /* MEMALLOC_ARENAS */
+    size_t chunk_size;       /* MEMALLOC_CHUNK_SIZE, power of two */
+    size_t mmap_threshold;   /* MEMALLOC_MMAP_THRESHOLD */
+    unsigned chunk_reserve;  /* MEMALLOC_CHUNK_RESERVE: free chunks kept per arena */
+    unsigned check;          /* MEMALLOC_CHECK: 0 off, 1 canaries + periodic ma_check */
+    unsigned check_every;    /* MEMALLOC_CHECK_EVERY: operations between full checks */
+    unsigned verbose;        /* MEMALLOC_VERBOSE */
+    unsigned stats;          /* MEMALLOC_STATS: 0 off, 1 table at exit, 2 JSON at exit */
+    char stats_file[256];    /* MEMALLOC_STATS_FILE: "" means stderr */
+    char heap_map[256];      /* MEMALLOC_HEAP_MAP: SVG written at exit, "" for none */
+};
+
+MA_HIDDEN extern struct ma_config ma_cfg;
+
+/* Parses MEMALLOC_* from `envp` into ma_cfg; warns once per bad value. */
+MA_HIDDEN void config_load(char **envp, unsigned ncpus);
+/* Writes the effective options to fd (MEMALLOC_VERBOSE=1). */
+MA_HIDDEN void config_print(int fd);
+
+#endif /* MA_CONFIG_H */
