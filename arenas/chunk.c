@@ -55,7 +55,7 @@ void chunk_release(struct arena *a, struct chunk *c)
     c->magic = 0;
     pagemap_set((uintptr_t)c, size, PAGEMAP_FREED);
     if (os_unmap_chunk(c, size) != 0)
-        ma_fatal("munmap", "kernel refused to unmap a chunk (corrupted chunk header?)", c);
+        ma_fatal("munmap", "kernel would not unmap a chunk (corrupted chunk header?)", c);
 }
 
 /* ---- spare chunks ---- */

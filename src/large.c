@@ -20,7 +20,7 @@
 static void large_unmap(void *p, size_t size)
 {
     if (os_unmap(p, size) != 0)
-        ma_fatal("munmap", "kernel refused to unmap a region (corrupted size?)", p);
+        ma_fatal("munmap", "kernel would not unmap a region (corrupted size?)", p);
 }
 
 static struct ma_lock large_lock; /* zero: free */
