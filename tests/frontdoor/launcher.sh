@@ -79,6 +79,8 @@ check "--check=1 (a flag given a value): status 2, one line" usage_error 2 "mema
 run "$LAUNCHER" memalloc-no-such-program
 check "a program that does not exist: status 127, one line" \
     usage_error 127 "memalloc: memalloc-no-such-program: command not found"
+run "$LAUNCHER" "$T"
+check "a directory as the program: status 126, one line" usage_error 126 "memalloc: $T: not an executable file"
 
 # ---- the program's exit status and arguments are its own ----
 run "$LAUNCHER" sh -c 'exit 7'
