@@ -124,6 +124,10 @@ check "--stats-file sort: nothing on stderr" test ! -s "$T/err"
 check "--stats-file sort: the file holds the statistics table" \
     sh -c 'head -1 "$1" | grep -q "^memalloc statistics" && grep -q "^still allocated:" "$1"' sh "$T/sort-stats.txt"
 
+run env MEMALLOC_STATS=json "$LAUNCHER" --stats-file "$T/sort-stats.json" sort -n "$T/numbers"
+check "--stats-file with MEMALLOC_STATS=json already set: the file holds JSON" \
+    sh -c 'head -c 29 "$1" | grep -q "^{\"schema\":\"memalloc-stats\""' sh "$T/sort-stats.json"
+
 # A relative file name is taken from where memalloc ran, even though the
 # program then changes directory.
 mkdir "$T/here" "$T/there"
