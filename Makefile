@@ -39,6 +39,7 @@ DEPS_EXTRA :=
 .DEFAULT_GOAL := all
 -include $(wildcard tests/*/*.mk)
 -include bench/bench.mk
+-include examples/examples.mk tools/tools.mk
 
 .SECONDARY:
 .PHONY: all debug tsan test test-unit test-debug test-tsan test-preload-check clean install help deps
@@ -137,13 +138,20 @@ install: all
 	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' memalloc.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/memalloc.pc
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man3
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@LIBMEMALLOC@|$(PREFIX)/lib/libmemalloc.so|g' tools/memalloc.in \
+	  > $(DESTDIR)$(PREFIX)/bin/memalloc
+	chmod 755 $(DESTDIR)$(PREFIX)/bin/memalloc
+	install -m 644 docs/memalloc.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 644 docs/memalloc.3 $(DESTDIR)$(PREFIX)/share/man/man3/
 
 clean:
 	rm -rf $(BUILD)
 
 help:
 	@echo "make deps       install build, test and benchmark dependencies (apt-get)"
-	@echo "make            build $(SO) and $(LIB)"
+	@echo "make            build $(SO), $(LIB) and the launcher $(BUILD)/memalloc"
+	@echo "make run        build and run examples/ (the ma_* API; threads under the launcher)"
 	@echo "make debug      -O0 -g build with internal checks: $(BUILD)/debug/libmemalloc.so"
 	@echo "make test       unit tests (release, debug, ThreadSanitizer) and LD_PRELOAD programs"
 	@echo "make bench      the benchmark suite against glibc, jemalloc, tcmalloc, mimalloc"
