@@ -23,6 +23,9 @@
 MA_HIDDEN void *ma_malloc_miss(size_t n);
 /* free of anything the fast path does not take. */
 MA_HIDDEN void ma_free_miss(void *p);
+/* operator delete with a size in check mode: aborts unless the size is the
+ * one the block was asked for, then frees. */
+MA_HIDDEN MA_COLD void ma_free_sized(void *p, size_t n);
 /* malloc_usable_size of anything fast_usable_size does not answer. */
 MA_HIDDEN size_t ma_usable_size_miss(const void *p);
 

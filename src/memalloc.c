@@ -188,6 +188,17 @@ void ma_free(void *p)
     fast_free(p);
 }
 
+void ma_free_sized(void *p, size_t n)
+{
+    if (p != NULL && ma_cfg.check) {
+        struct large *l = NULL;
+        struct chunk *c = locate(p, "operator delete", &l);
+        if (canary_verify(p, raw_usable(p, c, l), "operator delete") != n)
+            ma_fatal("operator delete", "sized delete's size does not match the block's", p);
+    }
+    ma_free(p);
+}
+
 void *ma_calloc(size_t count, size_t size)
 {
     size_t n;
