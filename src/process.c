@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "process.h"
+#include "prof.h"
 #include "config.h"
 #include "large.h"
 #include "stats.h"
@@ -44,6 +45,7 @@ void process_init(void)
         tcache_init();
         pthread_key_create(&exit_key, thread_exit);
         stats_init();
+        prof_init();
         ma_fast_limit = ma_cfg.check ? 0 : ma_cfg.mmap_threshold;
         if (ma_cfg.verbose)
             config_print(2);
@@ -103,6 +105,9 @@ __attribute__((constructor)) static void memalloc_load(void)
  * after the program's own atexit handlers, so it sees the final heap. */
 __attribute__((destructor)) static void memalloc_unload(void)
 {
-    if (__atomic_load_n(&ma_ready, __ATOMIC_ACQUIRE) && (ma_cfg.stats || ma_cfg.heap_map[0]))
+    if (!__atomic_load_n(&ma_ready, __ATOMIC_ACQUIRE))
+        return;
+    if (ma_cfg.stats || ma_cfg.heap_map[0])
         stats_exit_report();
+    prof_exit();
 }
