@@ -4,7 +4,7 @@
 # Targets:
 #   bench-build   build the benchmark programs into $(BUILD)/bench/
 #   bench         full suite, every allocator, 1..16 threads -> BENCHMARK.md
-#   bench-quick   the same, small sizes and 3 repetitions (< 5 minutes)
+#   bench-quick   the same, small sizes and 3 repetitions (< 10 minutes)
 #   bench-check   smoke test: every program runs, prints one RESULT line, and
 #                 fails (exit 2, no result) when a block is corrupted on purpose
 #   bench-report  regenerate BENCHMARK.md and the plots from the last results

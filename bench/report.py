@@ -618,7 +618,7 @@ def write_report(results_path, report_path, plots_dir, root):
             "    libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev",
             "make bench          # full suite (%s) -> bench/results/results.jsonl, BENCHMARK.md, bench/plots/"
             % "5 repetitions",
-            "make bench-quick    # the same with small sizes and 3 repetitions, under 5 minutes",
+            "make bench-quick    # the same with small sizes and 3 repetitions, under 10 minutes",
             "make bench-report   # regenerate this file and the plots from the last results",
             "make bench-check    # every program runs, and a deliberately corrupted block is caught",
             "make perf           # perf stat/record of one benchmark (callgrind without counters)",

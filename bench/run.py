@@ -48,9 +48,10 @@ ALL_ALLOCATORS = ["memalloc", "glibc", "jemalloc", "tcmalloc", "mimalloc"]
 #
 # Each benchmark: program, arguments per mode (the thread count is added as
 # -t T) and which thread counts it runs at ("all" = the --threads list).
-# Quick sizes keep a run near 0.1-0.4 s under glibc, so the quick suite
-# (~500 runs) takes about 3 minutes on a 2-core machine; full sizes are
-# about 5x longer and run 5 times.
+# Quick sizes keep a run near 0.1-0.5 s under glibc, so the quick suite
+# (~975 runs at 1-16 threads, 540 of them the benchmarks before the
+# classic ones) takes about 6-7 minutes on a 2-core machine (an estimate
+# from the runs of each part); full sizes are 3-5x longer and run 5 times.
 
 SUITE = [
     dict(id="threadtest", prog="threadtest", threads="all",
