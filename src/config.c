@@ -47,10 +47,16 @@ static struct option options[] = {
     { "STATS", OPT_STATS, 0, 0, 2, "1 (or table): statistics and leaks at exit; json: as JSON", 0 },
     { "STATS_FILE", OPT_PATH, 0, 0, 0, "write the exit statistics here instead of stderr", 0 },
     { "HEAP_MAP", OPT_PATH, 0, 0, 0, "write an SVG picture of the heap here at exit", 0 },
+    /* How long free memory that nothing reuses stays mapped and resident:
+     * long enough to span a program's cycle of freeing and allocating
+     * again, short enough that an idle program gives its memory back
+     * (bench/NOTES.md, "Retained memory"). */
+    { "RETAIN_MS", OPT_COUNT, 1000, 0, 3600000,
+      "ms that unused free memory is kept before it goes back to the OS (0: at once)", 0 },
 };
 
 enum { O_ARENAS, O_CHUNK, O_THRESHOLD, O_RESERVE, O_CHECK, O_CHECK_EVERY, O_VERBOSE,
-       O_STATS, O_STATS_FILE, O_HEAP_MAP, O_COUNT };
+       O_STATS, O_STATS_FILE, O_HEAP_MAP, O_RETAIN, O_COUNT };
 
 _Static_assert(sizeof options / sizeof options[0] == O_COUNT, "option table and enum agree");
 
@@ -194,6 +200,7 @@ void config_load(char **envp, unsigned ncpus)
     ma_cfg.check_every = (unsigned)values[O_CHECK_EVERY];
     ma_cfg.verbose = (unsigned)values[O_VERBOSE];
     ma_cfg.stats = (unsigned)values[O_STATS];
+    ma_cfg.retain_ms = (unsigned)values[O_RETAIN];
 }
 
 void config_print(int fd)

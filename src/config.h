@@ -22,6 +22,7 @@ struct ma_config {
     unsigned stats;          /* MEMALLOC_STATS: 0 off, 1 table at exit, 2 JSON at exit */
     char stats_file[256];    /* MEMALLOC_STATS_FILE: "" means stderr */
     char heap_map[256];      /* MEMALLOC_HEAP_MAP: SVG written at exit, "" for none */
+    unsigned retain_ms;      /* MEMALLOC_RETAIN_MS: unused free memory kept this long */
 };
 
 MA_HIDDEN extern struct ma_config ma_cfg;

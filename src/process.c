@@ -10,6 +10,7 @@
 #include "process.h"
 #include "prof.h"
 #include "config.h"
+#include "decay.h"
 #include "large.h"
 #include "stats.h"
 #include "tcache.h"
@@ -40,7 +41,7 @@ void process_init(void)
         if (ma_arenas == NULL)
             ma_fatal("init", "cannot map the arena table", NULL);
         for (unsigned i = 0; i < ma_narenas; i++)
-            arena_init(&ma_arenas[i], i, ma_cfg.chunk_size, ma_cfg.chunk_reserve);
+            arena_init(&ma_arenas[i], i, ma_cfg.chunk_size, ma_cfg.chunk_reserve, ma_cfg.retain_ms);
         arena_key_init();
         tcache_init();
         pthread_key_create(&exit_key, thread_exit);
@@ -87,6 +88,7 @@ static void fork_release(void)
 static void fork_child(void)
 {
     tcache_fork_child();
+    decay_fork_child();
     fork_release();
 }
 
