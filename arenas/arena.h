@@ -348,6 +348,9 @@ MA_HIDDEN void arena_print(struct arena *a, struct ma_buf *b);
  * keyed, `bytes` in all) on the quick list; coalesces everything parked if
  * that passes the limit. Lock held. */
 MA_HIDDEN void arena_quick_put(struct arena *a, unsigned cls, void *head, uint32_t count, size_t bytes);
+/* Releases a NULL-terminated list of count cached blocks (keyed, of any
+ * class) into the free lists, as free would. Lock held. */
+MA_HIDDEN void arena_release_cached(struct arena *a, void *head, uint32_t count);
 /* Moves up to n parked blocks of class cls (at least one segment) onto the
  * list *head (keys kept). Returns how many. Lock held. */
 MA_HIDDEN unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head);

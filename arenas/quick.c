@@ -84,6 +84,11 @@ static void quick_release(struct arena *a, unsigned cls, int idle)
     a->reclaiming = was;
 }
 
+void arena_release_cached(struct arena *a, void *head, uint32_t count)
+{
+    blocks_release(a, head, count);
+}
+
 void arena_quick_sweep(struct arena *a)
 {
     if (a->lock_acquires - a->quick_aged < QUICK_IDLE_OPS)

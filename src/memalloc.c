@@ -118,8 +118,13 @@ void *ma_alloc_sampled(size_t n, size_t align, int zero)
 static void *alloc_small(size_t n)
 {
     struct arena *a = tcache_arena();
-    if (n <= TC_MAX_REQUEST && ma_tc.cache_for == a)
-        return tcache_refill(n);
+    if (ma_tc.cache_for == a) {
+        if (n <= TC_MAX_REQUEST)
+            return tcache_refill(n);
+        unsigned c = tcache_medium_class(n);
+        if (c != 0)
+            return tcache_medium_alloc(c);
+    }
     tcache_lock(a);
     void *p = arena_alloc(a, block_size_for(n));
     tcache_unlock(a);
@@ -165,6 +170,8 @@ static void free_located(void *p, struct chunk *c, struct large *l)
         size_t size = block_size(block_of(p));
         if (a == ma_tc.cache_for && size <= TC_MAX_BLOCK) {
             tcache_push(p, tcache_class_of(size));
+        } else if (a == ma_tc.cache_for && tcache_medium_free(p, size)) {
+            return;
         } else if (a == ma_tc.arena) {
             tcache_lock(a);
             arena_free(a, p);

@@ -57,6 +57,8 @@ static uint64_t check_epoch;           /* atomic: bumped by every ma_check */
  * many threads allocating tiny objects rarely meet at the arena lock
  * (bench/NOTES.md, "Bins of up to 1024 small blocks"). */
 #define BIN_MIN 4u
+/* The bytes of blocks a medium bin (8 KiB - 256 KiB, tcache.h) may hold. */
+#define MEDIUM_BIN_BYTES (128u << 10)
 #define BIN_MAX 1024u
 
 /* A bin the thread has not refilled in this many of its locked operations,
@@ -105,6 +107,11 @@ void tcache_init(void)
         take_blocks[c] = class_size[c] ? REMOTE_TAKE_BYTES / class_size[c] : 0;
         bin_base[c] = bin_blocks(c, BIN_BYTES);
         bin_cap[c] = bin_blocks(c, BIN_GROW_BYTES);
+        if (c >= QUICK_CLASSES) {
+            /* A medium bin holds MEDIUM_BIN_BYTES of blocks, at least one. */
+            uint32_t n = MEDIUM_BIN_BYTES / class_size[c];
+            bin_base[c] = bin_cap[c] = n != 0 ? n : 1;
+        }
     }
 }
 
@@ -360,61 +367,79 @@ static void locked_upkeep(struct arena *a)
     arena_quick_sweep(a);
 }
 
-void *tcache_refill(size_t n)
+/* Pops the head of bin c, or NULL: the fast path's pop, by class. */
+static inline void *bin_pop(unsigned c)
+{
+    void *p = *tcache_head(c);
+    if (p == NULL)
+        return NULL;
+    void *next = *(void **)p;
+    if (ma_unlikely((uintptr_t)next & (MA_ALIGN - 1)))
+        tcache_corrupt(p);
+    *tcache_head(c) = next;
+    ((uintptr_t *)p)[1] = 0;
+    ma_tc.room[c]++;
+    if (c >= QUICK_CLASSES)
+        ma_tc.medium_held -= class_size[c];
+    return p;
+}
+
+/* Serves a request of bin c (n bytes, for a thread that does not cache):
+ * the bin's reserve, its class's remote stack, else a refill under the
+ * lock. */
+static void *refill_class(unsigned c, size_t n)
 {
     struct arena *a = tcache_arena();
-    unsigned c = tc_request_bin[n] + TC_FIRST;
+    int small = c < QUICK_CLASSES;
     void *p;
     ma_tc.used[c] = ma_tc.ops;
     ma_tc.own[c] = 0;
     if (ma_tc.cache_for == a) {
         /* The bin may still hold blocks: realloc comes here directly. */
-        if ((p = tcache_pop(n)) != NULL)
+        if ((p = bin_pop(c)) != NULL)
             return p;
         if (ma_tc.reserve_n[c] != 0) {
             /* The bin's older blocks: no lock, no block touched. */
             *tcache_head(c) = ma_tc.reserve[c];
             ma_tc.reserve[c] = NULL;
             ma_tc.reserve_n[c] = 0;
-            return tcache_pop(n);
+            return bin_pop(c);
         }
         /* What other threads freed into this class becomes the bin as it
          * stands, if it fits the bin: one exchange, no lock, no block
-         * touched. */
+         * touched. (Medium blocks share one remote stack.) */
         uint32_t k;
         uint32_t cap = ma_tc.max[c] > take_blocks[c] ? ma_tc.max[c] : take_blocks[c];
-        void *list = arena_remote_take(a, c, cap, &k);
+        void *list = small ? arena_remote_take(a, c, cap, &k) : NULL;
         if (list != NULL) {
             *tcache_head(c) = list;
             ma_tc.room[c] -= (int32_t)k;
             ma_tc.remote_taken += k;
             ma_tc.moved_in += k;
-            return tcache_pop(n);
+            return bin_pop(c);
         }
     }
     tcache_lock(a);
     locked_upkeep(a);
     if (ma_tc.cache_for == a) {
         unsigned want = ma_tc.max[c] / 2 ? ma_tc.max[c] / 2 : 1;
-        arena_drain_class(a, c); /* a stack too big to take whole */
-        /* Parked blocks first (a splice, keys already set), then fresh
-         * blocks carved in one batch, marked as they join the bin. */
-        unsigned got = arena_quick_take(a, c, want, tcache_head(c));
-        ma_tc.room[c] -= (int32_t)got;
-        ma_tc.moved_in += got;
+        unsigned got = 0;
+        if (small) {
+            arena_drain_class(a, c); /* a stack too big to take whole */
+            /* Parked blocks first (a splice, keys already set), then fresh
+             * blocks carved in one batch, marked as they join the bin. */
+            got = arena_quick_take(a, c, want, tcache_head(c));
+        }
         if (got < want) {
             /* Below 1 KiB a bin holds blocks of exactly its size (the quick
              * lists count on it), and a batch carves nothing else. */
-            unsigned more = arena_alloc_batch(a, class_size[c], want - got, tcache_head(c));
-            ma_tc.moved_in += more;
-            ma_tc.room[c] -= (int32_t)more;
+            got += arena_alloc_batch(a, class_size[c], want - got, tcache_head(c));
         }
-        p = *tcache_head(c);
-        if (p != NULL) {
-            *tcache_head(c) = *(void **)p;
-            ((uintptr_t *)p)[1] = 0;
-            ma_tc.room[c]++;
-        }
+        ma_tc.room[c] -= (int32_t)got;
+        ma_tc.moved_in += got;
+        if (!small)
+            ma_tc.medium_held += (size_t)got * class_size[c];
+        p = bin_pop(c);
     } else {
         p = arena_alloc(a, block_size_for(n));
     }
@@ -422,6 +447,29 @@ void *tcache_refill(size_t n)
     if (p == NULL)
         errno = ENOMEM;
     return p;
+}
+
+void *tcache_refill(size_t n)
+{
+    return refill_class(tc_request_bin[n] + TC_FIRST, n);
+}
+
+void *tcache_medium_alloc(unsigned c)
+{
+    void *p = bin_pop(c);
+    return p != NULL ? p : refill_class(c, arena_class_lo(c));
+}
+
+int tcache_medium_free(void *p, size_t size)
+{
+    unsigned c = arena_class_of(size);
+    /* Blocks just above TC_MAX_BLOCK fall in the last small class, whose
+     * bin holds blocks of at most TC_MAX_BLOCK: not cached. */
+    if (c < QUICK_CLASSES || c >= TC_NCLASS || ma_tc.medium_held + class_size[c] > TC_MEDIUM_BUDGET)
+        return 0;
+    ma_tc.medium_held += class_size[c];
+    tcache_push(p, c);
+    return 1;
 }
 
 /* Blocks in head[c], the part of bin c the fast paths see. */
@@ -450,7 +498,13 @@ static void *blocks_park(struct arena *a, unsigned c, void *first, uint32_t n, i
     }
     ma_tc.room[c] += (int32_t)n;
     ma_tc.moved_out += n;
-    arena_quick_put(a, c, first, n, bytes);
+    if (c < QUICK_CLASSES) {
+        arena_quick_put(a, c, first, n, bytes);
+    } else {
+        /* No quick lists of medium blocks: they go back to the free lists. */
+        ma_tc.medium_held -= (size_t)n * class_size[c];
+        arena_release_cached(a, first, n);
+    }
     return rest;
 }
 
@@ -597,6 +651,7 @@ static void bin_list_check(unsigned c, void *x, uint32_t *n, uint32_t count)
 
 void tcache_check(void)
 {
+    size_t medium = 0;
     for (unsigned c = TC_FIRST; c < TC_NCLASS; c++) {
         /* room may go below 0 (a refill of a bin that was not empty, flushed
          * by the next push), never above max. */
@@ -613,5 +668,9 @@ void tcache_check(void)
         }
         if (n != count)
             ma_fatal("ma_check", "thread cache count disagrees with its bin", *tcache_head(c));
+        if (c >= QUICK_CLASSES)
+            medium += (size_t)count * class_size[c];
     }
+    if (medium != ma_tc.medium_held)
+        ma_fatal("ma_check", "thread cache medium bytes disagree with its bins", NULL);
 }

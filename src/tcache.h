@@ -20,10 +20,16 @@
 #include "process.h"
 #include "../arenas/arena.h"
 
-#define TC_MAX_BLOCK QUICK_MAX_BLOCK                 /* largest block size cached */
-#define TC_MAX_REQUEST (TC_MAX_BLOCK - B_OVERHEAD)   /* largest request served */
+#define TC_MAX_BLOCK QUICK_MAX_BLOCK                 /* largest block size on the inline fast paths */
+#define TC_MAX_REQUEST (TC_MAX_BLOCK - B_OVERHEAD)   /* largest request they serve */
 #define TC_SLOTS (TC_MAX_BLOCK / 16 + 1)             /* size/16 -> class tables */
-#define TC_NCLASS QUICK_CLASSES
+/* Medium blocks, of the classes from QUICK_CLASSES up to TC_NCLASS (8 KiB
+ * to 256 KiB, the default mmap threshold), are cached in bins of the same
+ * kind, reached through the miss paths (tcache_medium_pop, free_located):
+ * no lock either, a few dozen instructions more than a small block. Their
+ * bins hold at most MEDIUM_BIN_BYTES each and TC_MEDIUM_BUDGET in all. */
+#define TC_NCLASS 193                                /* arena_class_of(256 KiB) + 1 */
+#define TC_MEDIUM_BUDGET ((size_t)4 << 20)
 
 #define TC_EXACT_LIMIT CLASS_EXACT_LIMIT  /* below it, a block of size s is in class s / 16 */
 
@@ -73,6 +79,7 @@ struct tcache {
     int off;                  /* 1: this thread does not cache (user or exit) */
     int exited;               /* 1: the exit destructor ran (no longer counted in an arena) */
     int internal;             /* 1: allocations serve memalloc itself (decay.c), from its own buffer */
+    size_t medium_held;       /* sum over medium bins of blocks held x class size */
     uint64_t checked;         /* the tc_check_epoch this cache last verified */
     /* Bytes the thread may still allocate before the next profiler sample
      * (prof.h); INT64_MAX while profiling is off or a sample is being
@@ -177,6 +184,21 @@ MA_HIDDEN void tcache_lock(struct arena *a);
  * recent acquisitions show (a move to another arena) and on a pending
  * ma_check request. */
 MA_HIDDEN void tcache_unlock(struct arena *a);
+/* The bin of a medium request of n bytes, or 0 if n is not cached. */
+static inline unsigned tcache_medium_class(size_t n)
+{
+    size_t size = block_size_for(n);
+    unsigned c = arena_class_of(size);
+    if (arena_class_lo(c) < size)
+        c++;
+    return c < TC_NCLASS ? c : 0;
+}
+/* Serves a medium request of bin c (tcache_medium_class) from the bin, or
+ * by refilling it; NULL + ENOMEM if the arena cannot grow. */
+MA_HIDDEN void *tcache_medium_alloc(unsigned c);
+/* Caches freed medium block p of `size` bytes, owned by the thread's
+ * arena; 0 if the thread's medium budget is spent (the caller frees it). */
+MA_HIDDEN int tcache_medium_free(void *p, size_t size);
 /* Serves an n-byte request (n <= TC_MAX_REQUEST) by refilling its bin from
  * the arena; NULL + ENOMEM if the arena cannot grow. */
 MA_HIDDEN void *tcache_refill(size_t n);

@@ -246,7 +246,8 @@ static int cmd_misuse(const char *what)
 
 /* move STAY: with two arenas, threads A and C share arena 0 while thread B
  * is counted on arena 1 (STAY=1) or has exited (STAY=0). A takes arena 0's
- * lock at every step (16 KiB blocks, too big for the thread cache), a few
+ * lock at every step (16 KiB blocks aligned to 64 bytes, which are always
+ * carved under the lock), a few
  * microseconds apart; C holds a heap of small blocks there and runs
  * ma_check over and over, which walks that heap under the same lock, so
  * most of A's acquisitions wait whether or not the two threads get a CPU
@@ -277,7 +278,7 @@ static void *move_busy(void *arg)
     pthread_barrier_wait(&mv_go);
     unsigned start = ma_thread_arena();
     for (long k = 0; k < 400 && !mv_moved; k++) {
-        volatile char *p = ma_malloc(16384);
+        volatile char *p = ma_aligned_alloc(64, 16384);
         p[k % 16384] = (char)k;
         ma_free((void *)p);
         if (ma_thread_arena() != start)

@@ -374,12 +374,13 @@ Test(tcache, an_arena_its_last_thread_left_gives_back_what_it_held)
     cr_assert_eq(in_use, 0, "%s", out);
 }
 
-/* n malloc/free pairs of 20 KiB blocks, which are not cached: each takes
- * the arena lock, so they count as locked operations of another size. */
+/* n malloc/free pairs of 20 KiB blocks aligned to 64 bytes: an aligned
+ * request is carved under the arena lock, never taken from a bin, so each
+ * counts as a locked operation of another size. */
 static void uncached_pairs(int n)
 {
     for (int i = 0; i < n; i++) {
-        volatile char *q = ma_malloc(20000);
+        volatile char *q = ma_aligned_alloc(64, 20000);
         q[0] = 1;
         ma_free((void *)q);
     }
@@ -399,10 +400,18 @@ Test(tcache, blocks_of_a_size_no_longer_allocated_are_coalesced)
     for (int i = 0; i < N; i++)
         ma_free(p[i]); /* into the bin, which holds them all */
     uint64_t before = arena_stats(me).idle_releases;
-    uncached_pairs(600);
+    /* 600 locked operations of another size, kept so that no free flushes
+     * a bin meanwhile (a flush sweeps too): aligned requests are carved
+     * under the lock. */
+    enum { LOCKED = 600 };
+    static void *held[LOCKED];
+    for (int i = 0; i < LOCKED; i++)
+        held[i] = ma_aligned_alloc(64, 20000);
     cr_assert_eq(arena_stats(me).idle_releases, before, "only a refill or a flush sweeps");
     ma_free(ma_malloc(3000)); /* a refill of another size sweeps */
     cr_assert_geq(arena_stats(me).idle_releases, before + N, "the 100-byte blocks were coalesced");
+    for (int i = 0; i < LOCKED; i++)
+        ma_free(held[i]);
     ma_check();
     void *again = ma_malloc(100); /* the size still works: a fresh refill */
     cr_assert_not_null(again);

@@ -303,9 +303,9 @@ Test(threads, blocks_freed_while_their_owners_exit, .timeout = 300)
 
 /* ---- threads sharing an arena's lock ---- */
 
-/* Blocks above the thread cache's largest take the arena lock on every
- * malloc and free, so threads that share an arena keep taking the lock from
- * each other; a lock that let two in at once would corrupt the free lists
+/* Aligned requests are carved under the arena lock every time (a bin
+ * never serves them), so threads that share an arena keep taking the lock
+ * from each other; a lock that let two in at once would corrupt the free lists
  * (an abort in their integrity checks, or a failed ma_check) or the
  * contents, and under ThreadSanitizer would show as a race. */
 #define SHARERS 8
@@ -324,7 +324,7 @@ static void *sharer(void *arg)
             ma_free(p[k]);
         }
         n[k] = 8300 + (size_t)((i * 2654435761u + me) % 9000);
-        p[k] = ma_malloc(n[k]);
+        p[k] = ma_aligned_alloc(64, n[k]);
         if (p[k] == NULL)
             return (void *)1;
         fill(p[k], n[k], me * 131 + k);
