@@ -10,6 +10,7 @@
 #include "process.h"
 #include "config.h"
 #include "large.h"
+#include "prof.h"
 #include "stats.h"
 #include "tcache.h"
 #include "../arenas/arena.h"
@@ -44,6 +45,7 @@ void process_init(void)
         tcache_init();
         pthread_key_create(&exit_key, thread_exit);
         stats_init();
+        prof_init();
         ma_fast_limit = ma_cfg.check ? 0 : ma_cfg.mmap_threshold;
         if (ma_cfg.verbose)
             config_print(2);
@@ -71,10 +73,12 @@ static void fork_prepare(void)
     for (unsigned i = 0; i < ma_narenas; i++)
         ma_lock_acquire(&ma_arenas[i].lock);
     large_lock_all();
+    prof_fork_prepare();
 }
 
 static void fork_release(void)
 {
+    prof_fork_parent();
     large_unlock_all();
     for (unsigned i = ma_narenas; i-- > 0;)
         ma_lock_release(&ma_arenas[i].lock);
@@ -85,7 +89,11 @@ static void fork_release(void)
 static void fork_child(void)
 {
     tcache_fork_child();
-    fork_release();
+    prof_fork_child();
+    large_unlock_all();
+    for (unsigned i = ma_narenas; i-- > 0;)
+        ma_lock_release(&ma_arenas[i].lock);
+    pthread_mutex_unlock(&init_lock);
 }
 
 /* ---- load and unload ---- */
@@ -99,10 +107,11 @@ __attribute__((constructor)) static void memalloc_load(void)
     pthread_atfork(fork_prepare, fork_release, fork_child);
 }
 
-/* The exit report (MEMALLOC_STATS, MEMALLOC_HEAP_MAP). A destructor runs
- * after the program's own atexit handlers, so it sees the final heap. */
+/* The exit report (MEMALLOC_STATS, MEMALLOC_HEAP_MAP, the profiler's
+ * files). A destructor runs after the program's own atexit handlers, so it
+ * sees the final heap. */
 __attribute__((destructor)) static void memalloc_unload(void)
 {
-    if (__atomic_load_n(&ma_ready, __ATOMIC_ACQUIRE) && (ma_cfg.stats || ma_cfg.heap_map[0]))
+    if (__atomic_load_n(&ma_ready, __ATOMIC_ACQUIRE) && (ma_cfg.stats || ma_cfg.heap_map[0] || prof_on))
         stats_exit_report();
 }
