@@ -45,6 +45,9 @@ DEPS_EXTRA :=
 .PHONY: all debug tsan test test-unit test-debug test-tsan test-preload-check clean install help deps
 all: $(SO) $(LIB)
 
+# operator new throws std::bad_alloc through override.c's frames.
+$(BUILD)/rel/src/override.o $(BUILD)/dbg/src/override.o $(BUILD)/tsan/src/override.o: LIBFLAGS += -fexceptions
+
 $(BUILD)/rel/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(LIBFLAGS) $(OPT) -c $< -o $@

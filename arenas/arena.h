@@ -47,6 +47,7 @@ struct block {
 #define B_INUSE ((size_t)1)
 #define B_PREV_INUSE ((size_t)2)
 #define B_PURGED ((size_t)4)           /* free block whose inner pages were discarded */
+#define B_SAMPLED ((size_t)8)          /* allocated block the profiler sampled: free's fast path passes it on */
 #define B_FLAGS ((size_t)15)
 #define B_HDR ((size_t)16)             /* from block start to payload */
 #define B_OVERHEAD ((size_t)8)         /* bytes an allocated block costs */
@@ -214,6 +215,17 @@ static inline size_t block_size(const struct block *b)
 static inline struct block *block_next(const struct block *b)
 {
     return (struct block *)((char *)b + block_size(b));
+}
+/* Sets (on) or clears the profiler's B_SAMPLED flag of allocated block b.
+ * Lock held: the owner flips the head's PREV_INUSE bit under it. */
+static inline void block_set_sampled(struct block *b, int on)
+{
+    size_t h = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->head, on ? h | B_SAMPLED : h & ~B_SAMPLED, __ATOMIC_RELAXED);
+}
+static inline int block_sampled(const struct block *b)
+{
+    return (__atomic_load_n(&b->head, __ATOMIC_RELAXED) & B_SAMPLED) != 0;
 }
 static inline void *block_payload(struct block *b) { return (char *)b + B_HDR; }
 static inline struct block *block_of(const void *p) { return (struct block *)((char *)p - B_HDR); }

@@ -4,7 +4,7 @@
 # Targets:
 #   bench-build   build the benchmark programs into $(BUILD)/bench/
 #   bench         full suite, every allocator, 1..16 threads -> BENCHMARK.md
-#   bench-quick   the same, small sizes and 3 repetitions (< 5 minutes)
+#   bench-quick   the same, small sizes and 3 repetitions (< 10 minutes)
 #   bench-check   smoke test: every program runs, prints one RESULT line, and
 #                 fails (exit 2, no result) when a block is corrupted on purpose
 #   bench-report  regenerate BENCHMARK.md and the plots from the last results
@@ -19,14 +19,20 @@
 
 BUILD ?= build
 CC ?= cc
+CXX ?= g++
 PYTHON ?= python3
 
 BENCH_SRC_DIR := bench
 BENCH_OUT := $(BUILD)/bench
 BENCH_CFLAGS := -std=gnu11 -O2 -g -pthread -Wall -Wextra -Werror
+BENCH_CXXFLAGS := -std=c++17 -O2 -g -pthread -Wall -Wextra -Werror
 BENCH_LDLIBS := -pthread
+# larson-kr, hoard-threadtest and malloc-large are C++ (bench/*.cc): like
+# the C programs they are linked normally, never against memalloc, so that
+# operator new/delete reach whichever allocator is preloaded.
 BENCH_PROGRAMS := threadtest larson xmalloc cache-thrash cache-scratch \
-                  fragmentation realloc churn threadchurn
+                  fragmentation realloc churn threadchurn \
+                  larson-kr hoard-threadtest sh8bench malloc-large mstress
 BENCH_BINS := $(addprefix $(BENCH_OUT)/,$(BENCH_PROGRAMS))
 BENCH_COMMON := $(BENCH_OUT)/common.o
 BENCH_LIB := $(BUILD)/libmemalloc.so
@@ -52,6 +58,9 @@ $(BENCH_OUT)/cache-scratch: $(BENCH_SRC_DIR)/cache.c $(BENCH_COMMON) $(BENCH_SRC
 
 $(BENCH_OUT)/%: $(BENCH_SRC_DIR)/%.c $(BENCH_COMMON) $(BENCH_SRC_DIR)/common.h | $(BENCH_OUT)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< $(BENCH_COMMON) $(BENCH_LDLIBS)
+
+$(BENCH_OUT)/%: $(BENCH_SRC_DIR)/%.cc $(BENCH_COMMON) $(BENCH_SRC_DIR)/common.h | $(BENCH_OUT)
+	$(CXX) $(BENCH_CXXFLAGS) -o $@ $< $(BENCH_COMMON) $(BENCH_LDLIBS)
 
 bench: $(BENCH_BINS) $(BENCH_LIB)
 	$(PYTHON) $(BENCH_SRC_DIR)/run.py --full --bin-dir $(BENCH_OUT) --lib $(BENCH_LIB) $(BENCH_ARGS)

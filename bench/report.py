@@ -62,9 +62,42 @@ BENCHES = {
     "churn-mixed": ("churn (mixed)", "malloc/free pairs",
                     "Single-threaded churn, 3 in 4 blocks small (16-128 B), 1 in 4 medium "
                     "(256-4096 B)."),
+    "larson-kr": ("larson-kr", "delete/new pairs",
+                  "Larson & Krishnan's server benchmark as published: each thread owns an array "
+                  "of blocks (10-500 bytes, C++ new[]/delete[]), replaces random ones, and after "
+                  "each round of 100 x 1000 replacements starts a new thread, hands it the array "
+                  "and exits, so blocks outlive the threads that made them. Runs for a fixed time."),
+    "larson-kr-sized": ("larson-kr (sized delete)", "delete/new pairs",
+                        "larson-kr with C++14 sized deallocation: blocks go back through "
+                        "`operator delete[](p, size)`."),
+    "hoard-threadtest": ("hoard-threadtest", "new/delete pairs",
+                         "Hoard's threadtest as published: each thread news and deletes batches "
+                         "of an 8-byte C++ object, 10,000 objects per iteration split among the "
+                         "threads; no object crosses threads. Fixed total work."),
+    "sh8bench": ("sh8bench", "malloc/free pairs",
+                 "After SmartHeap's sh8bench: batches of sizes from a histogram (8 B-168 KiB, "
+                 "mostly small), freed forward and in reverse on alternate rounds; one block in 8 "
+                 "is freed by the next thread. 4,000 blocks per round split among the threads."),
+    "mstress": ("mstress", "allocations",
+                "In the spirit of mimalloc's test-stress: threads re-created every round, objects "
+                "(90% 8-256 B, rare ones up to 1 MiB) swapped between threads through a shared "
+                "slot array by atomic exchange, a quarter kept for the next round's thread; every "
+                "word checked before free. Time includes creating the threads."),
+    "churn-64k": ("churn (1-64 KiB)", "malloc/free pairs",
+                  "Churn over a window of 256 live blocks per thread, uniform sizes 1 B-64 KiB; "
+                  "each thread its own window, steps split among the threads."),
+    "malloc-large": ("malloc-large", "allocations",
+                     "After mimalloc-bench's malloc-large: a ring of 20 live buffers of 5-25 MiB, "
+                     "each new one value-initialised (zero-filled, as std::vector<char>(n)), the "
+                     "oldest replaced each step. Single-threaded."),
 }
 THROUGHPUT = list(BENCHES)
 FRAG = "fragmentation"
+# churn's size bands as callgrind measures them (bench/run.py CALLGRIND_MODES)
+INSTR_MODES = ["small", "medium", "mixed", "16", "256", "4k", "64k"]
+INSTR_LABELS = {"small": "small (16-128 B)", "medium": "medium (256-4096 B)",
+                "mixed": "mixed", "16": "1-16 B", "256": "1-256 B", "4k": "1-4 KiB",
+                "64k": "1-64 KiB"}
 PHASES = ["grow", "shrink", "pow2", "odd", "mixed"]
 
 
@@ -406,7 +439,7 @@ def write_report(results_path, report_path, plots_dir, root):
     # ---- instructions per pair ----
     ok_instr = [r for r in instr if r.get("ok")]
     if ok_instr:
-        modes = [m for m in ("small", "medium", "mixed") if any(r["mode"] == m for r in ok_instr)]
+        modes = [m for m in INSTR_MODES if any(r["mode"] == m for r in ok_instr)]
         body += ["", "### instructions per malloc/free pair (callgrind)", "",
                  "churn run under `valgrind --tool=callgrind` with the allocator preloaded, counting "
                  "only inside the two wrapper functions that call malloc and free; the count of a run "
@@ -427,7 +460,7 @@ def write_report(results_path, report_path, plots_dir, root):
                 g = val.get((m, "glibc"))
                 cells.append("—" if v is None else "%.1f" % v + (" (%.2f× glibc)" % (v / g) if g and a != "glibc" else ""))
             rows.append(["**%s**" % a if a == "memalloc" else a] + cells)
-        body += md_table(["allocator"] + modes, rows)
+        body += md_table(["allocator"] + [INSTR_LABELS.get(m, m) for m in modes], rows)
         g_small = val.get(("small", "glibc"))
         if g_small is not None:
             body += ["", "Sanity check of the method: glibc's small-size count, %.0f instructions per "
@@ -447,10 +480,15 @@ def write_report(results_path, report_path, plots_dir, root):
                     best, who = min(others)
                     # deterministic counts: call anything within 2% a tie
                     v = "win" if mine < best * 0.98 else "loss" if mine > best * 1.02 else "tie"
-                    summary_items.append(("instr", "instructions per pair (%s)" % m, 1, v, best / mine, who))
+                    summary_items.append(("instr", "instructions per pair (%s)" % INSTR_LABELS.get(m, m),
+                                          1, v, best / mine, who))
+        labels = [INSTR_LABELS.get(m, m) for m in modes]
         if plot_bars("instr", "instructions per malloc+free pair (callgrind; lower is better)",
-                     "instructions", modes, allocs, {(m, a): val.get((m, a)) for m in modes for a in allocs},
-                     os.path.join(plots_dir, "instructions.svg"), workdir):
+                     "instructions", labels, allocs,
+                     {(INSTR_LABELS.get(m, m), a): val.get((m, a)) for m in modes for a in allocs},
+                     os.path.join(plots_dir, "instructions.svg"), workdir,
+                     # the bands from 1 byte span tens to hundreds of instructions
+                     log_y=max(val.values()) > 20 * min(val.values())):
             body += ["", "![instructions per pair](%s/instructions.svg)" % plots_rel]
 
     # ---- peak RSS across benchmarks ----
@@ -580,7 +618,7 @@ def write_report(results_path, report_path, plots_dir, root):
             "    libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev",
             "make bench          # full suite (%s) -> bench/results/results.jsonl, BENCHMARK.md, bench/plots/"
             % "5 repetitions",
-            "make bench-quick    # the same with small sizes and 3 repetitions, under 5 minutes",
+            "make bench-quick    # the same with small sizes and 3 repetitions, under 10 minutes",
             "make bench-report   # regenerate this file and the plots from the last results",
             "make bench-check    # every program runs, and a deliberately corrupted block is caught",
             "make perf           # perf stat/record of one benchmark (callgrind without counters)",

@@ -48,9 +48,10 @@ ALL_ALLOCATORS = ["memalloc", "glibc", "jemalloc", "tcmalloc", "mimalloc"]
 #
 # Each benchmark: program, arguments per mode (the thread count is added as
 # -t T) and which thread counts it runs at ("all" = the --threads list).
-# Quick sizes keep a run near 0.1-0.4 s under glibc, so the quick suite
-# (~500 runs) takes about 3 minutes on a 2-core machine; full sizes are
-# about 5x longer and run 5 times.
+# Quick sizes keep a run near 0.1-0.5 s under glibc, so the quick suite
+# (~975 runs at 1-16 threads, 540 of them the benchmarks before the
+# classic ones) takes about 6-7 minutes on a 2-core machine (an estimate
+# from the runs of each part); full sizes are 3-5x longer and run 5 times.
 
 SUITE = [
     dict(id="threadtest", prog="threadtest", threads="all",
@@ -75,12 +76,32 @@ SUITE = [
          quick=["-m", "medium", "-n", "3M"], full=["-m", "medium", "-n", "15M"]),
     dict(id="churn-mixed", prog="churn", threads=[1],
          quick=["-m", "mixed", "-n", "6M"], full=["-m", "mixed", "-n", "30M"]),
+    # The classic published benchmarks (bench/NOTES.md, "The classic
+    # benchmarks"): quick sizes take 0.2-0.5 s under glibc at 1 thread,
+    # full ones about 1 s.
+    dict(id="larson-kr", prog="larson-kr", threads="all",
+         quick=["-d", "0.3"], full=["-d", "1"]),
+    dict(id="larson-kr-sized", prog="larson-kr", threads="all",
+         quick=["-z", "-d", "0.3"], full=["-z", "-d", "1"]),
+    dict(id="hoard-threadtest", prog="hoard-threadtest", threads="all",
+         quick=["-i", "800"], full=["-i", "2500"]),
+    dict(id="sh8bench", prog="sh8bench", threads="all",
+         quick=["-r", "300"], full=["-r", "1000"]),
+    dict(id="mstress", prog="mstress", threads="all",
+         quick=["-r", "5"], full=["-r", "15"]),
+    dict(id="churn-64k", prog="churn", threads=[1, 2, 4],
+         quick=["-m", "64k", "-n", "600k"], full=["-m", "64k", "-n", "2M"]),
+    # Single-threaded by design; each allocation writes 5-25 MiB, so even
+    # the quick size (10 replacements after the ring's 20 first buffers)
+    # takes about 0.6 s under glibc.
+    dict(id="malloc-large", prog="malloc-large", threads=[1],
+         quick=["-n", "30"], full=["-n", "80"]),
 ]
 
 # Instructions per malloc+free pair: churn under callgrind, counting only
 # inside churn_malloc/churn_free, minus a run with no steps (which removes
 # the allocator's start-up and the window's own pairs), divided by steps.
-CALLGRIND_MODES = ["small", "medium", "mixed"]
+CALLGRIND_MODES = ["small", "medium", "mixed", "16", "256", "4k", "64k"]
 CALLGRIND_STEPS = {"quick": 100000, "full": 500000}
 
 PERF_EVENTS = ["instructions", "cycles", "cache-misses", "branch-misses"]
@@ -492,7 +513,17 @@ CHECK_ARGS = {
     "realloc": ["-t", "2", "-r", "2", "-a", "100", "-v", "256"],
     "churn": ["-m", "mixed", "-n", "20000"],
     "threadchurn": ["-t", "2", "-n", "20", "-r", "2"],
+    "larson-kr": ["-t", "2", "-d", "0.05", "-n", "100", "-r", "20"],
+    "larson-kr-sized": ["-t", "2", "-d", "0.05", "-n", "100", "-r", "20", "-z"],
+    "hoard-threadtest": ["-t", "2", "-i", "3", "-n", "2000"],
+    "sh8bench": ["-t", "2", "-r", "4", "-n", "400"],
+    "mstress": ["-t", "2", "-r", "2", "-s", "5000"],
+    "churn-16": ["-m", "16", "-n", "20000"],
+    "churn-64k": ["-m", "64k", "-t", "2", "-n", "20000"],
+    "malloc-large": ["-n", "25", "-m", "1M", "-M", "2M"],
 }
+# CHECK_ARGS entries that are not named after their program.
+CHECK_PROG = {"larson-kr-sized": "larson-kr", "churn-16": "churn", "churn-64k": "churn"}
 
 
 def run_check(args, libs):
@@ -501,7 +532,7 @@ def run_check(args, libs):
     BENCH-ERROR message and no RESULT line. Returns the number of failures."""
     failures = 0
     for prog, pargs in CHECK_ARGS.items():
-        exe = os.path.join(args.bin_dir, prog)
+        exe = os.path.join(args.bin_dir, CHECK_PROG.get(prog, prog))
         for alloc, lib in libs.items():
             status, out, err, _, _ = run_process([exe] + pargs, preload_env(lib), 60)
             res = parse_result(out)
@@ -514,7 +545,7 @@ def run_check(args, libs):
                 detail += " run: status %s %s" % (status, (err.strip().splitlines() or [""])[-1][:160])
             if not caught:
                 detail += " corruption not caught: status %s" % status_x
-            print("%-4s %-14s %-9s%s" % (verdict, prog, alloc, detail), flush=True)
+            print("%-4s %-16s %-9s%s" % (verdict, prog, alloc, detail), flush=True)
             failures += verdict != "ok"
     print("bench-check: %s" % ("all passed" if failures == 0 else "%d FAILED" % failures))
     return failures

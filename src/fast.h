@@ -19,16 +19,24 @@
 #include "tcache.h"
 #include "../arenas/arena.h"
 
+/* An allocation the profiler samples (prof_due said so): n bytes aligned
+ * to align (0: the default), zeroed when zero. */
+MA_HIDDEN MA_COLD void *ma_alloc_sampled(size_t n, size_t align, int zero);
 /* malloc when the thread's bin had nothing (or n is not cached). */
 MA_HIDDEN void *ma_malloc_miss(size_t n);
 /* free of anything the fast path does not take. */
 MA_HIDDEN void ma_free_miss(void *p);
+/* operator delete with a size in check mode: aborts unless the size is the
+ * one the block was asked for, then frees. */
+MA_HIDDEN MA_COLD void ma_free_sized(void *p, size_t n);
 /* malloc_usable_size of anything fast_usable_size does not answer. */
 MA_HIDDEN size_t ma_usable_size_miss(const void *p);
 
-static inline void *fast_malloc(size_t n)
+static inline __attribute__((always_inline)) void *fast_malloc(size_t n)
 {
     if (ma_likely(n <= TC_MAX_REQUEST)) {
+        if (prof_due(n))
+            return ma_alloc_sampled(n, 0, 0);
         void *p = tcache_pop(n);
         if (ma_likely(p != NULL))
             return p;
@@ -73,17 +81,19 @@ static inline int block_rest_plausible(uintptr_t u, size_t size)
     return prev_inuse && ((const uintptr_t *)u)[1] != cached_key((const void *)u);
 }
 
-/* All of them; returns the block size, or 0 if any check fails. */
+/* All of them, and not sampled by the profiler (whose blocks take the
+ * slow path); returns the block size, or 0 if any check fails. */
 static inline size_t block_plausible(uintptr_t u)
 {
     size_t h = __atomic_load_n((const size_t *)(u - B_OVERHEAD), __ATOMIC_RELAXED);
     size_t size = h & ~B_FLAGS;
-    if ((h & B_INUSE) && size - B_MIN <= TC_MAX_BLOCK - B_MIN && block_rest_plausible(u, size))
+    if ((h & (B_INUSE | B_SAMPLED)) == B_INUSE && size - B_MIN <= TC_MAX_BLOCK - B_MIN &&
+        block_rest_plausible(u, size))
         return size;
     return 0;
 }
 
-static inline void fast_free(void *p)
+static inline __attribute__((always_inline)) void fast_free(void *p)
 {
     /* The pointer is 16-byte aligned and inside the 47-bit space (one mask,
      * so NULL and every error take the slow path), its granule's pagemap

@@ -21,6 +21,7 @@ struct large {
     struct large *next;    /* guarded by large_lock */
     struct large *prev;    /* guarded by large_lock */
     size_t resident;       /* guarded by large_lock, while cached: bytes kept resident (0: discarded) */
+    int sampled;           /* owned by the block's holder: 1 if the profiler sampled it */
 };
 
 #define LARGE_MAGIC ((uint64_t)0x4c617267e0b1ec75ull)

@@ -17,6 +17,7 @@
 #include "fast.h"
 #include "large.h"
 #include "process.h"
+#include "prof.h"
 #include "tcache.h"
 #include "../arenas/arena.h"
 
@@ -44,6 +45,54 @@ static inline struct chunk *locate(const void *p, const char *fn, struct large *
 static inline size_t raw_usable(const void *p, const struct chunk *c, const struct large *l)
 {
     return c != NULL ? block_usable(block_of(p)) : large_usable(l);
+}
+
+/* ---- profiler samples ---- */
+
+static inline int is_sampled(const void *p, const struct chunk *c, const struct large *l)
+{
+    return c != NULL ? block_sampled(block_of((void *)p)) : l->sampled;
+}
+
+/* Sampled block p is being freed or moved: the profiler forgets it and the
+ * flag goes, so the block is an ordinary one again. */
+static MA_COLD void sample_clear(void *p, struct chunk *c, struct large *l)
+{
+    prof_forget(p);
+    if (c != NULL) {
+        arena_lock(c->arena);
+        block_set_sampled(block_of(p), 0);
+        arena_unlock(c->arena);
+    } else {
+        l->sampled = 0;
+    }
+}
+
+/* Flags p (n bytes asked) as sampled and records it. */
+static MA_COLD void sample_mark(void *p, size_t n)
+{
+    struct large *l = NULL;
+    struct chunk *c = locate(p, "malloc", &l);
+    if (c != NULL) {
+        arena_lock(c->arena);
+        block_set_sampled(block_of(p), 1);
+        arena_unlock(c->arena);
+    } else {
+        l->sampled = 1;
+    }
+    prof_record(p, n);
+}
+
+void *ma_alloc_sampled(size_t n, size_t align, int zero)
+{
+    /* Nothing allocated from here to the end (this block, the unwinder's
+     * own allocations) counts towards or takes a sample. */
+    ma_tc.prof_left = INT64_MAX;
+    void *p = align != 0 ? ma_aligned_alloc(align, n) : zero ? ma_calloc(1, n) : ma_malloc(n);
+    if (p != NULL && prof_on)
+        sample_mark(p, n);
+    ma_tc.prof_left = prof_next_interval();
+    return p;
 }
 
 /* ---- raw allocation: no canaries ---- */
@@ -93,6 +142,8 @@ static void *alloc_raw(size_t n, size_t align, int zero)
 
 static void free_located(void *p, struct chunk *c, struct large *l)
 {
+    if (ma_unlikely(is_sampled(p, c, l)))
+        sample_clear(p, c, l);
     if (ma_likely(c != NULL)) {
         struct arena *a = c->arena;
         size_t size = block_size(block_of(p));
@@ -140,6 +191,9 @@ static MA_COLD void *malloc_slow(size_t n)
 
 void *ma_malloc_miss(size_t n)
 {
+    /* fast_malloc counted the sizes it serves, not the bigger ones. */
+    if (n > TC_MAX_REQUEST && n <= MA_MAX_REQUEST && prof_due(n))
+        return ma_alloc_sampled(n, 0, 0);
     if (ma_likely(n < ma_fast_limit))
         return alloc_small(n);
     return malloc_slow(n);
@@ -188,6 +242,17 @@ void ma_free(void *p)
     fast_free(p);
 }
 
+void ma_free_sized(void *p, size_t n)
+{
+    if (p != NULL && ma_cfg.check) {
+        struct large *l = NULL;
+        struct chunk *c = locate(p, "operator delete", &l);
+        if (canary_verify(p, raw_usable(p, c, l), "operator delete") != n)
+            ma_fatal("operator delete", "sized delete's size does not match the block's", p);
+    }
+    ma_free(p);
+}
+
 void *ma_calloc(size_t count, size_t size)
 {
     size_t n;
@@ -195,6 +260,8 @@ void *ma_calloc(size_t count, size_t size)
         errno = ENOMEM;
         return NULL;
     }
+    if (n <= MA_MAX_REQUEST && prof_due(n))
+        return ma_alloc_sampled(n, 0, 1);
     if (ma_likely(n <= TC_MAX_REQUEST)) {
         void *p = tcache_pop(n);
         if (ma_likely(p != NULL))
@@ -229,6 +296,8 @@ void *ma_realloc(void *p, size_t n)
     }
     struct large *l = NULL;
     struct chunk *c = locate(p, "realloc", &l);
+    if (ma_unlikely(is_sampled(p, c, l)))
+        sample_clear(p, c, l);
     size_t usable = raw_usable(p, c, l);
     size_t keep = usable; /* bytes of the old block worth copying */
     size_t need = n;
@@ -296,6 +365,13 @@ void *ma_realloc(void *p, size_t n)
         struct chunk *qc = locate(q, "realloc", &ql);
         canary_set(q, n, raw_usable(q, qc, ql));
     }
+    if (prof_due(n)) {
+        /* The resized block is the sample, whether it moved or not. */
+        ma_tc.prof_left = INT64_MAX;
+        if (prof_on)
+            sample_mark(q, n);
+        ma_tc.prof_left = prof_next_interval();
+    }
     return q;
 }
 
@@ -315,6 +391,8 @@ void *ma_aligned_alloc(size_t align, size_t n)
         errno = EINVAL;
         return NULL;
     }
+    if (n <= MA_MAX_REQUEST && prof_due(n))
+        return ma_alloc_sampled(n, align, 0);
     ma_ensure_init();
     if (ma_cfg.check)
         return alloc_checked(n, align, 0);

@@ -1,10 +1,11 @@
 /*
- * override.c - the standard allocation names, so that LD_PRELOAD or
- * -lmemalloc replaces the system allocator. The only file that defines
- * malloc and friends; each forwards to its ma_* function and adds nothing
- * but the argument shape the standard name requires. malloc and free
- * expand the same inline fast paths as ma_malloc and ma_free (fast.h), so a
- * program's call reaches the bin without a further jump.
+ * override.c - the standard allocation names, C and C++, so that LD_PRELOAD
+ * or -lmemalloc replaces the system allocator. The only file that defines
+ * malloc, operator new and friends; each forwards to its ma_* function and
+ * adds nothing but the argument shape the standard name requires. malloc,
+ * free, new and delete expand the same inline fast paths as ma_malloc and
+ * ma_free (fast.h), so a program's call reaches the bin without a further
+ * jump.
  */
 #include <errno.h>
 #include <malloc.h>
@@ -14,6 +15,7 @@
 
 #include "memalloc.h"
 #include "fast.h"
+#include "../base/error.h"
 
 #define MA_PUBLIC __attribute__((visibility("default")))
 
@@ -98,3 +100,83 @@ MA_PUBLIC int malloc_info(int options, FILE *fp)
     return 0;
 }
 
+/* ---- C++: the replaceable global operator new and operator delete ----
+ *
+ * Defined in C under their Itanium-ABI (mangled) names, so the library
+ * needs no libstdc++: a C program that links or preloads it loads none.
+ * The two things only libstdc++ can do, running the installed new-handler
+ * and throwing std::bad_alloc, are reached through weak references, which
+ * the dynamic linker binds when the program brings libstdc++ (every program
+ * that calls operator new does) and which stay NULL otherwise. This file is
+ * compiled with -fexceptions so that the exception unwinds through it. */
+
+typedef void (*new_handler_fn)(void);
+extern new_handler_fn _ZSt15get_new_handlerv(void) __attribute__((weak)); /* std::get_new_handler() */
+extern void _ZSt17__throw_bad_allocv(void) __attribute__((weak, noreturn)); /* std::__throw_bad_alloc() */
+
+/* An allocation for new: align 0 for the default alignment. */
+static void *cxx_alloc(size_t n, size_t align)
+{
+    return align == 0 ? fast_malloc(n) : ma_aligned_alloc(align, n);
+}
+
+/* new could not allocate: call the new-handler and retry while there is
+ * one, as the standard says; then throw std::bad_alloc (nothrow: return
+ * NULL). A new-handler may itself throw, which ends the loop. */
+static MA_COLD void *cxx_new_failed(size_t n, size_t align, int nothrow)
+{
+    for (;;) {
+        new_handler_fn h = _ZSt15get_new_handlerv != NULL ? _ZSt15get_new_handlerv() : NULL;
+        if (h == NULL)
+            break;
+        h();
+        void *p = cxx_alloc(n, align);
+        if (p != NULL)
+            return p;
+    }
+    if (nothrow)
+        return NULL;
+    if (_ZSt17__throw_bad_allocv != NULL)
+        _ZSt17__throw_bad_allocv();
+    ma_fatal("operator new", "out of memory and no C++ runtime to throw std::bad_alloc", NULL);
+}
+
+static inline void *cxx_new(size_t n, size_t align, int nothrow)
+{
+    void *p = align == 0 ? fast_malloc(n) : ma_aligned_alloc(align, n);
+    if (ma_likely(p != NULL))
+        return p;
+    return cxx_new_failed(n, align, nothrow);
+}
+
+/* A delete that passes the size: in check mode (ma_fast_limit is 0 then,
+ * and before init) ma_free_sized verifies it against the block. */
+static inline void cxx_delete_sized(void *p, size_t n)
+{
+    if (ma_unlikely(ma_fast_limit == 0))
+        ma_free_sized(p, n);
+    else
+        fast_free(p);
+}
+
+MA_PUBLIC void *_Znwm(size_t n) { return cxx_new(n, 0, 0); }
+MA_PUBLIC void *_Znam(size_t n) { return cxx_new(n, 0, 0); }
+MA_PUBLIC void *_ZnwmRKSt9nothrow_t(size_t n, const void *nt) { (void)nt; return cxx_new(n, 0, 1); }
+MA_PUBLIC void *_ZnamRKSt9nothrow_t(size_t n, const void *nt) { (void)nt; return cxx_new(n, 0, 1); }
+MA_PUBLIC void *_ZnwmSt11align_val_t(size_t n, size_t al) { return cxx_new(n, al, 0); }
+MA_PUBLIC void *_ZnamSt11align_val_t(size_t n, size_t al) { return cxx_new(n, al, 0); }
+MA_PUBLIC void *_ZnwmSt11align_val_tRKSt9nothrow_t(size_t n, size_t al, const void *nt) { (void)nt; return cxx_new(n, al, 1); }
+MA_PUBLIC void *_ZnamSt11align_val_tRKSt9nothrow_t(size_t n, size_t al, const void *nt) { (void)nt; return cxx_new(n, al, 1); }
+
+MA_PUBLIC void _ZdlPv(void *p) { fast_free(p); }
+MA_PUBLIC void _ZdaPv(void *p) { fast_free(p); }
+MA_PUBLIC void _ZdlPvRKSt9nothrow_t(void *p, const void *nt) { (void)nt; fast_free(p); }
+MA_PUBLIC void _ZdaPvRKSt9nothrow_t(void *p, const void *nt) { (void)nt; fast_free(p); }
+MA_PUBLIC void _ZdlPvm(void *p, size_t n) { cxx_delete_sized(p, n); }
+MA_PUBLIC void _ZdaPvm(void *p, size_t n) { cxx_delete_sized(p, n); }
+MA_PUBLIC void _ZdlPvSt11align_val_t(void *p, size_t al) { (void)al; fast_free(p); }
+MA_PUBLIC void _ZdaPvSt11align_val_t(void *p, size_t al) { (void)al; fast_free(p); }
+MA_PUBLIC void _ZdlPvSt11align_val_tRKSt9nothrow_t(void *p, size_t al, const void *nt) { (void)al; (void)nt; fast_free(p); }
+MA_PUBLIC void _ZdaPvSt11align_val_tRKSt9nothrow_t(void *p, size_t al, const void *nt) { (void)al; (void)nt; fast_free(p); }
+MA_PUBLIC void _ZdlPvmSt11align_val_t(void *p, size_t n, size_t al) { (void)al; cxx_delete_sized(p, n); }
+MA_PUBLIC void _ZdaPvmSt11align_val_t(void *p, size_t n, size_t al) { (void)al; cxx_delete_sized(p, n); }

@@ -112,6 +112,9 @@ __attribute__((constructor)) static void memalloc_load(void)
  * sees the final heap. */
 __attribute__((destructor)) static void memalloc_unload(void)
 {
-    if (__atomic_load_n(&ma_ready, __ATOMIC_ACQUIRE) && (ma_cfg.stats || ma_cfg.heap_map[0] || prof_on))
+    if (!__atomic_load_n(&ma_ready, __ATOMIC_ACQUIRE))
+        return;
+    if (ma_cfg.stats || ma_cfg.heap_map[0])
         stats_exit_report();
+    prof_exit();
 }

@@ -557,7 +557,6 @@ void stats_exit_report(void)
         if (fd != report_fd && fd != 2)
             os_close(fd);
     }
-    prof_exit();
     if (ma_cfg.heap_map[0]) {
         int fd = os_open_write(ma_cfg.heap_map);
         if (fd < 0) {

@@ -10,11 +10,13 @@
 #include <string.h>
 
 #include "tcache.h"
+#include "prof.h"
 #include "../base/error.h"
 
 /* Initialised, not zero: a thread starts with the tag that matches no
  * granule, so its first free takes the slow path (which sets it up). */
-__thread struct tcache ma_tc __attribute__((tls_model("initial-exec"))) = { .tag = PAGEMAP_NEVER };
+__thread struct tcache ma_tc __attribute__((tls_model("initial-exec"))) = { .tag = PAGEMAP_NEVER,
+                                                                             .prof_left = INT64_MAX };
 uint8_t tc_request_bin[TC_MAX_REQUEST + 1];
 uint8_t tc_free_class[TC_SLOTS];
 static uint32_t class_size[TC_NCLASS]; /* block size a refill of class c carves */
@@ -197,6 +199,7 @@ struct arena *tcache_arena_slow(void)
     arena_join(&ma_arenas[i]);
     arena_set(&ma_arenas[i]);
     process_thread_start();
+    ma_tc.prof_left = prof_next_interval();
     return ma_tc.arena;
 }
 

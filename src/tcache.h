@@ -73,6 +73,10 @@ struct tcache {
     int off;                  /* 1: this thread does not cache (user or exit) */
     int exited;               /* 1: the exit destructor ran (no longer counted in an arena) */
     uint64_t checked;         /* the tc_check_epoch this cache last verified */
+    /* Bytes the thread may still allocate before the next profiler sample
+     * (prof.h); INT64_MAX while profiling is off or a sample is being
+     * taken, so the count never runs out then. */
+    int64_t prof_left;
 };
 
 MA_HIDDEN extern __thread struct tcache ma_tc;
@@ -92,6 +96,14 @@ static inline uint32_t tcache_count(unsigned c) { return ma_tc.max[c] - (uint32_
 
 /* The head of bin c. */
 static inline void **tcache_head(size_t c) { return &ma_tc.head[c - TC_FIRST]; }
+
+/* Counts an allocation of n bytes (at most MA_MAX_REQUEST, so the count
+ * cannot overflow) towards the next profiler sample; 1 when this one is to
+ * be sampled. */
+static inline int prof_due(size_t n)
+{
+    return ma_unlikely((ma_tc.prof_left -= (int64_t)n) < 0);
+}
 
 /* Pops a block for an n-byte request (n <= TC_MAX_REQUEST), or NULL. */
 static inline void *tcache_pop(size_t n)
