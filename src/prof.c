@@ -207,11 +207,12 @@ static int is_entry(uintptr_t start)
 }
 
 /* Fills c with the calling thread's stack and returns how many leading
- * frames are memalloc's own. noinline: it is always frame 0. */
+ * frames are memalloc's own. noinline: it is always among them. */
 static __attribute__((noinline)) unsigned capture_stack(struct capture *c)
 {
-    c->n = 0;
-    _Unwind_Backtrace(capture_frame, c);
+    c->n = prof_unwind_fast(c->pc, c->start, sizeof c->pc / sizeof c->pc[0], SKIP_ROOM);
+    if (c->n == 0)
+        _Unwind_Backtrace(capture_frame, c);
     int mode = __atomic_load_n(&self_mode, __ATOMIC_ACQUIRE);
     if (ma_unlikely(mode == SELF_UNKNOWN)) {
         self_locate();
@@ -227,7 +228,7 @@ static __attribute__((noinline)) unsigned capture_stack(struct capture *c)
         /* The deepest entry point among the first frames: operator new
          * calling malloc leaves both on the stack, and both are ours. */
         unsigned lim = c->n < SKIP_ROOM ? c->n : SKIP_ROOM;
-        skip = 2; /* capture_stack and prof_record when no entry is seen */
+        skip = 2; /* at least capture_stack and prof_record */
         for (unsigned i = 0; i < lim; i++)
             if (is_entry(c->start[i]))
                 skip = i + 1;
@@ -398,6 +399,7 @@ void prof_init(void)
     stack_cap = 1024;
     live_tab = os_map(live_cap * sizeof *live_tab);
     stack_tab = os_map(stack_cap * sizeof *stack_tab);
+    prof_unwind_init();
     if (live_tab == NULL || stack_tab == NULL) {
         ma_warn("cannot map the heap profile's tables; MEMALLOC_PROF is off");
         return;
@@ -605,14 +607,18 @@ void prof_exit(void)
 
 void prof_fork_prepare(void)
 {
-    if (prof_on)
+    if (prof_on) {
+        prof_unwind_lock();
         ma_lock_acquire(&prof_lock);
+    }
 }
 
 void prof_fork_parent(void)
 {
-    if (prof_on)
+    if (prof_on) {
         ma_lock_release(&prof_lock);
+        prof_unwind_unlock();
+    }
 }
 
 /* The child's one thread held the lock across fork: a fresh lock, and a
@@ -620,5 +626,6 @@ void prof_fork_parent(void)
 void prof_fork_child(void)
 {
     prof_lock.word = 0;
+    prof_unwind_reset();
     prof_rng = 0;
 }

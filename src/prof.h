@@ -78,6 +78,17 @@ struct prof_snapshot {
 MA_HIDDEN int prof_snapshot_take(struct prof_snapshot *s);
 MA_HIDDEN void prof_snapshot_drop(struct prof_snapshot *s);
 
+/* The fast stack walk (prof_unwind.c): fills pcs[0..max) with return
+ * addresses, innermost first (the first is inside prof_unwind_fast), and
+ * starts[0..nstarts) with the functions they lie in; returns how many, or
+ * 0 when it cannot walk this stack (use _Unwind_Backtrace then). */
+MA_HIDDEN unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsigned nstarts);
+MA_HIDDEN void prof_unwind_init(void);
+/* Its lock, for the fork handlers. */
+MA_HIDDEN void prof_unwind_lock(void);
+MA_HIDDEN void prof_unwind_unlock(void);
+MA_HIDDEN void prof_unwind_reset(void);
+
 /* The output formats (prof_out.c), each written to fd from a snapshot. */
 MA_HIDDEN void prof_write_pprof(int fd, const struct prof_snapshot *s);
 MA_HIDDEN void prof_write_folded(int fd, const struct prof_snapshot *s);
