@@ -37,7 +37,8 @@ static struct ma_lock prof_lock;
 #define LN2 0.69314718055994530942
 
 /* Natural logarithm of x > 0: x = m * 2^e with m in [0.71, 1.42), then
- * log m = 2 atanh((m - 1) / (m + 1)), whose series converges fast there. */
+ * log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172: seven terms of
+ * atanh's series leave an error below 1e-12. */
 static double prof_log(double x)
 {
     union { double d; uint64_t u; } v = { x };
@@ -48,15 +49,13 @@ static double prof_log(double x)
         m *= 0.5;
         e++;
     }
-    double s = (m - 1.0) / (m + 1.0), s2 = s * s, term = s, sum = 0.0;
-    for (int k = 1; k < 28; k += 2) {
-        sum += term / k;
-        term *= s2;
-    }
-    return 2.0 * sum + e * LN2;
+    double s = (m - 1.0) / (m + 1.0), z = s * s;
+    double series = 1.0 + z * (1.0 / 3 + z * (1.0 / 5 + z * (1.0 / 7 + z * (1.0 / 9 + z * (1.0 / 11 + z * (1.0 / 13))))));
+    return 2.0 * s * series + e * LN2;
 }
 
-/* 1 - exp(-x) for x >= 0, accurate for small x too. */
+/* 1 - exp(-x) for x >= 0, accurate for small x too: x = k ln 2 + r with r in
+ * [0, ln 2), exp(-r) from 13 terms of its series (error below 1e-12). */
 static double prof_one_minus_exp_neg(double x)
 {
     if (x < 1e-4)
@@ -64,11 +63,12 @@ static double prof_one_minus_exp_neg(double x)
     if (x > 700.0)
         return 1.0;
     int k = (int)(x / LN2);
-    double r = x - k * LN2, term = 1.0, sum = 1.0;
-    for (int i = 1; i < 22; i++) {
-        term *= -r / i;
-        sum += term;
-    }
+    double r = -(x - k * LN2), sum = 1.0;
+    static const double inv_fact[] = { 1.0 / 12, 1.0 / 11, 1.0 / 10, 1.0 / 9, 1.0 / 8, 1.0 / 7,
+                                       1.0 / 6,  1.0 / 5,  1.0 / 4,  1.0 / 3, 1.0 / 2, 1.0 };
+    /* Horner: 1 + r(1 + r/2(1 + r/3(...))) */
+    for (unsigned i = 0; i < sizeof inv_fact / sizeof inv_fact[0]; i++)
+        sum = 1.0 + r * inv_fact[i] * sum;
     union { double d; uint64_t u; } scale;
     scale.u = (uint64_t)(1023 - k) << 52;
     return 1.0 - sum * scale.d;
