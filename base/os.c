@@ -182,6 +182,17 @@ long os_read(int fd, void *buf, size_t n)
     return (long)r;
 }
 
+long os_readlink(const char *path, char *buf, size_t cap)
+{
+    int saved = errno;
+    ssize_t n = cap > 0 ? readlink(path, buf, cap - 1) : -1;
+    errno = saved;
+    if (n < 0)
+        return -1;
+    buf[n] = '\0';
+    return (long)n;
+}
+
 int os_getpid(void)
 {
     return (int)getpid();

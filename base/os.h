@@ -47,6 +47,9 @@ MA_HIDDEN int os_create(const char *path, int *err);
 MA_HIDDEN int os_open_read(const char *path);
 /* read(2), retrying on EINTR: bytes read, 0 at the end, -1 on error. */
 MA_HIDDEN long os_read(int fd, void *buf, size_t n);
+/* readlink(2) into buf[cap], NUL-terminated (cut if too long); the
+ * length, or -1. */
+MA_HIDDEN long os_readlink(const char *path, char *buf, size_t cap);
 /* The calling process's id (a system call: the child of a fork sees its own). */
 MA_HIDDEN int os_getpid(void);
 /* Milliseconds of a coarse monotonic clock (a vDSO read, no system call). */

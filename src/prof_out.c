@@ -9,6 +9,7 @@
  * through write(2).
  */
 #include <dlfcn.h>
+#include <link.h>
 #include <string.h>
 
 #include "prof.h"
@@ -27,17 +28,34 @@ struct sym {
     uintptr_t offset;   /* pc - 1 from the object's base */
 };
 
+/* The program's own path: dladdr names the main program after argv[0],
+ * which programs may rewrite (redis-server puts its address there). Read
+ * once; a race between two first readers writes the same bytes. */
+static char exe_path[256];
+static int exe_read; /* atomic */
+
+static const char *program_path(void)
+{
+    if (!__atomic_load_n(&exe_read, __ATOMIC_ACQUIRE)) {
+        if (os_readlink("/proc/self/exe", exe_path, sizeof exe_path) < 0)
+            memcpy(exe_path, "program", sizeof "program");
+        __atomic_store_n(&exe_read, 1, __ATOMIC_RELEASE);
+    }
+    return exe_path;
+}
+
 static void sym_resolve(struct sym *s, uintptr_t pc)
 {
     Dl_info info;
+    struct link_map *map = NULL;
     memset(s, 0, sizeof *s);
     s->pc = pc;
     s->key = pc - 1;
     /* pc - 1 lies in the call instruction, so a call that ends a function
      * is not named after the next one. */
-    if (dladdr((void *)(pc - 1), &info) == 0)
+    if (dladdr1((void *)(pc - 1), &info, (void **)&map, RTLD_DL_LINKMAP) == 0)
         return;
-    s->module = info.dli_fname;
+    s->module = map != NULL && map->l_name != NULL && map->l_name[0] == '\0' ? program_path() : info.dli_fname;
     s->offset = pc - 1 - (uintptr_t)info.dli_fbase;
     if (info.dli_sname != NULL && info.dli_saddr != NULL) {
         s->name = info.dli_sname;
