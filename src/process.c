@@ -70,18 +70,20 @@ static void fork_prepare(void)
 {
     ma_ensure_init();
     pthread_mutex_lock(&init_lock);
+    /* The profiler's locks first: a stack walk holding one may allocate
+     * (libgcc's FDE lookup can), which needs an arena lock. */
+    prof_fork_prepare();
     for (unsigned i = 0; i < ma_narenas; i++)
         ma_lock_acquire(&ma_arenas[i].lock);
     large_lock_all();
-    prof_fork_prepare();
 }
 
 static void fork_release(void)
 {
-    prof_fork_parent();
     large_unlock_all();
     for (unsigned i = ma_narenas; i-- > 0;)
         ma_lock_release(&ma_arenas[i].lock);
+    prof_fork_parent();
     pthread_mutex_unlock(&init_lock);
 }
 
