@@ -3,8 +3,8 @@
  * libgcc's _Unwind_Backtrace, which reads the same unwind tables the slow
  * way: at every depth, through frames addressed from rsp and from rbp
  * (alloca), in threads, and in a signal handler (where the fast walk must
- * either give up or agree). Then the profiler's own tables through the
- * hooks' interface (prof_record / prof_forget) without a program.
+ * either give up or agree). The profile itself is tested end to end by
+ * tests/prof/run.sh.
  */
 #include "testutil.h"
 
