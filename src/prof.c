@@ -268,9 +268,9 @@ static size_t stack_size(unsigned depth)
     return sizeof(struct prof_stack) + depth * sizeof(uintptr_t);
 }
 
-/* Doubles a table of `cap` slots of `slot` bytes, re-inserting every
- * occupied slot with `rehash`. 0, or -1 when nothing could be mapped (the
- * old table stays). */
+/* Double the live set's (or the stack table's) slots and re-insert every
+ * entry; 0, or -1 when the bigger table cannot be mapped (the old one
+ * stays). prof_lock held. */
 static int live_grow(void)
 {
     size_t cap = live_cap * 2;
