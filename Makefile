@@ -107,13 +107,13 @@ CRITERION_ARGS ?= --jobs 2 --short-filename
 
 test: test-unit test-debug test-tsan test-preload test-preload-check $(TEST_EXTRA)
 test-unit: $(UNIT_REL) $(SO)
-	@set -e; for t in $(UNIT_REL); do echo "== $$t"; MEMALLOC_ARENAS=4 $$t $(CRITERION_ARGS); done
+	@set -e; for t in $(UNIT_REL); do echo "== $$t"; MEMALLOC_ARENAS=4 MEMALLOC_RETAIN_MS=200 $$t $(CRITERION_ARGS); done
 test-debug: $(UNIT_DBG)
 	@set -e; for t in $(UNIT_DBG); do echo "== $$t (debug build: checks on)"; \
-	  env MEMALLOC_ARENAS=4 $$( [ "$${t##*/}" = test_tcache ] && echo MEMALLOC_CHECK=0 ) $$t $(CRITERION_ARGS); done
+	  env MEMALLOC_ARENAS=4 MEMALLOC_RETAIN_MS=200 $$( [ "$${t##*/}" = test_tcache ] && echo MEMALLOC_CHECK=0 ) $$t $(CRITERION_ARGS); done
 test-tsan: $(TSAN_TESTS)
 	@set -e; for t in $(TSAN_TESTS); do echo "== $$t (ThreadSanitizer)"; \
-	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" MEMALLOC_ARENAS=4 $$t; done
+	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" MEMALLOC_ARENAS=4 MEMALLOC_RETAIN_MS=200 $$t; done
 
 # The threaded and forking programs again, with canaries and a full heap
 # check every 64 operations: races between the checker and the allocation

@@ -23,12 +23,13 @@ void arena_key_init(void)
     ma_block_key = k != 0 ? k : CACHED_KEY;
 }
 
-void arena_init(struct arena *a, unsigned index, size_t chunk_size, unsigned reserve)
+void arena_init(struct arena *a, unsigned index, size_t chunk_size, unsigned reserve, unsigned retain_ms)
 {
     memset(a, 0, sizeof *a);
     a->index = index;
     a->chunk_size = chunk_size;
     a->reserve = reserve;
+    a->retain_ms = retain_ms;
     a->remote_drain_at = REMOTE_DRAIN_BOUND;
 }
 
@@ -41,8 +42,8 @@ int arena_lock(struct arena *a)
         __atomic_store_n(&a->lock_waits, a->lock_waits + 1, __ATOMIC_RELAXED);
     }
     a->lock_acquires++;
-    if (ma_unlikely(a->empty_chunks > a->reserve))
-        chunks_sweep_spares(a);
+    if (ma_unlikely((a->lock_acquires & (DECAY_CHECK_OPS - 1)) == 0))
+        arena_decay(a);
     return waited;
 }
 

@@ -139,25 +139,21 @@ struct chunk {
 
 #define CHUNK_MAGIC ((uint64_t)0x6d61436875e4b3a7ull)
 
-/* Wholly free chunks an arena with threads may keep beyond its reserve for
- * a while (chunk.c, "spare chunks"). */
-#ifndef CHUNK_SPARES
-#define CHUNK_SPARES 2u
-#endif
-
 struct arena {
     struct ma_lock lock;
     unsigned index;                   /* set once */
     size_t chunk_size;                /* set once: power of two */
     unsigned reserve;                 /* set once: wholly free chunks kept */
+    unsigned retain_ms;               /* set once: unused free memory is kept this long (0: not kept) */
     uint64_t bitmap_top;              /* guarded by lock: bit w set iff bitmap[w] != 0 */
     uint64_t bitmap[N_WORDS];         /* guarded by lock: bit c set iff heads[c] != NULL */
     struct block *heads[N_CLASSES];   /* guarded by lock */
     struct chunk *chunks;             /* guarded by lock */
     size_t nchunks;                   /* guarded by lock */
     size_t empty_chunks;              /* guarded by lock: chunks holding one free block */
-    size_t spare_low;                 /* guarded by lock: fewest empty_chunks since spare_ms */
-    uint64_t spare_ms;                /* guarded by lock: when the spares were last looked at */
+    size_t spare_low;                 /* guarded by lock: fewest empty_chunks since the last decay pass */
+    uint64_t decay_ms;                /* guarded by lock: when the last decay pass ran */
+    uint64_t epoch;                   /* guarded by lock: decay passes run (stamps free blocks) */
     size_t mapped, in_use, free_bytes, free_blocks; /* guarded by lock */
     size_t peak_in_use;               /* guarded by lock */
     size_t dirty;                     /* guarded by lock: bytes coalesced since the last purge */
@@ -267,7 +263,13 @@ static inline size_t arena_class_lo(unsigned c)
 /* ---- arena.c, block.c, chunk.c, purge.c, remote.c ---- */
 
 /* Sets up an arena in zeroed memory. */
-MA_HIDDEN void arena_init(struct arena *a, unsigned index, size_t chunk_size, unsigned reserve);
+MA_HIDDEN void arena_init(struct arena *a, unsigned index, size_t chunk_size, unsigned reserve, unsigned retain_ms);
+/* The decay pass, at most once per retain_ms: gives back what stayed unused
+ * since the pass before (wholly free chunks beyond the reserve, the pages
+ * of big free blocks). Runs as the lock is taken and from the background
+ * purger (force: whenever the purger asks, still at most once per
+ * retain_ms). Lock held. */
+MA_HIDDEN void arena_decay(struct arena *a);
 /* Takes the lock, counting acquisitions and waits; returns 1 if it had to
  * wait. */
 MA_HIDDEN int arena_lock(struct arena *a);

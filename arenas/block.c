@@ -209,7 +209,7 @@ void block_release(struct arena *a, struct block *b)
     hd_set(after, hd_get(after) & ~B_PREV_INUSE);
 
     if (ma_unlikely(size == chunk_capacity(a->chunk_size))) {
-        if (a->empty_chunks >= a->reserve + chunk_spares(a)) {
+        if (a->empty_chunks >= a->reserve && !chunk_retained(a)) {
             chunk_release(a, chunk_of(b, a->chunk_size));
             return;
         }

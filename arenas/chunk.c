@@ -58,23 +58,14 @@ void chunk_release(struct arena *a, struct chunk *c)
         ma_fatal("munmap", "kernel would not unmap a chunk (corrupted chunk header?)", c);
 }
 
-/* ---- spare chunks ---- */
+/* ---- retained chunks ---- */
 
-/* A chunk that becomes wholly free beyond the reserve is unmapped at once
- * only if the arena already keeps CHUNK_SPARES more, or has no threads.
- * The others stay mapped as long as they are reused: once per
- * CHUNK_SPARE_MS (looked at as the lock is taken), the spares that stayed
- * wholly free throughout (the lowest count of wholly free chunks since the
- * last look, beyond the reserve) are unmapped; so are all of them when the
- * last thread leaves, and at ma_trim. Threads that come and go empty and
- * refill chunks over and over, and a chunk unmapped and mapped again costs
- * a page fault per page touched and two system calls. CHUNK_SPARES is in
- * arena.h, for ma_check. */
-#ifndef CHUNK_SPARE_MS
-#define CHUNK_SPARE_MS 100
-#endif
-/* Lock acquisitions between two looks at the clock while there are spares. */
-#define SPARE_CHECK_OPS 64u
+/* A chunk that falls wholly free beyond the reserve stays mapped while the
+ * arena has threads (chunk_retained): a program that frees a batch and
+ * allocates the next reuses it without a system call or a page fault. A
+ * decay pass (purge.c) unmaps the ones that stayed wholly free since the
+ * pass before: spare_low is the fewest wholly free chunks seen in between.
+ * The last thread to leave unmaps them all, as does ma_trim. */
 
 size_t chunks_release_free(struct arena *a, size_t n)
 {
@@ -93,10 +84,8 @@ size_t chunks_release_free(struct arena *a, size_t n)
     return released;
 }
 
-void chunks_sweep_spares(struct arena *a)
+void chunks_release_unused(struct arena *a)
 {
-    if (a->lock_acquires % SPARE_CHECK_OPS != 0 || !pass_due(&a->spare_ms, CHUNK_SPARE_MS))
-        return;
     /* ma_trim may have unmapped some since (it does not lower spare_low). */
     size_t low = a->spare_low < a->empty_chunks ? a->spare_low : a->empty_chunks;
     if (low > a->reserve)

@@ -22,8 +22,21 @@ static inline void hd_set(struct block *b, size_t v) { __atomic_store_n(&b->head
 
 /* ---- the free-list index ---- */
 
+/* Free blocks at least this big have their inner pages discarded when they
+ * stay unused; smaller holes are not worth a system call. Such a block
+ * keeps, after its links, the decay epoch at which it entered the index,
+ * so a pass discards only blocks free since the pass before. */
+#define PURGE_MIN_BLOCK ((size_t)64 << 10)
+static inline void block_stamp(const struct arena *a, struct block *b, size_t size)
+{
+    if (size >= PURGE_MIN_BLOCK)
+        ((uint64_t *)b)[4] = a->epoch;
+}
+static inline uint64_t block_stamp_of(const struct block *b) { return ((const uint64_t *)b)[4]; }
+
 static inline void index_insert(struct arena *a, struct block *b, size_t size)
 {
+    block_stamp(a, b, size);
     unsigned c = arena_class_of(size);
     struct block *h = a->heads[c];
     b->next = h;
@@ -95,6 +108,7 @@ static inline void index_shrink_front(struct arena *a, struct block *b, size_t s
     links_check(a, c, b, n, p);
     hd_set(r, rsize | flags);
     block_next(r)->prev_size = rsize;
+    block_stamp(a, r, rsize);
     r->next = n;
     r->prev = p;
     if (p != NULL)
@@ -131,11 +145,12 @@ static inline void chunk_taken(struct arena *a)
     if (--a->empty_chunks < a->spare_low)
         a->spare_low = a->empty_chunks;
 }
-/* Wholly free chunks the arena keeps beyond its reserve: CHUNK_SPARES while
- * it has threads, none once it has none (chunk.c, "spare chunks"). */
-static inline unsigned chunk_spares(const struct arena *a)
+/* Whether a chunk that falls wholly free beyond the reserve stays mapped
+ * until a decay pass finds it unused: yes while the arena has threads to
+ * reuse it and memory is retained at all (chunk.c, "retained chunks"). */
+static inline int chunk_retained(const struct arena *a)
 {
-    return __atomic_load_n(&a->threads, __ATOMIC_RELAXED) != 0 ? CHUNK_SPARES : 0;
+    return a->retain_ms != 0 && __atomic_load_n(&a->threads, __ATOMIC_RELAXED) != 0;
 }
 /* Maps a new chunk and puts its single free block in the index; NULL if
  * the kernel refuses. */
@@ -144,9 +159,11 @@ MA_HIDDEN struct block *chunk_grow(struct arena *a);
 MA_HIDDEN void chunk_release(struct arena *a, struct chunk *c);
 /* Unmaps up to n wholly free chunks; returns the bytes unmapped. */
 MA_HIDDEN size_t chunks_release_free(struct arena *a, size_t n);
-/* Unmaps the spare chunks that stayed wholly free since the last look, if
- * a look is due (arena_lock calls it while there are spares). */
-MA_HIDDEN void chunks_sweep_spares(struct arena *a);
+/* Unmaps the chunks beyond the reserve that stayed wholly free since the
+ * last decay pass. */
+MA_HIDDEN void chunks_release_unused(struct arena *a);
+/* Lock acquisitions between two looks at the clock for a decay pass. */
+#define DECAY_CHECK_OPS 64u
 
 /* ---- blocks (block.c) ---- */
 
@@ -167,8 +184,9 @@ static inline int pass_due(uint64_t *last_ms, uint64_t interval_ms)
 }
 /* Discards the whole pages inside free block b; returns the bytes. */
 MA_HIDDEN size_t block_purge(struct block *b);
-/* The regular pass, run when bytes coalesced since the last one pass the
- * trigger (purge_trigger); at most one per PURGE_INTERVAL_MS. */
+/* The regular pass without retention, run when bytes coalesced since the
+ * last one pass the trigger (purge_trigger); at most one per
+ * PURGE_INTERVAL_MS. With retention it leaves the work to arena_decay. */
 MA_HIDDEN void arena_purge(struct arena *a);
 /* A bytes-coalesced count above which arena_purge runs. */
 static inline size_t purge_trigger(const struct arena *a)

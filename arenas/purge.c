@@ -6,18 +6,11 @@
  */
 #include "engine.h"
 
-/* Free blocks at least this big have their inner pages discarded by the
- * regular pass; smaller holes are not worth a system call. The pass runs
- * after purge_trigger() bytes were coalesced (engine.h): rare enough that
- * the system calls are amortised over megabytes of frees, often enough that
- * a program which frees most of its heap gives the pages back without
- * calling malloc_trim. */
-#define PURGE_MIN_BLOCK ((size_t)64 << 10)
-
-/* Passes of one arena are at least this far apart, so memory that a
- * workload keeps recycling is not discarded and faulted back in over and
- * over; a trigger that fires too soon stays armed, so the first release
- * after the interval runs the pass (bench/NOTES.md, "Tuning constants"). */
+/* Without retention (MEMALLOC_RETAIN_MS=0) the regular pass runs after
+ * purge_trigger() bytes were coalesced (engine.h), at most once per
+ * PURGE_INTERVAL_MS, so memory a workload keeps recycling is not discarded
+ * and faulted back in over and over (bench/NOTES.md, "Tuning constants").
+ * With retention the decay pass below takes its place. */
 #define PURGE_INTERVAL_MS 50
 
 /* An arena about to map a chunk while a quarter or more of what it has
@@ -46,15 +39,16 @@ size_t block_purge(struct block *b)
 }
 
 /* Discards the pages of every free block of at least `min` bytes not yet
- * purged. Lock held. */
-static void purge_blocks(struct arena *a, size_t min)
+ * purged; with `aged`, only of those free since before the last decay pass
+ * (stamped with an older epoch). Lock held. */
+static void purge_blocks(struct arena *a, size_t min, int aged)
 {
     a->reclaiming = 1;
     a->purges++;
     for (unsigned c = arena_class_of(min); c < N_CLASSES; c++) {
         for (struct block *b = a->heads[c]; b != NULL; b = b->next) {
             size_t h = hd_get(b);
-            if (h & B_PURGED)
+            if ((h & B_PURGED) || (aged && block_stamp_of(b) + 1 >= a->epoch))
                 continue;
             block_purge(b);
             hd_set(b, h | B_PURGED);
@@ -69,6 +63,10 @@ static void purge_blocks(struct arena *a, size_t min)
  * reads it once, and a pass is late by at most the rest of one lock hold. */
 void arena_purge(struct arena *a)
 {
+    if (a->retain_ms != 0) {
+        a->dirty = 0; /* the decay pass gives back what stays unused */
+        return;
+    }
     if (a->reclaiming)
         return; /* runs again at the next release past the trigger */
     if (a->purge_looked == a->lock_acquires)
@@ -78,15 +76,29 @@ void arena_purge(struct arena *a)
         return;
     arena_consolidate(a);
     a->dirty = 0;
-    purge_blocks(a, PURGE_MIN_BLOCK);
+    purge_blocks(a, PURGE_MIN_BLOCK, 0);
 }
+
+/* ---- decay: giving back what stays unused ---- */
+
+void arena_decay(struct arena *a)
+{
+    if (a->retain_ms == 0 || a->reclaiming || !pass_due(&a->decay_ms, a->retain_ms))
+        return;
+    a->epoch++;
+    chunks_release_unused(a);
+    if (a->quick_blocks != 0)
+        arena_consolidate(a);
+    purge_blocks(a, PURGE_MIN_BLOCK, 1);
+}
+
 
 void arena_purge_fragmented(struct arena *a)
 {
     if (a->reclaiming || a->free_bytes < a->chunk_size || a->free_bytes < a->mapped / 4 ||
         !pass_due(&a->last_grow_purge_ms, GROW_PURGE_INTERVAL_MS))
         return;
-    purge_blocks(a, GROW_PURGE_MIN_BLOCK);
+    purge_blocks(a, GROW_PURGE_MIN_BLOCK, 0);
 }
 
 /* ---- threads leaving an arena ---- */
@@ -121,7 +133,7 @@ void leave_purge(struct arena *a, int orphan)
         !pass_due(&a->last_leave_purge_ms, LEAVE_PURGE_INTERVAL_MS))
         return;
     arena_consolidate(a);
-    purge_blocks(a, GROW_PURGE_MIN_BLOCK);
+    purge_blocks(a, GROW_PURGE_MIN_BLOCK, 0);
 }
 
 void arena_orphaned(struct arena *a)

@@ -206,6 +206,14 @@ uint64_t os_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+void os_sleep_ms(unsigned ms)
+{
+    int saved = errno;
+    struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+    errno = saved;
+}
+
 /* errno is kept: a futex call fails with EAGAIN whenever the word changed
  * first, and a caller of malloc must not see that. */
 void os_futex_wait(uint32_t *word, uint32_t val)

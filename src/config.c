@@ -54,10 +54,16 @@ static struct option options[] = {
       "mean bytes allocated between two samples", 0 },
     { "PROF_FILE", OPT_PATH, 0, 0, 0, "write the heap profile here at exit (%p: pid)", 0 },
     { "PROF_SVG", OPT_PATH, 0, 0, 0, "write a flame graph of live bytes here at exit (%p: pid)", 0 },
+    /* How long free memory that nothing reuses stays mapped and resident:
+     * long enough to span a program's cycle of freeing and allocating
+     * again, short enough that an idle program gives its memory back
+     * (bench/NOTES.md, "Retained memory"). */
+    { "RETAIN_MS", OPT_COUNT, 1000, 0, 3600000,
+      "ms that unused free memory is kept before it goes back to the OS (0: at once)", 0 },
 };
 
 enum { O_ARENAS, O_CHUNK, O_THRESHOLD, O_RESERVE, O_CHECK, O_CHECK_EVERY, O_VERBOSE,
-       O_STATS, O_STATS_FILE, O_HEAP_MAP, O_PROF, O_PROF_SAMPLE, O_PROF_FILE, O_PROF_SVG, O_COUNT };
+       O_STATS, O_STATS_FILE, O_HEAP_MAP, O_PROF, O_PROF_SAMPLE, O_PROF_FILE, O_PROF_SVG, O_RETAIN, O_COUNT };
 
 _Static_assert(sizeof options / sizeof options[0] == O_COUNT, "option table and enum agree");
 
@@ -207,6 +213,7 @@ void config_load(char **envp, unsigned ncpus)
     ma_cfg.stats = (unsigned)values[O_STATS];
     ma_cfg.prof = (unsigned)values[O_PROF];
     ma_cfg.prof_sample = (size_t)values[O_PROF_SAMPLE];
+    ma_cfg.retain_ms = (unsigned)values[O_RETAIN];
 }
 
 void config_print(int fd)

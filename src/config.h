@@ -26,6 +26,7 @@ struct ma_config {
     size_t prof_sample;      /* MEMALLOC_PROF_SAMPLE: mean bytes between samples */
     char prof_file[256];     /* MEMALLOC_PROF_FILE: profile written at exit, "" for none */
     char prof_svg[256];      /* MEMALLOC_PROF_SVG: flame graph written at exit, "" for none */
+    unsigned retain_ms;      /* MEMALLOC_RETAIN_MS: unused free memory kept this long */
 };
 
 MA_HIDDEN extern struct ma_config ma_cfg;

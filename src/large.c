@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "large.h"
+#include "config.h"
+#include "decay.h"
 #include "../base/error.h"
 #include "../base/lock.h"
 #include "../base/os.h"
@@ -32,18 +34,27 @@ static uint64_t large_maps;        /* guarded by large_lock */
 static uint64_t large_unmaps;      /* guarded by large_lock */
 static uint64_t large_reuses;      /* guarded by large_lock */
 
-#define LARGE_CACHE_SLOTS 8
-#define LARGE_CACHE_BYTES ((size_t)16 << 20)
-/* Of the cached mappings, at most this much stays resident; the pages of
- * the others are discarded when they are cached (all but the header's), so
- * a reuse still saves the mmap/munmap pair and the address-space work but
- * faults its pages in as a fresh mapping would, and a big freed block does
- * not stay resident while it is cached (test
- * large::big_cached_mappings_give_their_pages_back). */
-#define LARGE_CACHE_RESIDENT ((size_t)4 << 20)
+/* The cache of freed mappings. A freed mapping of the default alignment
+ * is kept whole, its pages resident, so that a later large request reuses
+ * it without mmap, page faults or the kernel's zeroing: one of about the
+ * size as it is, a bigger one cut down, a smaller one grown by mremap (only
+ * its new pages fault). A mapping that has gone unused for
+ * MEMALLOC_RETAIN_MS is unmapped (large_decay, called by every large
+ * operation and by the background purger), and the cache never holds more
+ * than LARGE_CACHE_SLOTS mappings or cache_cap() bytes. With
+ * MEMALLOC_RETAIN_MS=0 nothing is kept (bench/NOTES.md, "Retained
+ * memory"). */
+#define LARGE_CACHE_SLOTS 16
+#define LARGE_CACHE_MIN ((size_t)32 << 20)
 static struct large *cache[LARGE_CACHE_SLOTS]; /* guarded by large_lock */
 static size_t cache_bytes;                      /* guarded by large_lock */
-static size_t cache_resident;                   /* guarded by large_lock */
+
+/* Bytes the cache may hold: an eighth of what is live on this path, and at
+ * least LARGE_CACHE_MIN. large_lock held. */
+static size_t cache_cap(void)
+{
+    return large_bytes / 8 > LARGE_CACHE_MIN ? large_bytes / 8 : LARGE_CACHE_MIN;
+}
 
 static void list_add(struct large *l)
 {
@@ -97,98 +108,164 @@ static void count_map(int map)
     ma_lock_release(&large_lock);
 }
 
-/* A cached mapping of map_size to map_size + 25%, removed from the cache,
- * or NULL. */
+/* Removes cache slot i. large_lock held. */
+static struct large *cache_remove(unsigned i)
+{
+    struct large *l = cache[i];
+    cache[i] = NULL;
+    cache_bytes -= l->map_size;
+    return l;
+}
+
+/* The cached mapping that best serves map_size bytes, removed from the
+ * cache: the smallest at least that big, else the biggest at least half
+ * that big (to be grown), else NULL. */
 static struct large *cache_take(size_t map_size)
 {
-    struct large *found = NULL;
+    int fit = -1, grow = -1;
     ma_lock_acquire(&large_lock);
     for (unsigned i = 0; i < LARGE_CACHE_SLOTS; i++) {
         struct large *l = cache[i];
-        if (l != NULL && l->map_size >= map_size && l->map_size - map_size <= map_size / 4 &&
-            (found == NULL || l->map_size < found->map_size))
-            found = l;
+        if (l == NULL)
+            continue;
+        if (l->map_size >= map_size) {
+            if (fit < 0 || l->map_size < cache[fit]->map_size)
+                fit = (int)i;
+        } else if (l->map_size >= map_size / 2 && (grow < 0 || l->map_size > cache[grow]->map_size)) {
+            grow = (int)i;
+        }
     }
-    if (found != NULL) {
-        for (unsigned i = 0; i < LARGE_CACHE_SLOTS; i++)
-            if (cache[i] == found)
-                cache[i] = NULL;
-        cache_bytes -= found->map_size;
-        cache_resident -= found->resident;
+    struct large *l = NULL;
+    if (fit >= 0 || grow >= 0) {
+        l = cache_remove((unsigned)(fit >= 0 ? fit : grow));
         large_reuses++;
     }
     ma_lock_release(&large_lock);
-    return found;
+    return l;
 }
 
-/* A free slot of the cache if `size` more bytes fit its bound, else -1.
- * large_lock held. */
-static int cache_slot(size_t size)
+/* Unmaps mapping l, which nobody can reach any more. */
+static void mapping_drop(struct large *l)
 {
-    if (cache_bytes + size > LARGE_CACHE_BYTES)
-        return -1;
-    for (int i = 0; i < LARGE_CACHE_SLOTS; i++)
-        if (cache[i] == NULL)
-            return i;
-    return -1;
+    size_t size = l->map_size;
+    l->magic = 0;
+    pagemap_set((uintptr_t)l, MA_REGION_SIZE, PAGEMAP_FREED);
+    large_unmap(l, size);
+    count_map(0);
 }
 
-/* Keeps a freed mapping if it fits the cache's bounds, its pages resident
- * while the cache's resident bytes allow. Returns 1 if kept. */
+/* Keeps a freed mapping if retention is on and it fits the cache's bounds,
+ * making room by dropping the oldest entries. Returns 1 if kept. */
 static int cache_put(struct large *l)
 {
-    if (l->offset != LARGE_HDR)
+    if (l->offset != LARGE_HDR || ma_cfg.retain_ms == 0)
         return 0;
     size_t size = l->map_size;
+    struct large *drop[LARGE_CACHE_SLOTS];
+    unsigned n = 0;
+    int slot = -1;
     ma_lock_acquire(&large_lock);
-    int i = cache_slot(size);
-    if (i >= 0 && cache_resident + size > LARGE_CACHE_RESIDENT) {
-        /* Discarded outside the lock (nobody else can reach the mapping
-         * before it is cached; a second free of it meanwhile finds the
-         * cached magic), then a slot is looked for again. */
-        l->magic = LARGE_CACHED_MAGIC ^ (uintptr_t)l;
-        l->resident = 0;
-        ma_lock_release(&large_lock);
-        os_discard((char *)l + MA_PAGE_SIZE, size - MA_PAGE_SIZE);
-        ma_lock_acquire(&large_lock);
-        i = cache_slot(size);
-    } else {
-        l->resident = size;
-    }
-    if (i >= 0) {
-        cache[i] = l;
-        cache_bytes += size;
-        cache_resident += l->resident;
+    size_t cap = cache_cap();
+    if (size <= cap) {
+        /* Room by age: the oldest entries go first. */
+        for (;;) {
+            int oldest = -1;
+            slot = -1;
+            for (int i = 0; i < LARGE_CACHE_SLOTS; i++) {
+                if (cache[i] == NULL)
+                    slot = i;
+                else if (oldest < 0 || cache[i]->cached_ms < cache[oldest]->cached_ms)
+                    oldest = i;
+            }
+            if (slot >= 0 && cache_bytes + size <= cap)
+                break;
+            drop[n++] = cache_remove((unsigned)oldest);
+        }
         /* A second free of it must still be caught: a distinct magic, and
          * the pagemap keeps the granule as ours. */
         l->magic = LARGE_CACHED_MAGIC ^ (uintptr_t)l;
+        l->cached_ms = os_now_ms();
+        cache[slot] = l;
+        cache_bytes += size;
     }
     ma_lock_release(&large_lock);
-    return i >= 0;
+    for (unsigned i = 0; i < n; i++)
+        mapping_drop(drop[i]);
+    return slot >= 0;
 }
 
-size_t large_trim(void)
+/* Unmaps the cached mappings unused for retain_ms (all of them with
+ * `all`); returns the bytes released. */
+static size_t cache_release(int all)
 {
     struct large *drop[LARGE_CACHE_SLOTS];
     unsigned n = 0;
+    uint64_t now = all ? 0 : os_now_ms();
     ma_lock_acquire(&large_lock);
-    for (unsigned i = 0; i < LARGE_CACHE_SLOTS; i++) {
-        if (cache[i] != NULL)
-            drop[n++] = cache[i];
-        cache[i] = NULL;
-    }
-    cache_bytes = 0;
-    cache_resident = 0;
+    for (unsigned i = 0; i < LARGE_CACHE_SLOTS; i++)
+        if (cache[i] != NULL && (all || now - cache[i]->cached_ms >= ma_cfg.retain_ms))
+            drop[n++] = cache_remove(i);
     ma_lock_release(&large_lock);
     size_t released = 0;
     for (unsigned i = 0; i < n; i++) {
         released += drop[i]->map_size;
-        drop[i]->magic = 0;
-        pagemap_set((uintptr_t)drop[i], MA_REGION_SIZE, PAGEMAP_FREED);
-        large_unmap(drop[i], drop[i]->map_size);
-        count_map(0);
+        mapping_drop(drop[i]);
     }
     return released;
+}
+
+void large_decay(void)
+{
+    if (__atomic_load_n(&cache_bytes, __ATOMIC_RELAXED) != 0)
+        cache_release(0);
+}
+
+size_t large_trim(void)
+{
+    return cache_release(1);
+}
+
+/* A cached mapping made to serve map_size bytes: a bigger one is cut at the
+ * first granule boundary past map_size and its tail cached on its own (its
+ * pages stay resident for the next request), or, when the tail would be
+ * under a granule, cut to within a quarter of map_size and its tail
+ * unmapped; a smaller one grown by mremap
+ * (which may move it); then registered live again. NULL if it could not be
+ * grown (it is unmapped then). */
+static struct large *cache_reuse(struct large *l, size_t map_size)
+{
+    size_t have = l->map_size;
+    size_t cut = MA_ALIGN_UP(map_size, MA_REGION_SIZE);
+    if (have >= cut + MA_REGION_SIZE) {
+        struct large *tail = (struct large *)((char *)l + cut);
+        tail->map_size = have - cut;
+        tail->offset = LARGE_HDR;
+        if (pagemap_set((uintptr_t)tail, MA_REGION_SIZE, PAGEMAP_LARGE) != 0)
+            ma_fatal("malloc", "cannot register a cached large mapping", tail);
+        count_map(1);
+        have = cut;
+        if (!cache_put(tail))
+            mapping_drop(tail);
+    } else if (have > map_size + map_size / 4) {
+        /* Too small a tail to cache on its own: it goes back. */
+        large_unmap((char *)l + map_size, have - map_size);
+        have = map_size;
+    } else if (have < map_size) {
+        /* The old slot is marked freed before the kernel can give its range
+         * up (see large_realloc). */
+        pagemap_set((uintptr_t)l, MA_REGION_SIZE, PAGEMAP_FREED);
+        struct large *m = os_remap(l, have, map_size, MA_REGION_SIZE);
+        if (m == NULL) {
+            large_unmap(l, have);
+            count_map(0);
+            return NULL;
+        }
+        l = m;
+        have = map_size;
+    }
+    if (large_publish(l, have, LARGE_HDR) != 0)
+        ma_fatal("malloc", "cannot register a reused large block", l);
+    return l;
 }
 
 void *large_alloc(size_t n, size_t align, int zero)
@@ -201,11 +278,10 @@ void *large_alloc(size_t n, size_t align, int zero)
         return NULL;
     }
     size_t map_size = MA_ALIGN_UP(offset + n, MA_PAGE_SIZE);
+    large_decay();
     if (offset == LARGE_HDR) {
         struct large *l = cache_take(map_size);
-        if (l != NULL) {
-            l->magic = LARGE_MAGIC ^ (uintptr_t)l;
-            list_add(l);
+        if (l != NULL && (l = cache_reuse(l, map_size)) != NULL) {
             void *p = (char *)l + offset;
             if (zero)
                 memset(p, 0, n);
@@ -268,13 +344,11 @@ struct large *large_lookup(const void *p, const char *fn)
 void large_free(struct large *l)
 {
     list_remove(l);
-    if (cache_put(l))
-        return;
-    size_t size = l->map_size;
-    l->magic = 0;
-    pagemap_set((uintptr_t)l, MA_REGION_SIZE, PAGEMAP_FREED);
-    large_unmap(l, size);
-    count_map(0);
+    large_decay();
+    if (!cache_put(l))
+        mapping_drop(l);
+    else
+        decay_wake(1);
 }
 
 void *large_realloc(struct large *l, size_t n)
@@ -337,19 +411,17 @@ void large_check(void)
     }
     if (n != large_count || bytes != large_bytes)
         ma_fatal("ma_check", "large-block totals disagree with the list", NULL);
-    size_t held = 0, resident = 0;
+    size_t held = 0;
     for (unsigned i = 0; i < LARGE_CACHE_SLOTS; i++) {
         const struct large *l = cache[i];
         if (l == NULL)
             continue;
-        if (l->magic != (LARGE_CACHED_MAGIC ^ (uintptr_t)l) || pagemap_get((uintptr_t)l) != PAGEMAP_LARGE)
-            ma_fatal("ma_check", "corrupted cached large mapping", l);
-        if (l->resident != 0 && l->resident != l->map_size)
+        if (l->magic != (LARGE_CACHED_MAGIC ^ (uintptr_t)l) || pagemap_get((uintptr_t)l) != PAGEMAP_LARGE ||
+            l->offset != LARGE_HDR || (l->map_size & (MA_PAGE_SIZE - 1)))
             ma_fatal("ma_check", "corrupted cached large mapping", l);
         held += l->map_size;
-        resident += l->resident;
     }
-    if (held != cache_bytes || resident != cache_resident || resident > LARGE_CACHE_RESIDENT)
+    if (held != cache_bytes)
         ma_fatal("ma_check", "large cache bytes disagree with its slots", NULL);
     ma_lock_release(&large_lock);
 }

@@ -20,7 +20,7 @@ struct large {
     size_t offset;         /* payload - header: 64 .. MA_REGION_SIZE */
     struct large *next;    /* guarded by large_lock */
     struct large *prev;    /* guarded by large_lock */
-    size_t resident;       /* guarded by large_lock, while cached: bytes kept resident (0: discarded) */
+    uint64_t cached_ms;    /* guarded by large_lock, while cached: when it was freed */
     int sampled;           /* owned by the block's holder: 1 if the profiler sampled it */
 };
 
@@ -41,6 +41,8 @@ MA_HIDDEN void *large_realloc(struct large *l, size_t n);
 static inline size_t large_usable(const struct large *l) { return l->map_size - l->offset; }
 /* Verifies every live large mapping; aborts on a violation. */
 MA_HIDDEN void large_check(void);
+/* Unmaps the cached mappings that went unused for MEMALLOC_RETAIN_MS. */
+MA_HIDDEN void large_decay(void);
 /* Unmaps every cached mapping; returns the bytes released. */
 MA_HIDDEN size_t large_trim(void);
 /* Figures of the large-object path. */

@@ -14,6 +14,7 @@
 #include "memalloc.h"
 #include "check.h"
 #include "config.h"
+#include "decay.h"
 #include "fast.h"
 #include "large.h"
 #include "process.h"
@@ -85,6 +86,21 @@ static MA_COLD void sample_mark(void *p, size_t n)
 
 void *ma_alloc_sampled(size_t n, size_t align, int zero)
 {
+    if (ma_unlikely(ma_tc.internal)) {
+        /* memalloc's own allocation (decay.c): the countdown stays
+         * negative, so every one comes here. */
+        void *q = decay_internal_alloc(n, align);
+        if (q != NULL) {
+            if (zero)
+                memset(q, 0, n);
+            return q;
+        }
+        ma_tc.internal = 0;
+        q = align != 0 ? ma_aligned_alloc(align, n) : zero ? ma_calloc(1, n) : ma_malloc(n);
+        ma_tc.internal = 1;
+        ma_tc.prof_left = -1;
+        return q;
+    }
     /* Nothing allocated from here to the end (this block, the unwinder's
      * own allocations) counts towards or takes a sample. */
     ma_tc.prof_left = INT64_MAX;
@@ -206,7 +222,7 @@ void *ma_malloc(size_t n)
 
 static MA_COLD void free_slow(void *p)
 {
-    if (p == NULL)
+    if (p == NULL || decay_owns(p))
         return;
     struct large *l = NULL;
     struct chunk *c = locate(p, "free", &l);
@@ -229,6 +245,15 @@ void ma_free_miss(void *p)
     if (pagemap_is_chunk(tag)) {
         struct arena *a = &ma_arenas[tag - PAGEMAP_CHUNK];
         size_t size;
+        if (ma_unlikely(ma_tc.arena == NULL)) {
+            /* The thread's first act is a free: it joins the block's arena
+             * if that is as little used as any, and caches from then on. */
+            tcache_adopt(a);
+            if (a == ma_tc.cache_for) {
+                fast_free(p);
+                return;
+            }
+        }
         if (ma_likely(a != ma_tc.arena && !ma_cfg.check && (size = block_plausible(u)) != 0)) {
             arena_free_remote(a, p, size);
             return;
@@ -293,6 +318,12 @@ void *ma_realloc(void *p, size_t n)
     if (ma_unlikely(n > MA_MAX_REQUEST)) {
         errno = ENOMEM;
         return NULL;
+    }
+    if (ma_unlikely(decay_owns(p))) {
+        void *q = ma_malloc(n);
+        if (q != NULL)
+            memcpy(q, p, n < decay_internal_size(p) ? n : decay_internal_size(p));
+        return q;
     }
     struct large *l = NULL;
     struct chunk *c = locate(p, "realloc", &l);
@@ -416,6 +447,8 @@ size_t ma_usable_size_miss(const void *p)
 {
     if (p == NULL)
         return 0;
+    if (decay_owns(p))
+        return decay_internal_size(p);
     struct large *l = NULL;
     struct chunk *c = locate(p, "malloc_usable_size", &l);
     size_t usable = raw_usable(p, c, l);

@@ -9,6 +9,7 @@
 
 #include "process.h"
 #include "config.h"
+#include "decay.h"
 #include "large.h"
 #include "prof.h"
 #include "stats.h"
@@ -40,7 +41,7 @@ void process_init(void)
         if (ma_arenas == NULL)
             ma_fatal("init", "cannot map the arena table", NULL);
         for (unsigned i = 0; i < ma_narenas; i++)
-            arena_init(&ma_arenas[i], i, ma_cfg.chunk_size, ma_cfg.chunk_reserve);
+            arena_init(&ma_arenas[i], i, ma_cfg.chunk_size, ma_cfg.chunk_reserve, ma_cfg.retain_ms);
         arena_key_init();
         tcache_init();
         pthread_key_create(&exit_key, thread_exit);
@@ -83,7 +84,7 @@ static void fork_release(void)
     large_unlock_all();
     for (unsigned i = ma_narenas; i-- > 0;)
         ma_lock_release(&ma_arenas[i].lock);
-    prof_fork_parent();
+    prof_fork_release();
     pthread_mutex_unlock(&init_lock);
 }
 
@@ -91,6 +92,9 @@ static void fork_release(void)
 static void fork_child(void)
 {
     tcache_fork_child();
+    decay_fork_child();
+    /* The profiler's locks are made anew (prof_fork_child), the others
+     * released by the thread that took them. */
     prof_fork_child();
     large_unlock_all();
     for (unsigned i = ma_narenas; i-- > 0;)

@@ -613,7 +613,7 @@ void prof_fork_prepare(void)
     }
 }
 
-void prof_fork_parent(void)
+void prof_fork_release(void)
 {
     if (prof_on) {
         ma_lock_release(&prof_lock);

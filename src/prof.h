@@ -40,7 +40,7 @@ MA_HIDDEN void prof_exit(void);
 /* Fork handlers (process.c): the profile's lock is taken before fork and
  * released in the parent, re-initialised in the child. */
 MA_HIDDEN void prof_fork_prepare(void);
-MA_HIDDEN void prof_fork_parent(void);
+MA_HIDDEN void prof_fork_release(void);
 MA_HIDDEN void prof_fork_child(void);
 
 /* The exit report's addition (stats.c): the `top` stacks holding the most

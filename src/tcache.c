@@ -11,6 +11,7 @@
 
 #include "tcache.h"
 #include "prof.h"
+#include "decay.h"
 #include "../base/error.h"
 
 /* Initialised, not zero: a thread starts with the tag that matches no
@@ -189,18 +190,46 @@ static void arena_set(struct arena *a)
     ma_tc.tag = (unsigned char)(ma_tc.cache_for != NULL ? PAGEMAP_CHUNK + (int)a->index : PAGEMAP_NEVER);
 }
 
-struct arena *tcache_arena_slow(void)
+/* The arena for a new thread: the one with the fewest threads, so N
+ * threads on N arenas get one each and an arena whose threads have all
+ * exited is taken over (with what they left parked), ties going
+ * round-robin. With a hint (the arena of the block the thread frees first)
+ * the hinted arena, unless another has at least two threads fewer: the
+ * rule of contention moves (arena_move), under which joining it still
+ * keeps the load even. */
+static struct arena *arena_pick(struct arena *hint)
+{
+    unsigned start = __atomic_fetch_add(&next_arena, 1, __ATOMIC_RELAXED) % ma_narenas;
+    struct arena *best = NULL;
+    unsigned best_threads = ~0u;
+    for (unsigned k = 0; k < ma_narenas; k++) {
+        struct arena *a = &ma_arenas[(start + k) % ma_narenas];
+        unsigned t = __atomic_load_n(&a->threads, __ATOMIC_RELAXED);
+        if (t < best_threads) {
+            best = a;
+            best_threads = t;
+        }
+    }
+    if (hint != NULL && __atomic_load_n(&hint->threads, __ATOMIC_RELAXED) < best_threads + 2)
+        return hint;
+    return best;
+}
+
+struct arena *tcache_adopt(struct arena *hint)
 {
     ma_ensure_init();
-    /* Round-robin: a balanced assignment, so N threads on N arenas get one
-     * each, which a hash of the thread id does not guarantee. */
-    unsigned i = __atomic_fetch_add(&next_arena, 1, __ATOMIC_RELAXED) % ma_narenas;
+    struct arena *a = arena_pick(hint);
     bins_reset();
-    arena_join(&ma_arenas[i]);
-    arena_set(&ma_arenas[i]);
+    arena_join(a);
+    arena_set(a);
     process_thread_start();
     ma_tc.prof_left = prof_next_interval();
     return ma_tc.arena;
+}
+
+struct arena *tcache_arena_slow(void)
+{
+    return tcache_adopt(NULL);
 }
 
 /* Merges the cache's counters into its arena. A pop is not counted (it
@@ -285,7 +314,11 @@ static void contention_review(void)
 
 void tcache_unlock(struct arena *a)
 {
+    /* Memory a decay pass would give back: wholly free chunks beyond the
+     * reserve, or megabytes of free blocks. */
+    int retaining = a->empty_chunks > a->reserve || a->free_bytes + a->quick_bytes >= ((size_t)8 << 20);
     arena_unlock(a);
+    decay_wake(retaining);
     contention_review();
 }
 

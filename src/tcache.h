@@ -72,6 +72,7 @@ struct tcache {
     unsigned lock_waited;     /* of those, how many waited for the lock */
     int off;                  /* 1: this thread does not cache (user or exit) */
     int exited;               /* 1: the exit destructor ran (no longer counted in an arena) */
+    int internal;             /* 1: allocations serve memalloc itself (decay.c), from its own buffer */
     uint64_t checked;         /* the tc_check_epoch this cache last verified */
     /* Bytes the thread may still allocate before the next profiler sample
      * (prof.h); INT64_MAX while profiling is off or a sample is being
@@ -158,6 +159,11 @@ static inline void tcache_push(void *p, size_t c) { tcache_push_at(p, c - TC_FIR
 /* The calling thread's arena, assigning one (and setting up the cache) on
  * first use. */
 MA_HIDDEN struct arena *tcache_arena_slow(void);
+/* The same for a thread whose first act is to free a block of arena hint:
+ * it joins that arena if no other has fewer threads. A thread that takes
+ * over the blocks of one that exited (a server handing work to a new
+ * thread) then frees them locally instead of remotely. */
+MA_HIDDEN struct arena *tcache_adopt(struct arena *hint);
 static inline struct arena *tcache_arena(void)
 {
     struct arena *a = ma_tc.arena;

@@ -255,6 +255,7 @@ static int cmd_misuse(const char *what)
  * whether A moved and the thread counts the two arenas report at the end. */
 static pthread_barrier_t mv_ready, mv_go, mv_end;
 static int mv_stay, mv_moved;
+static void *mv_handed; /* a block of A's, which C frees first so as to join A's arena */
 static int mv_done; /* atomic: A has moved or finished; C stops */
 
 static void *move_idle(void *arg)
@@ -271,6 +272,7 @@ static void *move_busy(void *arg)
 {
     (void)arg;
     ma_free(ma_malloc(16));
+    mv_handed = ma_malloc(16);
     pthread_barrier_wait(&mv_ready);
     pthread_barrier_wait(&mv_go);
     unsigned start = ma_thread_arena();
@@ -291,6 +293,9 @@ static void *move_checker(void *arg)
 {
     (void)arg;
     enum { HELD = 5000 };
+    /* A thread whose first act is a free joins the freed block's arena
+     * unless another has two threads fewer. */
+    ma_free(mv_handed);
     void **held = ma_malloc(HELD * sizeof *held);
     for (int i = 0; i < HELD; i++)
         held[i] = ma_malloc(48);
@@ -312,7 +317,8 @@ static int cmd_move(int stay)
     pthread_barrier_init(&mv_ready, NULL, 2);
     pthread_barrier_init(&mv_go, NULL, 3); /* A, C and this thread, once it has read the counts */
     pthread_barrier_init(&mv_end, NULL, stay ? 3u : 2u);
-    /* One at a time, so the round-robin assignment gives 0, 1, 0. */
+    /* One at a time: A takes arena 0 and B arena 1 (each the one with the
+     * fewest threads), and C, which first frees a block of A's, joins A. */
     pthread_create(&a, NULL, move_busy, NULL);
     pthread_barrier_wait(&mv_ready);
     pthread_create(&b, NULL, move_idle, NULL);
@@ -419,8 +425,48 @@ static int cmd_orphan(void)
     return 0;
 }
 
+/* With MEMALLOC_RETAIN_MS=0: a freed large block is unmapped at once, and
+ * chunks that fall wholly free go back beyond the reserve at once. */
+static int cmd_no_retention(void)
+{
+    size_t n = 20u << 20;
+    char *p = ma_malloc(n);
+    memset(p, 1, n);
+    unsigned char vec[1];
+    char *page = (char *)((uintptr_t)p & ~(uintptr_t)4095);
+    if (mincore(page, 4096, vec) != 0) {
+        printf("FAIL: the large block is not mapped while allocated\n");
+        return 1;
+    }
+    ma_free(p);
+    errno = 0;
+    if (mincore(page, 4096, vec) != -1 || errno != ENOMEM) {
+        printf("FAIL: a freed large block stayed mapped\n");
+        return 1;
+    }
+    enum { N = 8 * 1024 };
+    static char *q[N];
+    ma_thread_cache(0); /* every free reaches the arena at once */
+    for (int i = 0; i < N; i++)
+        q[i] = ma_malloc(1000);
+    ma_arena_stats_t s;
+    ma_arena_stats_get(ma_thread_arena(), &s);
+    size_t before = s.chunks;
+    for (int i = 0; i < N; i++)
+        ma_free(q[i]);
+    ma_arena_stats_get(ma_thread_arena(), &s);
+    printf("chunks %zu -> %zu\n", before, s.chunks);
+    if (before < 8 || s.chunks > 1) {
+        printf("FAIL: wholly free chunks beyond the reserve were kept\n");
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "no-retention") == 0)
+        return cmd_no_retention();
     if (argc >= 3 && strcmp(argv[1], "arenas") == 0)
         return cmd_arenas(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "move") == 0)
@@ -449,6 +495,6 @@ int main(int argc, char **argv)
     }
     if (argc >= 3 && strcmp(argv[1], "misuse") == 0)
         return cmd_misuse(argv[2]);
-    fprintf(stderr, "usage: probe arenas T | move STAY | orphan | oom | touch | leak | misuse CASE\n");
+    fprintf(stderr, "usage: probe arenas T | move STAY | orphan | oom | touch | leak | misuse CASE | no-retention\n");
     return 2;
 }

@@ -27,22 +27,6 @@ Test(large, at_threshold_bypasses_arenas)
     ma_free(q);
 }
 
-Test(large, free_unmaps_beyond_the_cache)
-{
-    /* Bigger than the whole 16 MiB cache of freed mappings: unmapped. */
-    size_t n = 20u << 20;
-    char *p = ma_malloc(n);
-    memset(p, 1, n);
-    unsigned char vec[1];
-    /* The page is mapped while allocated... */
-    cr_assert_eq(mincore((void *)((uintptr_t)p & ~4095ul), 4096, vec), 0);
-    ma_free(p);
-    /* ...and gone after free: mincore fails with ENOMEM on unmapped memory. */
-    errno = 0;
-    cr_assert_eq(mincore((void *)((uintptr_t)p & ~4095ul), 4096, vec), -1);
-    cr_assert_eq(errno, ENOMEM);
-}
-
 static ma_stats_t large_stats(void)
 {
     ma_stats_t s;
@@ -68,14 +52,17 @@ Test(large, freed_mapping_is_reused_for_a_close_size)
     cr_assert_eq(s2.large_reuses, s1.large_reuses + 1);
     cr_assert_eq(s2.large_maps, s1.large_maps, "no new mapping");
     cr_assert_eq(s2.large_cached, 0);
-    /* A much smaller one does not take a mapping 4x its size. */
+    /* A much smaller one is served from it cut down: it keeps at most a
+     * quarter more than it asked for. */
     ma_free(q);
     char *r = ma_malloc(300u << 10);
-    cr_assert_neq(r, (char *)q);
+    cr_assert_eq(r, (char *)q, "the mapping is reused");
+    cr_assert_leq(ma_usable_size(r), (300u << 10) + (75u << 10));
+    cr_assert_eq(large_stats().large_maps, s1.large_maps, "still no new mapping");
     ma_free(r);
     ma_check();
     /* ma_trim gives the cached mappings back. */
-    cr_assert_geq(ma_trim(), (1u << 20) + 4096);
+    cr_assert_geq(ma_trim(), 300u << 10);
     cr_assert_eq(large_stats().large_cached, 0);
     ma_check();
 }
@@ -88,10 +75,18 @@ static int page_resident(const void *p)
     return vec[0] & 1;
 }
 
-/* The cache keeps up to 4 MiB of freed mappings resident: a freed 1 MiB
- * block keeps its pages, a freed 8 MiB one is cached with its pages
- * discarded, and both serve again. */
-Test(large, big_cached_mappings_give_their_pages_back)
+static int page_mapped(const void *p)
+{
+    unsigned char vec[1];
+    return mincore((void *)((uintptr_t)p & ~(uintptr_t)4095), 4096, vec) == 0;
+}
+
+/* Freed mappings stay cached with their pages resident, so a later request
+ * reuses them without page faults; a bigger one is cut to size and its
+ * tail cached on its own; once unused for MEMALLOC_RETAIN_MS (200 ms in
+ * make test, 1 s by default) they are unmapped with no further call into
+ * the allocator (the background purger). */
+Test(large, cached_mappings_stay_resident_then_go_back_when_unused)
 {
     char *small = ma_malloc(1u << 20), *big = ma_malloc(8u << 20);
     memset(small, 0x11, 1u << 20);
@@ -101,28 +96,58 @@ Test(large, big_cached_mappings_give_their_pages_back)
     ma_stats_t s1 = large_stats();
     cr_assert_eq(s1.large_cached, 2, "both mappings are cached");
     cr_assert_eq(page_resident(small + (512u << 10)), 1, "the small one stays resident");
-    cr_assert_eq(page_resident(big + (4u << 20)), 0, "the big one's pages were discarded");
+    cr_assert_eq(page_resident(big + (6u << 20)), 1, "the big one stays resident");
     ma_check();
-    char *again = ma_malloc(8u << 20);
-    cr_assert_eq(again, big, "the discarded mapping serves again");
-    memset(again, 0x33, 8u << 20);
+    /* 3 MiB from the 8 MiB mapping: its first 4 MiB serve (cut at the
+     * granule past the request), the other 4 MiB are cached on their own. */
+    char *again = ma_malloc(3u << 20);
+    cr_assert_eq(again, big, "the cached mapping serves again");
+    cr_assert_eq(large_stats().large_cached, 2, "the small one and the tail");
+    cr_assert_eq(large_stats().large_maps, s1.large_maps + 1, "the tail counts as a mapping of its own");
+    memset(again, 0x33, 3u << 20);
     cr_assert_eq(large_stats().large_reuses, s1.large_reuses + 1);
     ma_free(again);
     ma_check();
+    /* Unused from now on: within a few intervals, without a call. */
+    int gone = 0;
+    for (int i = 0; i < 200 && !gone; i++) {
+        usleep(50 * 1000);
+        gone = !page_mapped(big) && !page_mapped(small);
+    }
+    cr_assert(gone, "unused cached mappings are unmapped within 10 s");
+    cr_assert_eq(large_stats().large_cached, 0);
+    ma_check();
 }
 
+/* At most 16 mappings and max(32 MiB, an eighth of the live large bytes)
+ * are kept; beyond that the oldest go. */
 Test(large, the_cache_is_bounded)
 {
-    char *p[12];
-    for (int i = 0; i < 12; i++)
+    char *p[24];
+    for (int i = 0; i < 24; i++)
         p[i] = ma_malloc(3u << 20);
-    for (int i = 0; i < 12; i++)
+    for (int i = 0; i < 24; i++)
         ma_free(p[i]);
     ma_stats_t s = large_stats();
-    cr_assert_leq(s.large_cached_bytes, 16u << 20);
-    cr_assert_leq(s.large_cached, 8);
+    cr_assert_leq(s.large_cached_bytes, 32u << 20);
+    cr_assert_geq(s.large_cached_bytes, 24u << 20, "as much as the bound allows is kept");
+    cr_assert_leq(s.large_cached, 16);
     cr_assert_eq(s.large_live, 0);
+    /* The oldest went first: the last block freed is still cached. */
+    char *q = ma_malloc(3u << 20);
+    cr_assert_eq(q, p[23]);
+    ma_free(q);
     ma_check();
+}
+
+/* MEMALLOC_RETAIN_MS=0 keeps nothing: a freed mapping is unmapped at once,
+ * and so are wholly free chunks beyond the reserve (tests/probe.c). */
+Test(large, no_retention_gives_back_at_free)
+{
+    char *argv[] = { "no-retention", NULL };
+    char *env[] = { "MEMALLOC_RETAIN_MS=0", "MEMALLOC_ARENAS=2", NULL };
+    char out[512];
+    cr_assert_eq(run_probe(argv, env, out, sizeof out), 0, "%s", out);
 }
 
 Test(large, calloc_of_fresh_mapping_is_zero)
