@@ -153,6 +153,51 @@ int os_open_write(const char *path)
     return fd;
 }
 
+int os_create(const char *path, int *err)
+{
+    int saved = errno;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 && err != NULL)
+        *err = errno;
+    errno = saved;
+    return fd;
+}
+
+int os_open_read(const char *path)
+{
+    int saved = errno;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    errno = saved;
+    return fd;
+}
+
+long os_read(int fd, void *buf, size_t n)
+{
+    int saved = errno;
+    ssize_t r;
+    do
+        r = read(fd, buf, n);
+    while (r < 0 && errno == EINTR);
+    errno = saved;
+    return (long)r;
+}
+
+long os_readlink(const char *path, char *buf, size_t cap)
+{
+    int saved = errno;
+    ssize_t n = cap > 0 ? readlink(path, buf, cap - 1) : -1;
+    errno = saved;
+    if (n < 0)
+        return -1;
+    buf[n] = '\0';
+    return (long)n;
+}
+
+int os_getpid(void)
+{
+    return (int)getpid();
+}
+
 uint64_t os_now_ms(void)
 {
     struct timespec ts;

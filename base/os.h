@@ -40,6 +40,18 @@ MA_HIDDEN void os_mapped(size_t *now, size_t *peak);
 /* Opens (creates, truncates) a file for writing; -1 on failure. */
 MA_HIDDEN int os_open_write(const char *path);
 MA_HIDDEN void os_close(int fd);
+/* Like os_open_write, but on failure stores the kernel's reason in *err
+ * (errno itself is kept), for callers that report or return it. */
+MA_HIDDEN int os_create(const char *path, int *err);
+/* Opens a file for reading; -1 on failure. */
+MA_HIDDEN int os_open_read(const char *path);
+/* read(2), retrying on EINTR: bytes read, 0 at the end, -1 on error. */
+MA_HIDDEN long os_read(int fd, void *buf, size_t n);
+/* readlink(2) into buf[cap], NUL-terminated (cut if too long); the
+ * length, or -1. */
+MA_HIDDEN long os_readlink(const char *path, char *buf, size_t cap);
+/* The calling process's id (a system call: the child of a fork sees its own). */
+MA_HIDDEN int os_getpid(void);
 /* Milliseconds of a coarse monotonic clock (a vDSO read, no system call). */
 MA_HIDDEN uint64_t os_now_ms(void);
 /* Sleeps for ms milliseconds (less if a signal interrupts it). */

@@ -203,6 +203,19 @@ MA_EXPORT void ma_stats_print(int fd, unsigned opts);
  * or -1 if writing failed. */
 MA_EXPORT int ma_heap_map(int fd);
 
+/* ---- heap profile (MEMALLOC_PROF=1) ---- */
+
+/* Writes the heap profile as it stands to the file `path` ("%p" in it
+ * becomes the process id): google-pprof's heap-profile text format (live
+ * and allocated-over-the-run sampled bytes by call stack, with the sampling
+ * rate, then the process's mappings), or folded stacks of live bytes when
+ * the name ends in ".folded", or an SVG flame graph of live bytes when it
+ * ends in ".svg". Safe while other threads allocate. Returns 0, or -1 with
+ * errno: ENOTSUP when MEMALLOC_PROF is not 1, EINVAL for a NULL or empty
+ * path, the reason the file could not be created (also reported in one
+ * "memalloc: " line on stderr; the program goes on). */
+MA_EXPORT int ma_prof_dump(const char *path);
+
 #ifdef __cplusplus
 }
 #endif

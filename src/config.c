@@ -47,6 +47,13 @@ static struct option options[] = {
     { "STATS", OPT_STATS, 0, 0, 2, "1 (or table): statistics and leaks at exit; json: as JSON", 0 },
     { "STATS_FILE", OPT_PATH, 0, 0, 0, "write the exit statistics here instead of stderr", 0 },
     { "HEAP_MAP", OPT_PATH, 0, 0, 0, "write an SVG picture of the heap here at exit", 0 },
+    { "PROF", OPT_COUNT, 0, 0, 1, "1: sample allocations by call stack (heap profile)", 0 },
+    /* 512 KiB, as jemalloc and tcmalloc sample: a few samples per MiB keeps
+     * the stack captures rare on the allocation path. */
+    { "PROF_SAMPLE", OPT_SIZE, (uint64_t)512 << 10, 1, (uint64_t)1 << 40,
+      "mean bytes allocated between two samples", 0 },
+    { "PROF_FILE", OPT_PATH, 0, 0, 0, "write the heap profile here at exit (%p: pid)", 0 },
+    { "PROF_SVG", OPT_PATH, 0, 0, 0, "write a flame graph of live bytes here at exit (%p: pid)", 0 },
     /* How long free memory that nothing reuses stays mapped and resident:
      * long enough to span a program's cycle of freeing and allocating
      * again, short enough that an idle program gives its memory back
@@ -56,7 +63,7 @@ static struct option options[] = {
 };
 
 enum { O_ARENAS, O_CHUNK, O_THRESHOLD, O_RESERVE, O_CHECK, O_CHECK_EVERY, O_VERBOSE,
-       O_STATS, O_STATS_FILE, O_HEAP_MAP, O_RETAIN, O_COUNT };
+       O_STATS, O_STATS_FILE, O_HEAP_MAP, O_PROF, O_PROF_SAMPLE, O_PROF_FILE, O_PROF_SVG, O_RETAIN, O_COUNT };
 
 _Static_assert(sizeof options / sizeof options[0] == O_COUNT, "option table and enum agree");
 
@@ -178,6 +185,10 @@ void config_load(char **envp, unsigned ncpus)
                     option_path(&options[i], s + n + 1, ma_cfg.stats_file, sizeof ma_cfg.stats_file);
                 else if (i == O_HEAP_MAP)
                     option_path(&options[i], s + n + 1, ma_cfg.heap_map, sizeof ma_cfg.heap_map);
+                else if (i == O_PROF_FILE)
+                    option_path(&options[i], s + n + 1, ma_cfg.prof_file, sizeof ma_cfg.prof_file);
+                else if (i == O_PROF_SVG)
+                    option_path(&options[i], s + n + 1, ma_cfg.prof_svg, sizeof ma_cfg.prof_svg);
                 else
                     option_parse(&options[i], s + n + 1, &values[i]);
                 break;
@@ -200,6 +211,8 @@ void config_load(char **envp, unsigned ncpus)
     ma_cfg.check_every = (unsigned)values[O_CHECK_EVERY];
     ma_cfg.verbose = (unsigned)values[O_VERBOSE];
     ma_cfg.stats = (unsigned)values[O_STATS];
+    ma_cfg.prof = (unsigned)values[O_PROF];
+    ma_cfg.prof_sample = (size_t)values[O_PROF_SAMPLE];
     ma_cfg.retain_ms = (unsigned)values[O_RETAIN];
 }
 
@@ -215,6 +228,10 @@ void config_print(int fd)
             buf_str(&b, ma_cfg.stats_file);
         else if (i == O_HEAP_MAP)
             buf_str(&b, ma_cfg.heap_map);
+        else if (i == O_PROF_FILE)
+            buf_str(&b, ma_cfg.prof_file);
+        else if (i == O_PROF_SVG)
+            buf_str(&b, ma_cfg.prof_svg);
         else
             buf_u64(&b, values[i]);
         buf_str(&b, options[i].seen ? " (set)  # " : " (default)  # ");
@@ -222,4 +239,41 @@ void config_print(int fd)
         buf_str(&b, "\n");
     }
     buf_flush(&b);
+}
+
+int config_path_expand(const char *in, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (const char *s = in; *s != '\0'; s++) {
+        char num[24];
+        const char *piece = num;
+        size_t len;
+        if (s[0] == '%' && s[1] == 'p') {
+            /* The pid in decimal: written backwards, then used from its
+             * first digit. */
+            unsigned v = (unsigned)os_getpid();
+            char *e = num + sizeof num;
+            do
+                *--e = (char)('0' + v % 10);
+            while ((v /= 10) != 0);
+            piece = e;
+            len = (size_t)(num + sizeof num - e);
+            s++;
+        } else if (s[0] == '%' && s[1] == '%') {
+            piece = "%";
+            len = 1;
+            s++;
+        } else {
+            piece = s;
+            len = 1;
+        }
+        if (n + len >= cap)
+            return -1;
+        memcpy(out + n, piece, len);
+        n += len;
+    }
+    if (cap == 0)
+        return -1;
+    out[n] = '\0';
+    return 0;
 }

@@ -8,10 +8,10 @@
 #include <unistd.h>
 
 #include "process.h"
-#include "prof.h"
 #include "config.h"
 #include "decay.h"
 #include "large.h"
+#include "prof.h"
 #include "stats.h"
 #include "tcache.h"
 #include "../arenas/arena.h"
@@ -71,6 +71,9 @@ static void fork_prepare(void)
 {
     ma_ensure_init();
     pthread_mutex_lock(&init_lock);
+    /* The profiler's locks first: a stack walk holding one may allocate
+     * (libgcc's FDE lookup can), which needs an arena lock. */
+    prof_fork_prepare();
     for (unsigned i = 0; i < ma_narenas; i++)
         ma_lock_acquire(&ma_arenas[i].lock);
     large_lock_all();
@@ -81,6 +84,7 @@ static void fork_release(void)
     large_unlock_all();
     for (unsigned i = ma_narenas; i-- > 0;)
         ma_lock_release(&ma_arenas[i].lock);
+    prof_fork_release();
     pthread_mutex_unlock(&init_lock);
 }
 
@@ -89,7 +93,13 @@ static void fork_child(void)
 {
     tcache_fork_child();
     decay_fork_child();
-    fork_release();
+    /* The profiler's locks are made anew (prof_fork_child), the others
+     * released by the thread that took them. */
+    prof_fork_child();
+    large_unlock_all();
+    for (unsigned i = ma_narenas; i-- > 0;)
+        ma_lock_release(&ma_arenas[i].lock);
+    pthread_mutex_unlock(&init_lock);
 }
 
 /* ---- load and unload ---- */
@@ -103,8 +113,9 @@ __attribute__((constructor)) static void memalloc_load(void)
     pthread_atfork(fork_prepare, fork_release, fork_child);
 }
 
-/* The exit report (MEMALLOC_STATS, MEMALLOC_HEAP_MAP). A destructor runs
- * after the program's own atexit handlers, so it sees the final heap. */
+/* The exit report (MEMALLOC_STATS, MEMALLOC_HEAP_MAP, the profiler's
+ * files). A destructor runs after the program's own atexit handlers, so it
+ * sees the final heap. */
 __attribute__((destructor)) static void memalloc_unload(void)
 {
     if (!__atomic_load_n(&ma_ready, __ATOMIC_ACQUIRE))

@@ -1,13 +1,631 @@
 /*
- * prof.c - the profiler's side of the hooks. Until the profiler proper
- * lands, profiling is always off: no interval ever runs out.
+ * prof.c - the heap profiler's state: the sampling intervals, stack
+ * capture, the live set (sampled blocks not yet freed, by address) and the
+ * stack table (each distinct call stack once, with its live and allocated
+ * figures), ma_prof_dump and the files written at exit.
+ *
+ * Never calls malloc: the tables live in memory mapped with os_map, and a
+ * stack is captured before the profile's lock is taken, so an allocation
+ * the unwinder makes (it is never sampled: the hooks see to that) cannot
+ * wait for a lock its own thread holds.
  */
+#include <errno.h>
+#include <link.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unwind.h>
+
+#include "memalloc.h"
+#include "config.h"
+#include "process.h"
 #include "prof.h"
+#include "../base/error.h"
+#include "../base/lock.h"
+#include "../base/os.h"
 
-int prof_on;
+int prof_on; /* set once at init */
 
-void prof_init(void) {}
-int64_t prof_next_interval(void) { return INT64_MAX; }
-void prof_record(void *p, size_t n) { (void)p; (void)n; }
-void prof_forget(void *p) { (void)p; }
-void prof_exit(void) {}
+/* set once at init: MEMALLOC_PROF_SAMPLE as a double, for the weights. */
+static double prof_rate;
+
+/* Guards every table below (a leaf lock: nothing is called under it that
+ * could take another of memalloc's locks or allocate). */
+static struct ma_lock prof_lock;
+
+/* ---- arithmetic without libm ---- */
+
+#define LN2 0.69314718055994530942
+
+/* Natural logarithm of x > 0: x = m * 2^e with m in [0.71, 1.42), then
+ * log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172: seven terms of
+ * atanh's series leave an error below 1e-12. */
+static double prof_log(double x)
+{
+    union { double d; uint64_t u; } v = { x };
+    int e = (int)((v.u >> 52) & 0x7ff) - 1023;
+    v.u = (v.u & 0x000fffffffffffffull) | 0x3ff0000000000000ull;
+    double m = v.d;
+    if (m > 1.4142135623730951) {
+        m *= 0.5;
+        e++;
+    }
+    double s = (m - 1.0) / (m + 1.0), z = s * s;
+    double series = 1.0 + z * (1.0 / 3 + z * (1.0 / 5 + z * (1.0 / 7 + z * (1.0 / 9 + z * (1.0 / 11 + z * (1.0 / 13))))));
+    return 2.0 * s * series + e * LN2;
+}
+
+/* 1 - exp(-x) for x >= 0, accurate for small x too: x = k ln 2 + r with r in
+ * [0, ln 2), exp(-r) from 13 terms of its series (error below 1e-12). */
+static double prof_one_minus_exp_neg(double x)
+{
+    if (x < 1e-4)
+        return x * (1.0 - x * (0.5 - x / 6.0));
+    if (x > 700.0)
+        return 1.0;
+    int k = (int)(x / LN2);
+    double r = -(x - k * LN2), sum = 1.0;
+    static const double inv_fact[] = { 1.0 / 12, 1.0 / 11, 1.0 / 10, 1.0 / 9, 1.0 / 8, 1.0 / 7,
+                                       1.0 / 6,  1.0 / 5,  1.0 / 4,  1.0 / 3, 1.0 / 2, 1.0 };
+    /* Horner: 1 + r(1 + r/2(1 + r/3(...))) */
+    for (unsigned i = 0; i < sizeof inv_fact / sizeof inv_fact[0]; i++)
+        sum = 1.0 + r * inv_fact[i] * sum;
+    union { double d; uint64_t u; } scale;
+    scale.u = (uint64_t)(1023 - k) << 52;
+    return 1.0 - sum * scale.d;
+}
+
+/* How many blocks of n bytes one sample of that size stands for: a block
+ * of n bytes is sampled with probability 1 - exp(-n / rate) (the sampling
+ * is a Poisson process over the bytes allocated). */
+static double prof_weight(size_t n)
+{
+    return 1.0 / prof_one_minus_exp_neg((double)(n ? n : 1) / prof_rate);
+}
+
+/* ---- sampling intervals ---- */
+
+/* The thread's generator state: 0 until its first draw seeds it. */
+static __thread uint64_t prof_rng __attribute__((tls_model("initial-exec")));
+static uint64_t prof_seeds; /* atomic: tells threads seeded at once apart */
+
+static uint64_t prof_random(void)
+{
+    if (ma_unlikely(prof_rng == 0)) {
+        uint64_t n = __atomic_add_fetch(&prof_seeds, 1, __ATOMIC_RELAXED);
+        prof_rng = (uintptr_t)&prof_rng ^ ((uint64_t)os_getpid() << 32) ^ (n * 0xd1342543de82ef95ull) ^
+                   os_now_ms();
+    }
+    /* splitmix64: a counter through a strong mixer. */
+    uint64_t z = (prof_rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+int64_t prof_next_interval(void)
+{
+    if (!prof_on)
+        return INT64_MAX;
+    /* u in (0, 1]: -log(u) * mean is exponential with that mean. */
+    double u = (double)((prof_random() >> 11) + 1) * (1.0 / 9007199254740992.0);
+    double bytes = -prof_log(u) * prof_rate;
+    if (bytes < 1.0)
+        return 1;
+    if (bytes > 9.0e18)
+        return INT64_MAX;
+    return (int64_t)bytes;
+}
+
+/* ---- stack capture ---- */
+
+/* Frames looked at for memalloc's own before the program's begin. */
+#define SKIP_ROOM 16
+
+struct capture {
+    unsigned n;
+    uintptr_t pc[PROF_MAX_FRAMES + SKIP_ROOM];
+    uintptr_t start[SKIP_ROOM]; /* the function each of the first frames is in */
+};
+
+static _Unwind_Reason_Code capture_frame(struct _Unwind_Context *ctx, void *arg)
+{
+    struct capture *c = arg;
+    uintptr_t pc = _Unwind_GetIP(ctx);
+    if (pc == 0)
+        return _URC_END_OF_STACK;
+    if (c->n < SKIP_ROOM)
+        c->start[c->n] = _Unwind_GetRegionStart(ctx);
+    c->pc[c->n++] = pc;
+    return c->n == sizeof c->pc / sizeof c->pc[0] ? _URC_END_OF_STACK : _URC_NO_REASON;
+}
+
+/* Where memalloc's own code lies, found at the first capture: when the
+ * library is a shared object (LD_PRELOAD, -lmemalloc) every leading frame
+ * inside its executable segment is ours. Linked statically into the
+ * program, it shares that segment with the program's code, and the entry
+ * points below are looked for instead. */
+enum { SELF_UNKNOWN, SELF_RANGE, SELF_ENTRIES };
+static int self_mode;              /* atomic: SELF_* */
+static uintptr_t self_lo, self_hi; /* set before self_mode, read after it */
+
+static int self_find(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    unsigned *index = arg;
+    uintptr_t me = (uintptr_t)&prof_record;
+    for (unsigned i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && me >= lo && me < lo + ph->p_memsz) {
+            self_lo = lo;
+            self_hi = lo + ph->p_memsz;
+            return (int)*index + 1; /* the first object listed is the program */
+        }
+    }
+    (*index)++;
+    return 0;
+}
+
+static MA_COLD void self_locate(void)
+{
+    unsigned index = 0;
+    int found = dl_iterate_phdr(self_find, &index);
+    __atomic_store_n(&self_mode, found > 1 ? SELF_RANGE : SELF_ENTRIES, __ATOMIC_RELEASE);
+}
+
+/* memalloc.c's sampled path and malloc's miss path (weak: prof.c does not
+ * depend on them being linked, only compares their addresses). */
+MA_HIDDEN extern void *ma_alloc_sampled(size_t n, size_t align, int zero) __attribute__((weak));
+MA_HIDDEN extern void *ma_malloc_miss(size_t n) __attribute__((weak));
+
+/* The C++ allocation functions, when override.c is linked in. */
+extern void *_Znwm(size_t) __attribute__((weak));
+extern void *_Znam(size_t) __attribute__((weak));
+extern void *_ZnwmRKSt9nothrow_t(size_t, const void *) __attribute__((weak));
+extern void *_ZnamRKSt9nothrow_t(size_t, const void *) __attribute__((weak));
+extern void *_ZnwmSt11align_val_t(size_t, size_t) __attribute__((weak));
+extern void *_ZnamSt11align_val_t(size_t, size_t) __attribute__((weak));
+
+/* 1 when a function starting at `start` is one through which a program
+ * enters memalloc to allocate (or the sampled path those tail-call). */
+static int is_entry(uintptr_t start)
+{
+    const uintptr_t entries[] = {
+        (uintptr_t)&malloc, (uintptr_t)&calloc, (uintptr_t)&realloc, (uintptr_t)&reallocarray,
+        (uintptr_t)&posix_memalign, (uintptr_t)&aligned_alloc, (uintptr_t)&valloc,
+        (uintptr_t)&ma_malloc, (uintptr_t)&ma_calloc, (uintptr_t)&ma_realloc,
+        (uintptr_t)&ma_reallocarray, (uintptr_t)&ma_aligned_alloc, (uintptr_t)&ma_posix_memalign,
+        (uintptr_t)&ma_memdup, (uintptr_t)&ma_alloc_sampled, (uintptr_t)&ma_malloc_miss,
+        (uintptr_t)&_Znwm, (uintptr_t)&_Znam, (uintptr_t)&_ZnwmRKSt9nothrow_t,
+        (uintptr_t)&_ZnamRKSt9nothrow_t, (uintptr_t)&_ZnwmSt11align_val_t,
+        (uintptr_t)&_ZnamSt11align_val_t,
+    };
+    for (unsigned i = 0; i < sizeof entries / sizeof entries[0]; i++)
+        if (entries[i] == start && start != 0)
+            return 1;
+    return 0;
+}
+
+/* Fills c with the calling thread's stack and returns how many leading
+ * frames are memalloc's own. noinline: it is always among them. */
+static __attribute__((noinline)) unsigned capture_stack(struct capture *c)
+{
+    c->n = prof_unwind_fast(c->pc, c->start, sizeof c->pc / sizeof c->pc[0], SKIP_ROOM);
+    if (c->n == 0)
+        _Unwind_Backtrace(capture_frame, c);
+    int mode = __atomic_load_n(&self_mode, __ATOMIC_ACQUIRE);
+    if (ma_unlikely(mode == SELF_UNKNOWN)) {
+        self_locate();
+        mode = __atomic_load_n(&self_mode, __ATOMIC_ACQUIRE);
+    }
+    unsigned skip = 0;
+    if (mode == SELF_RANGE) {
+        /* pc - 1: a return address may be the first byte after a call
+         * that ends a function. */
+        while (skip < c->n && c->pc[skip] - 1 >= self_lo && c->pc[skip] - 1 < self_hi)
+            skip++;
+    } else {
+        /* The deepest entry point among the first frames: operator new
+         * calling malloc leaves both on the stack, and both are ours. */
+        unsigned lim = c->n < SKIP_ROOM ? c->n : SKIP_ROOM;
+        skip = 2; /* at least capture_stack and prof_record */
+        for (unsigned i = 0; i < lim; i++)
+            if (is_entry(c->start[i]))
+                skip = i + 1;
+    }
+    return skip < c->n ? skip : c->n;
+}
+
+/* ---- the tables ---- */
+
+/* A sampled block not yet freed. key 0: an empty slot. */
+struct live {
+    uintptr_t key;
+    struct prof_stack *stack;
+    uint64_t n;
+    double w; /* blocks this sample stands for */
+};
+
+static struct live *live_tab;   /* guarded by prof_lock: open addressing */
+static size_t live_cap, live_used;
+static struct prof_stack **stack_tab; /* guarded by prof_lock: open addressing */
+static size_t stack_cap, stack_used;
+static size_t stack_bytes;      /* guarded by prof_lock: bytes of all records */
+static char *bump;              /* guarded by prof_lock: where records are carved */
+static size_t bump_left;
+static uint64_t prof_dropped;   /* guarded by prof_lock: samples lost to a failed map */
+
+#define BUMP_CHUNK ((size_t)256 << 10)
+
+static inline size_t mix(uint64_t h)
+{
+    h *= 0x9e3779b97f4a7c15ull;
+    return (size_t)(h ^ (h >> 29));
+}
+
+static size_t stack_size(unsigned depth)
+{
+    return sizeof(struct prof_stack) + depth * sizeof(uintptr_t);
+}
+
+/* Double the live set's (or the stack table's) slots and re-insert every
+ * entry; 0, or -1 when the bigger table cannot be mapped (the old one
+ * stays). prof_lock held. */
+static int live_grow(void)
+{
+    size_t cap = live_cap * 2;
+    struct live *t = os_map(cap * sizeof *t);
+    if (t == NULL)
+        return -1;
+    for (size_t i = 0; i < live_cap; i++) {
+        if (live_tab[i].key == 0)
+            continue;
+        size_t j = mix(live_tab[i].key) & (cap - 1);
+        while (t[j].key != 0)
+            j = (j + 1) & (cap - 1);
+        t[j] = live_tab[i];
+    }
+    os_unmap(live_tab, live_cap * sizeof *live_tab);
+    live_tab = t;
+    live_cap = cap;
+    return 0;
+}
+
+static int stack_grow(void)
+{
+    size_t cap = stack_cap * 2;
+    struct prof_stack **t = os_map(cap * sizeof *t);
+    if (t == NULL)
+        return -1;
+    for (size_t i = 0; i < stack_cap; i++) {
+        if (stack_tab[i] == NULL)
+            continue;
+        size_t j = mix(stack_tab[i]->hash) & (cap - 1);
+        while (t[j] != NULL)
+            j = (j + 1) & (cap - 1);
+        t[j] = stack_tab[i];
+    }
+    os_unmap(stack_tab, stack_cap * sizeof *stack_tab);
+    stack_tab = t;
+    stack_cap = cap;
+    return 0;
+}
+
+/* The record of the stack pcs[0..depth), made when new; NULL when memory
+ * for it cannot be mapped. prof_lock held. */
+static struct prof_stack *stack_intern(const uintptr_t *pcs, unsigned depth, uint64_t hash)
+{
+    size_t j = mix(hash) & (stack_cap - 1);
+    for (struct prof_stack *s; (s = stack_tab[j]) != NULL; j = (j + 1) & (stack_cap - 1))
+        if (s->hash == hash && s->depth == depth && memcmp(s->frames, pcs, depth * sizeof *pcs) == 0)
+            return s;
+    if ((stack_used + 1) * 2 > stack_cap) {
+        if (stack_grow() != 0)
+            return NULL;
+        j = mix(hash) & (stack_cap - 1);
+        while (stack_tab[j] != NULL)
+            j = (j + 1) & (stack_cap - 1);
+    }
+    size_t size = MA_ALIGN_UP(stack_size(depth), 16);
+    if (bump_left < size) {
+        char *m = os_map(BUMP_CHUNK);
+        if (m == NULL)
+            return NULL;
+        bump = m;
+        bump_left = BUMP_CHUNK;
+    }
+    struct prof_stack *s = (struct prof_stack *)bump;
+    bump += size;
+    bump_left -= size;
+    memset(s, 0, sizeof *s);
+    s->hash = hash;
+    s->depth = depth;
+    memcpy(s->frames, pcs, depth * sizeof *pcs);
+    stack_tab[j] = s;
+    stack_used++;
+    stack_bytes += stack_size(depth);
+    return s;
+}
+
+/* Takes the live entry at slot i out and shifts later members of its probe
+ * run back, so lookups need no tombstones. prof_lock held. */
+static void live_remove_at(size_t i)
+{
+    size_t mask = live_cap - 1;
+    struct live *e = &live_tab[i];
+    struct prof_stack *s = e->stack;
+    s->live_count--;
+    s->live_bytes -= e->n;
+    s->est_live_count -= e->w;
+    s->est_live_bytes -= e->w * (double)e->n;
+    if (s->live_count == 0) { /* no rounding residue on an emptied stack */
+        s->est_live_count = 0.0;
+        s->est_live_bytes = 0.0;
+    }
+    live_used--;
+    for (size_t j = (i + 1) & mask;; j = (j + 1) & mask) {
+        if (live_tab[j].key == 0)
+            break;
+        size_t home = mix(live_tab[j].key) & mask;
+        /* j's entry may move to i if its home does not lie in (i, j]. */
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            live_tab[i] = live_tab[j];
+            i = j;
+        }
+    }
+    live_tab[i].key = 0;
+}
+
+static size_t live_find(uintptr_t key)
+{
+    size_t mask = live_cap - 1;
+    for (size_t j = mix(key) & mask;; j = (j + 1) & mask) {
+        if (live_tab[j].key == key)
+            return j;
+        if (live_tab[j].key == 0)
+            return SIZE_MAX;
+    }
+}
+
+/* ---- the hooks ---- */
+
+void prof_init(void)
+{
+    prof_on = 0;
+    if (!ma_cfg.prof)
+        return;
+    prof_rate = (double)ma_cfg.prof_sample;
+    live_cap = 4096;
+    stack_cap = 1024;
+    live_tab = os_map(live_cap * sizeof *live_tab);
+    stack_tab = os_map(stack_cap * sizeof *stack_tab);
+    prof_unwind_init();
+    if (live_tab == NULL || stack_tab == NULL) {
+        ma_warn("cannot map the heap profile's tables; MEMALLOC_PROF is off");
+        return;
+    }
+    prof_on = 1;
+}
+
+void prof_record(void *p, size_t n)
+{
+    if (!prof_on || p == NULL)
+        return;
+    struct capture c;
+    unsigned skip = capture_stack(&c);
+    unsigned depth = c.n - skip;
+    if (depth > PROF_MAX_FRAMES)
+        depth = PROF_MAX_FRAMES;
+    const uintptr_t *pcs = c.pc + skip;
+    uint64_t hash = depth;
+    for (unsigned i = 0; i < depth; i++)
+        hash = mix(hash ^ pcs[i]);
+    double w = prof_weight(n);
+
+    ma_lock_acquire(&prof_lock);
+    struct prof_stack *s = stack_intern(pcs, depth, hash);
+    if (s == NULL || ((live_used + 1) * 2 > live_cap && live_grow() != 0)) {
+        prof_dropped++;
+        ma_lock_release(&prof_lock);
+        return;
+    }
+    uintptr_t key = (uintptr_t)p;
+    size_t j = live_find(key);
+    if (j != SIZE_MAX) /* a block freed without prof_forget: its sample is stale */
+        live_remove_at(j);
+    j = mix(key) & (live_cap - 1);
+    while (live_tab[j].key != 0)
+        j = (j + 1) & (live_cap - 1);
+    live_tab[j] = (struct live){ key, s, n, w };
+    live_used++;
+    s->live_count++;
+    s->live_bytes += n;
+    s->alloc_count++;
+    s->alloc_bytes += n;
+    s->est_live_count += w;
+    s->est_live_bytes += w * (double)n;
+    s->est_alloc_bytes += w * (double)n;
+    ma_lock_release(&prof_lock);
+}
+
+void prof_forget(void *p)
+{
+    if (!prof_on)
+        return;
+    ma_lock_acquire(&prof_lock);
+    size_t j = live_find((uintptr_t)p);
+    if (j != SIZE_MAX)
+        live_remove_at(j);
+    ma_lock_release(&prof_lock);
+}
+
+/* ---- snapshots ---- */
+
+int prof_snapshot_take(struct prof_snapshot *s)
+{
+    memset(s, 0, sizeof *s);
+    s->rate = ma_cfg.prof_sample;
+    if (!prof_on)
+        return 0;
+    ma_lock_acquire(&prof_lock);
+    size_t bytes = MA_ALIGN_UP(stack_used * sizeof(void *) + stack_bytes + 16, MA_PAGE_SIZE);
+    char *m = os_map(bytes);
+    if (m == NULL) {
+        ma_lock_release(&prof_lock);
+        errno = ENOMEM;
+        return -1;
+    }
+    s->map = m;
+    s->map_bytes = bytes;
+    s->stacks = (struct prof_stack **)m;
+    char *at = m + stack_used * sizeof(void *);
+    for (size_t i = 0; i < stack_cap; i++) {
+        const struct prof_stack *st = stack_tab[i];
+        if (st == NULL)
+            continue;
+        size_t size = stack_size(st->depth);
+        memcpy(at, st, size);
+        s->stacks[s->nstacks++] = (struct prof_stack *)at;
+        at += MA_ALIGN_UP(size, 8);
+    }
+    ma_lock_release(&prof_lock);
+    return 0;
+}
+
+void prof_snapshot_drop(struct prof_snapshot *s)
+{
+    if (s->map != NULL)
+        os_unmap(s->map, s->map_bytes);
+    s->map = NULL;
+}
+
+/* ---- writing files ---- */
+
+/* A few words for the errors a profile's path meets (strerror may
+ * allocate: it translates). */
+static const char *why(int err)
+{
+    switch (err) {
+    case EACCES: return "permission denied";
+    case ENOENT: return "no such file or directory";
+    case ENOTDIR: return "not a directory";
+    case EISDIR: return "is a directory";
+    case EROFS: return "read-only file system";
+    case ENOSPC: return "no space left on device";
+    case ENAMETOOLONG: return "file name too long";
+    case ENOMEM: return "out of memory";
+    default: return "cannot open";
+    }
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+enum prof_format { FMT_BY_NAME, FMT_SVG };
+
+/* Writes the profile to `path` (%p expanded): a flame graph for FMT_SVG or
+ * a name ending in .svg, folded stacks for a name ending in .folded, else
+ * google-pprof's heap profile. On failure, one warning line naming `what`
+ * and -1 with errno set. */
+static int prof_write_file(const char *path, enum prof_format fmt, const char *what)
+{
+    char name[512];
+    int err = 0;
+    int fd = -1;
+    if (config_path_expand(path, name, sizeof name) != 0) {
+        err = ENAMETOOLONG;
+        size_t shown = strnlen(path, 64);
+        memcpy(name, path, shown);
+        memcpy(name + shown, "...", 4);
+    } else {
+        fd = os_create(name, &err);
+    }
+    if (fd < 0) {
+        char mem[700];
+        struct ma_buf b = { mem, 0, sizeof mem - 1, -1 };
+        buf_str(&b, "memalloc: cannot write ");
+        buf_str(&b, what);
+        buf_str(&b, " to ");
+        buf_str(&b, name);
+        buf_str(&b, " (");
+        buf_str(&b, why(err));
+        buf_str(&b, ")\n");
+        os_write(2, b.p, b.len);
+        errno = err;
+        return -1;
+    }
+    struct prof_snapshot s;
+    if (prof_snapshot_take(&s) != 0) {
+        os_close(fd);
+        ma_warn("cannot map memory to copy the heap profile");
+        errno = ENOMEM;
+        return -1;
+    }
+    if (fmt == FMT_SVG || ends_with(name, ".svg"))
+        prof_write_svg(fd, &s);
+    else if (ends_with(name, ".folded"))
+        prof_write_folded(fd, &s);
+    else
+        prof_write_pprof(fd, &s);
+    prof_snapshot_drop(&s);
+    os_close(fd);
+    return 0;
+}
+
+int ma_prof_dump(const char *path)
+{
+    ma_ensure_init();
+    if (path == NULL || path[0] == '\0') {
+        errno = EINVAL;
+        return -1;
+    }
+    if (!prof_on) {
+        errno = ENOTSUP;
+        return -1;
+    }
+    int saved = errno;
+    if (prof_write_file(path, FMT_BY_NAME, "the heap profile") != 0)
+        return -1;
+    errno = saved;
+    return 0;
+}
+
+void prof_exit(void)
+{
+    if (!prof_on)
+        return;
+    if (ma_cfg.prof_file[0])
+        prof_write_file(ma_cfg.prof_file, FMT_BY_NAME, "MEMALLOC_PROF_FILE");
+    if (ma_cfg.prof_svg[0])
+        prof_write_file(ma_cfg.prof_svg, FMT_SVG, "MEMALLOC_PROF_SVG");
+}
+
+/* ---- fork ---- */
+
+void prof_fork_prepare(void)
+{
+    if (prof_on) {
+        prof_unwind_lock();
+        ma_lock_acquire(&prof_lock);
+    }
+}
+
+void prof_fork_release(void)
+{
+    if (prof_on) {
+        ma_lock_release(&prof_lock);
+        prof_unwind_unlock();
+    }
+}
+
+/* The child's one thread held the lock across fork: a fresh lock, and a
+ * fresh generator so the child's samples do not repeat the parent's. */
+void prof_fork_child(void)
+{
+    prof_lock.word = 0;
+    prof_unwind_reset();
+    prof_rng = 0;
+}

@@ -1,14 +1,11 @@
 /*
- * prof.h - the sampling heap profiler (MEMALLOC_PROF=1): on average one
- * allocation per MEMALLOC_PROF_SAMPLE bytes is sampled; its call stack and
- * size are kept until it is freed, and written as a pprof heap profile,
- * folded stacks or an SVG flame graph.
+ * prof.h - the heap profiler (MEMALLOC_PROF=1): a random sample of
+ * allocations, on average one per MEMALLOC_PROF_SAMPLE bytes, records its
+ * call stack; the profile (live and allocated bytes by stack) is written in
+ * google-pprof's heap format, as folded stacks or as an SVG flame graph.
  *
- * The allocation paths count bytes down in the thread cache (tcache.h,
- * prof_left); when the count runs out the allocation is made as usual, its
- * block is flagged (B_SAMPLED in a chunk block's head, `sampled` in a large
- * header, so free's fast path passes it to the slow path) and prof_record
- * is called; a flagged block that is freed or moved calls prof_forget.
+ * prof.c keeps the tables and captures stacks; prof_out.c writes them.
+ * Neither ever calls malloc: everything lives in memory mapped with os_map.
  */
 #ifndef MA_PROF_H
 #define MA_PROF_H
@@ -17,20 +14,87 @@
 #include <stdint.h>
 
 #include "../base/base.h"
+#include "../base/error.h"
+
+/* ---- the interface of the allocation paths' hooks ---- */
 
 /* set once at init: 1 when MEMALLOC_PROF=1 */
 MA_HIDDEN extern int prof_on;
 /* At process init, after config_load: reads the options, maps its tables. */
 MA_HIDDEN void prof_init(void);
-/* Bytes until this thread's next sample: exponentially distributed with
- * mean MEMALLOC_PROF_SAMPLE; INT64_MAX when profiling is off. */
+/* Bytes until this thread's next sample: drawn from an exponential
+ * distribution with mean MEMALLOC_PROF_SAMPLE; INT64_MAX when profiling is
+ * off. */
 MA_HIDDEN int64_t prof_next_interval(void);
-/* Block p (n bytes asked) was sampled: records it with its call stack. An
- * allocation made meanwhile (by the unwinder) is never itself sampled. */
+/* Block p (the caller asked for n bytes) was sampled: captures the call
+ * stack (up to PROF_MAX_FRAMES frames, memalloc's own left out) and records
+ * p in the live set and the stack's allocated-over-the-run totals. Takes no
+ * lock while it unwinds, so an allocation made by the unwinder cannot
+ * deadlock. */
 MA_HIDDEN void prof_record(void *p, size_t n);
 /* p, a sampled block, is being freed or moved: drops it from the live set. */
 MA_HIDDEN void prof_forget(void *p);
 /* At exit: writes MEMALLOC_PROF_FILE and MEMALLOC_PROF_SVG if set. */
 MA_HIDDEN void prof_exit(void);
+
+/* Fork handlers (process.c): the profile's lock is taken before fork and
+ * released in the parent, re-initialised in the child. */
+MA_HIDDEN void prof_fork_prepare(void);
+MA_HIDDEN void prof_fork_release(void);
+MA_HIDDEN void prof_fork_child(void);
+
+/* The exit report's addition (stats.c): the `top` stacks holding the most
+ * live bytes, estimated from the samples, with their frames symbolized. */
+MA_HIDDEN void prof_print_leaks(struct ma_buf *b, unsigned top);
+
+/* ---- between prof.c and prof_out.c ---- */
+
+#define PROF_MAX_FRAMES 64
+
+/* One distinct call stack and what was sampled through it. Raw figures
+ * count the sampled blocks themselves (pprof scales those by the rate);
+ * the est_ figures are already scaled to estimated real bytes. */
+struct prof_stack {
+    uint64_t hash;
+    uint32_t depth;             /* frames[0] is the allocating function */
+    uint32_t pad;
+    uint64_t live_count, live_bytes, alloc_count, alloc_bytes; /* raw samples */
+    double est_live_count, est_live_bytes, est_alloc_bytes;    /* scaled */
+    uintptr_t frames[];         /* return addresses, innermost first */
+};
+
+/* A consistent copy of the profile, taken under the lock and read without
+ * it (symbolizing takes the dynamic loader's lock, which must never be
+ * waited for while holding ours). */
+struct prof_snapshot {
+    struct prof_stack **stacks; /* nstacks pointers into the copy */
+    size_t nstacks;
+    uint64_t rate;              /* MEMALLOC_PROF_SAMPLE */
+    void *map;                  /* the mapping holding all of it */
+    size_t map_bytes;
+};
+
+/* 0, or -1 (errno ENOMEM) when the copy cannot be mapped. */
+MA_HIDDEN int prof_snapshot_take(struct prof_snapshot *s);
+MA_HIDDEN void prof_snapshot_drop(struct prof_snapshot *s);
+
+/* The fast stack walk (prof_unwind.c): fills pcs[0..max) with return
+ * addresses, innermost first (the first is inside prof_unwind_fast), and
+ * starts[0..nstarts) with the functions they lie in; returns how many, or
+ * 0 when it cannot walk this stack (use _Unwind_Backtrace then). */
+MA_HIDDEN unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsigned nstarts);
+MA_HIDDEN void prof_unwind_init(void);
+/* Its lock, for the fork handlers. */
+MA_HIDDEN void prof_unwind_lock(void);
+MA_HIDDEN void prof_unwind_unlock(void);
+MA_HIDDEN void prof_unwind_reset(void);
+
+/* The output formats (prof_out.c), each written to fd from a snapshot. */
+MA_HIDDEN void prof_write_pprof(int fd, const struct prof_snapshot *s);
+MA_HIDDEN void prof_write_folded(int fd, const struct prof_snapshot *s);
+MA_HIDDEN void prof_write_svg(int fd, const struct prof_snapshot *s);
+/* Appends the name of the function holding return address pc: its symbol
+ * (dladdr) or module+0xoffset. */
+MA_HIDDEN void prof_symbol(struct ma_buf *b, uintptr_t pc);
 
 #endif /* MA_PROF_H */

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "large.h"
 #include "process.h"
+#include "prof.h"
 #include "stats.h"
 #include "tcache.h"
 #include "../base/os.h"
@@ -545,6 +546,14 @@ void stats_exit_report(void)
             }
         }
         ma_stats_print(fd, MA_PRINT_LEAKS | (ma_cfg.stats == 2 ? MA_PRINT_JSON : MA_PRINT_CLASSES));
+        if (prof_on && ma_cfg.stats == 1) {
+            /* The leak summary by who allocated it (the JSON line stays one
+             * line and leaves it out). */
+            char mem[4096];
+            struct ma_buf b = { mem, 0, sizeof mem, fd };
+            prof_print_leaks(&b, 10);
+            buf_flush(&b);
+        }
         if (fd != report_fd && fd != 2)
             os_close(fd);
     }
