@@ -10,6 +10,7 @@
 #include "engine.h"
 
 uintptr_t ma_block_key = CACHED_KEY;
+uintptr_t ma_link_key = (CACHED_KEY << 4) | LINK_KEY_LOW;
 
 void arena_key_init(void)
 {
@@ -21,6 +22,12 @@ void arena_key_init(void)
         k ^= x;
     }
     ma_block_key = k != 0 ? k : CACHED_KEY;
+    /* The link key is drawn on its own: the block key sits in every freed
+     * block's second word, where a use-after-free read can see it. */
+    uintptr_t l;
+    if (os_random(&l, sizeof l) != 0)
+        l = ((uintptr_t)os_now_ms() * 0x9e3779b97f4a7c15ull) ^ ((uintptr_t)&l >> 4) * 0xbf58476d1ce4e5b9ull;
+    ma_link_key = (l & ~(uintptr_t)(MA_ALIGN - 1)) | LINK_KEY_LOW;
 }
 
 void arena_init(struct arena *a, unsigned index, size_t chunk_size, unsigned reserve, unsigned retain_ms)

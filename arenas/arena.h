@@ -82,8 +82,43 @@ static inline uintptr_t cached_key(const void *p)
     (void)p;
     return ma_block_key;
 }
-/* Draws ma_block_key; called once at init. */
+/* Draws ma_block_key and ma_link_key; called once at init. */
 MA_HIDDEN void arena_key_init(void);
+
+/* ---- free-list links in block memory ----
+ *
+ * Every singly linked list whose links live in freed blocks (thread-cache
+ * bins and reserves, quick-list segments, remote-free stacks) stores each
+ * link XORed with ma_link_key, a per-process secret: a use-after-free write
+ * of an address into a freed block no longer makes a later malloc return
+ * that address. The key's low four bits are LINK_KEY_LOW, never zero, so
+ * any 16-byte-aligned address written there decodes to a misaligned one,
+ * which the pop's alignment check (no extra instruction) turns into an
+ * abort; its other bits are random, so a crafted value decodes to an
+ * address nobody can choose. The slow paths that walk lists also check a
+ * decoded link against the pagemap (link_check). */
+#define LINK_KEY_LOW ((uintptr_t)7)
+MA_HIDDEN extern uintptr_t ma_link_key; /* set once at init, before any block is cached */
+static inline void *link_get(const void *p) { return (void *)(*(const uintptr_t *)p ^ ma_link_key); }
+static inline void link_set(void *p, const void *next) { *(uintptr_t *)p = (uintptr_t)next ^ ma_link_key; }
+/* Aborts with "malloc(): corrupted free list at p" unless next, read from
+ * block p of the arena with pagemap tag `tag`, is NULL or a 16-byte
+ * aligned address in a chunk of that arena. */
+static inline void link_check(const void *p, const void *next, int tag)
+{
+    uintptr_t u = (uintptr_t)next;
+    if (ma_unlikely(u != 0 && ((u & (MA_ALIGN - 1)) || pagemap_get(u) != tag)))
+        ma_fatal("malloc", "corrupted free list", p);
+}
+/* The same, for a link followed on a path that cannot afford the pagemap:
+ * alignment only. */
+static inline void *link_get_aligned(const void *p)
+{
+    void *next = link_get(p);
+    if (ma_unlikely((uintptr_t)next & (MA_ALIGN - 1)))
+        ma_fatal("malloc", "corrupted free list", p);
+    return next;
+}
 
 /* Quick lists: blocks up to 8 KiB that came back from thread caches or from
  * remote frees are parked per class without coalescing, so a batch moves
@@ -121,7 +156,11 @@ struct qlist {
  * fourth (below them the bytes follow from the length). */
 #define SEG_COUNT_SHIFT 48
 #define SEG_PTR_MASK (((uintptr_t)1 << SEG_COUNT_SHIFT) - 1)
-static inline void *seg_next(const void *head) { return (void *)(((const uintptr_t *)head)[2] & SEG_PTR_MASK); }
+/* The next-segment pointer is stored mangled like a link. */
+static inline void *seg_next(const void *head)
+{
+    return (void *)((((const uintptr_t *)head)[2] ^ ma_link_key) & SEG_PTR_MASK);
+}
 static inline uint32_t seg_count(const void *head) { return (uint32_t)(((const uintptr_t *)head)[2] >> SEG_COUNT_SHIFT); }
 static inline size_t seg_bytes(const void *head, unsigned cls)
 {

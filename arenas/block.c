@@ -109,7 +109,7 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
     unsigned got = 0;
     /* The blocks are linked in the order they are carved, in front of what
      * *head held: the bin hands them out in address order. */
-    void *first = NULL, **tail = &first;
+    void *first = NULL, *last = NULL;
     while (got < n) {
         /* Below 1 KiB every block of a batch must be exactly bsize (bins
          * and quick lists of those classes hold one size): a free block
@@ -129,8 +129,11 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
         if (k <= 1) {
             void *p = block_carve(a, b, bsize);
             ((uintptr_t *)p)[1] = cached_key(p);
-            *tail = p;
-            tail = (void **)p;
+            if (last != NULL)
+                link_set(last, p);
+            else
+                first = p;
+            last = p;
             got++;
             continue;
         }
@@ -154,8 +157,11 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
             flags = B_PREV_INUSE;
             void *p = block_payload(x);
             ((uintptr_t *)p)[1] = cached_key(p);
-            *tail = p;
-            tail = (void **)p;
+            if (last != NULL)
+                link_set(last, p);
+            else
+                first = p;
+            last = p;
             at += bsize;
         }
         struct block *after = (struct block *)at;
@@ -172,8 +178,10 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
             a->peak_in_use = a->in_use;
         got += (unsigned)k;
     }
-    *tail = *head;
-    *head = first;
+    if (last != NULL) {
+        link_set(last, *head);
+        *head = first;
+    }
     return got;
 }
 

@@ -116,7 +116,7 @@ void arena_check(struct arena *a)
          * as the record in its first block says. */
         for (void *h = q->head; h != NULL;) {
             size_t k = seg_count(h), bytes_seen = 0, i = 0;
-            for (void *p = h; p != NULL; p = *(void **)p, i++) {
+            for (void *p = h; p != NULL; p = link_get(p), i++) {
                 if (++n > q->count || k == 0)
                     check_fail("quick list longer than its count (cycle?)", p);
                 struct block *b = block_of(p);

@@ -63,7 +63,7 @@ static inline void links_check(const struct arena *a, unsigned c, struct block *
     if (ma_unlikely((((uintptr_t)n | (uintptr_t)p) & (MA_ALIGN - 1)) ||
                     (a->heads[c] == b ? p != NULL : (p == NULL || p->next != b)) ||
                     (n != NULL && n->prev != b)))
-        ma_fatal("malloc", "corrupted free-list link", block_payload(b));
+        ma_fatal("malloc", "corrupted free list", block_payload(b));
 }
 
 static inline void index_remove(struct arena *a, struct block *b, size_t size)
@@ -240,7 +240,7 @@ static inline int quick_over(const struct arena *a)
 
 static inline void seg_mark(void *head, void *next, uint32_t count, unsigned cls, size_t bytes)
 {
-    ((uintptr_t *)head)[2] = (uintptr_t)next | ((uintptr_t)count << SEG_COUNT_SHIFT);
+    ((uintptr_t *)head)[2] = (((uintptr_t)next ^ ma_link_key) & SEG_PTR_MASK) | ((uintptr_t)count << SEG_COUNT_SHIFT);
     if (cls >= EXACT_CLASSES)
         ((uintptr_t *)head)[3] = bytes;
 }

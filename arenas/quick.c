@@ -29,7 +29,8 @@ static void blocks_release(struct arena *a, void *p, uint32_t count)
     size_t run = 0;
     uint32_t n = 0;
     for (uint32_t i = 0; i < count; i++) {
-        void *next = *(void **)p;
+        void *next = link_get(p);
+        link_check(p, next, PAGEMAP_CHUNK + (int)a->index);
         ((uintptr_t *)p)[1] = 0;
         struct block *b = block_of(p);
         size_t size = block_size(b);
@@ -112,11 +113,14 @@ void arena_quick_put(struct arena *a, unsigned cls, void *head, uint32_t count, 
         arena_consolidate(a);
 }
 
-/* The last of the k blocks of a segment. */
-static void *seg_last(void *h, uint32_t k)
+/* The last of the k blocks of a segment of arena a. */
+static void *seg_last(const struct arena *a, void *h, uint32_t k)
 {
-    for (uint32_t i = 1; i < k; i++)
-        h = *(void **)h;
+    for (uint32_t i = 1; i < k; i++) {
+        void *next = link_get(h);
+        link_check(h, next, PAGEMAP_CHUNK + (int)a->index);
+        h = next;
+    }
     return h;
 }
 
@@ -143,14 +147,14 @@ unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head
         bytes += seg_bytes(h, cls);
         q->head = seg_next(h);
         if (prev != NULL)
-            *(void **)seg_last(prev, prev_k) = h;
+            link_set(seg_last(a, prev, prev_k), h);
         prev = h;
         prev_k = k;
     }
     q->count -= got;
     q->bytes -= bytes;
     if (*head != NULL)
-        *(void **)seg_last(prev, prev_k) = *head;
+        link_set(seg_last(a, prev, prev_k), *head);
     *head = first;
     a->quick_blocks -= got;
     a->quick_bytes -= bytes;

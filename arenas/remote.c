@@ -24,7 +24,7 @@ void arena_free_remote(struct arena *a, void *p, size_t size)
     uintptr_t *top = &a->remote_top[cls];
     uintptr_t old = __atomic_load_n(top, __ATOMIC_RELAXED), pending;
     do {
-        *(void **)p = remote_payload(old);
+        link_set(p, remote_payload(old));
         pending = remote_count(old) + (remote_count(old) < REMOTE_COUNT_MAX);
     } while (!__atomic_compare_exchange_n(top, &old, (uintptr_t)p | (pending << REMOTE_PTR_BITS), 1,
                                           __ATOMIC_RELEASE, __ATOMIC_RELAXED));
@@ -69,7 +69,7 @@ void *arena_remote_take(struct arena *a, unsigned cls, uint32_t max, uint32_t *c
     void *head = remote_payload(top);
     uint64_t n = remote_count(top);
     if (ma_unlikely(n >= REMOTE_COUNT_MAX)) /* the count saturated: count them */
-        for (n = 0, top = (uintptr_t)head; top != 0; top = (uintptr_t) * (void **)top)
+        for (n = 0, top = (uintptr_t)head; top != 0; top = (uintptr_t)link_get_aligned((void *)top))
             n++;
     *count = (uint32_t)n;
     return head;
@@ -87,9 +87,8 @@ void arena_drain_class(struct arena *a, unsigned cls)
         /* Validated in full when it was pushed; what can have changed since
          * is a second free of it, or a write over it after the free (so the
          * link is checked against the pagemap before it is followed). */
-        if (ma_unlikely(((uintptr_t)p & (MA_ALIGN - 1)) || pagemap_get((uintptr_t)p) != PAGEMAP_CHUNK + (int)a->index))
-            ma_fatal("free", "corrupted link on the remote-free stack (use after free?)", p);
-        void *next = *(void **)p;
+        void *next = link_get(p);
+        link_check(p, next, PAGEMAP_CHUNK + (int)a->index);
         struct block *b = block_of(p);
         if (ma_unlikely(!(hd_get(b) & B_INUSE) || ((uintptr_t *)p)[1] != cached_key(p)))
             ma_fatal("free", "double free detected or freed block overwritten (remote-free stack)", p);
@@ -101,7 +100,7 @@ void arena_drain_class(struct arena *a, unsigned cls)
              * it keeps the key it was pushed with (the parked key). */
             /* Totals kept per block: block_release below may purge or
              * consolidate, which must see the lists and totals agree. */
-            *(void **)p = NULL;
+            link_set(p, NULL);
             quick_push(a, arena_class_of(size), p, 1, size);
         } else {
             ((uintptr_t *)p)[1] = 0;

@@ -206,6 +206,14 @@ uint64_t os_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+int os_random(void *buf, size_t n)
+{
+    int saved = errno;
+    long got = syscall(SYS_getrandom, buf, n, 1 /* GRND_NONBLOCK */);
+    errno = saved;
+    return got == (long)n ? 0 : -1;
+}
+
 void os_sleep_ms(unsigned ms)
 {
     int saved = errno;

@@ -54,6 +54,9 @@ MA_HIDDEN long os_readlink(const char *path, char *buf, size_t cap);
 MA_HIDDEN int os_getpid(void);
 /* Milliseconds of a coarse monotonic clock (a vDSO read, no system call). */
 MA_HIDDEN uint64_t os_now_ms(void);
+/* Fills buf with n random bytes from the kernel; 0, or -1 if it has none
+ * to give. */
+MA_HIDDEN int os_random(void *buf, size_t n);
 /* Sleeps for ms milliseconds (less if a signal interrupts it). */
 MA_HIDDEN void os_sleep_ms(unsigned ms);
 /* A close-on-exec duplicate of fd (numbered 3 or above), or -1. */

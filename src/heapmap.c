@@ -13,6 +13,7 @@
 #include "config.h"
 #include "large.h"
 #include "process.h"
+#include "stats.h"
 #include "../arenas/arena.h"
 
 #define STRIP_W 1024u    /* units across one chunk */
@@ -200,9 +201,11 @@ int ma_heap_map(int fd)
                 "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n");
 
     /* Title, totals and legend. */
-    char line[160];
+    char line[256];
     struct ma_buf t = { line, 0, sizeof line - 1, -1 };
-    buf_str(&t, "memalloc heap: ");
+    buf_str(&t, "memalloc heap (");
+    stats_buf_process(&t, 0);
+    buf_str(&t, "): ");
     buf_u64(&t, s.arenas);
     buf_str(&t, " arenas, ");
     buf_u64(&t, s.mapped);

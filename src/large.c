@@ -9,6 +9,7 @@
 
 #include "large.h"
 #include "config.h"
+#include "process.h"
 #include "decay.h"
 #include "../base/error.h"
 #include "../base/lock.h"
@@ -278,6 +279,7 @@ void *large_alloc(size_t n, size_t align, int zero)
         return NULL;
     }
     size_t map_size = MA_ALIGN_UP(offset + n, MA_PAGE_SIZE);
+    process_note_allocation();
     large_decay();
     if (offset == LARGE_HDR) {
         struct large *l = cache_take(map_size);

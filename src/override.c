@@ -15,6 +15,7 @@
 
 #include "memalloc.h"
 #include "fast.h"
+#include "process.h"
 #include "../base/error.h"
 
 #define MA_PUBLIC __attribute__((visibility("default")))
@@ -32,6 +33,7 @@ MA_PUBLIC void *memalign(size_t align, size_t n) { return ma_aligned_alloc(align
 MA_PUBLIC void *valloc(size_t n) { return ma_aligned_alloc(PAGE, n); }
 MA_PUBLIC size_t malloc_usable_size(void *p) { return fast_usable_size(p); }
 MA_PUBLIC int malloc_trim(size_t pad) { (void)pad; return ma_trim() > 0; }
+MA_PUBLIC int mallopt(int param, int value) { return process_mallopt(param, value); }
 
 MA_PUBLIC void *pvalloc(size_t n)
 {

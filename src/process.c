@@ -4,6 +4,7 @@
  * constructor and destructor, the fork handlers, and the hook that returns
  * a thread's cache to its arena when the thread exits.
  */
+#include <malloc.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -30,18 +31,31 @@ static void thread_exit(void *unused)
     tcache_thread_exit();
 }
 
+/* Maps and sets up a table of n arenas. Before any allocation only: the
+ * table it replaces (mallopt(M_ARENA_MAX)) must hold nothing. */
+static int arenas_map(unsigned n)
+{
+    struct arena *t = os_map(MA_ALIGN_UP(n * sizeof(struct arena), MA_PAGE_SIZE));
+    if (t == NULL)
+        return -1;
+    for (unsigned i = 0; i < n; i++)
+        arena_init(&t[i], i, ma_cfg.chunk_size, ma_cfg.chunk_reserve, ma_cfg.retain_ms);
+    struct arena *old = ma_arenas;
+    size_t old_bytes = MA_ALIGN_UP(ma_narenas * sizeof(struct arena), MA_PAGE_SIZE);
+    ma_arenas = t;
+    ma_narenas = n;
+    if (old != NULL)
+        (void)os_unmap(old, old_bytes);
+    return 0;
+}
+
 void process_init(void)
 {
     pthread_mutex_lock(&init_lock);
     if (!__atomic_load_n(&ma_ready, __ATOMIC_ACQUIRE)) {
         config_load(environ, os_ncpus());
-        ma_narenas = ma_cfg.arenas;
-        size_t bytes = MA_ALIGN_UP(ma_narenas * sizeof(struct arena), MA_PAGE_SIZE);
-        ma_arenas = os_map(bytes);
-        if (ma_arenas == NULL)
+        if (arenas_map(ma_cfg.arenas) != 0)
             ma_fatal("init", "cannot map the arena table", NULL);
-        for (unsigned i = 0; i < ma_narenas; i++)
-            arena_init(&ma_arenas[i], i, ma_cfg.chunk_size, ma_cfg.chunk_reserve, ma_cfg.retain_ms);
         arena_key_init();
         tcache_init();
         pthread_key_create(&exit_key, thread_exit);
@@ -53,6 +67,41 @@ void process_init(void)
         __atomic_store_n(&ma_ready, 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&init_lock);
+}
+
+int ma_allocated;
+
+int process_mallopt(int param, int value)
+{
+    ma_ensure_init();
+    int ok = 0;
+    pthread_mutex_lock(&init_lock);
+    int early = !__atomic_load_n(&ma_allocated, __ATOMIC_ACQUIRE);
+    switch (param) {
+    case M_MMAP_THRESHOLD:
+        if (early && value >= 4096 && (size_t)value <= ma_cfg.chunk_size / 4) {
+            ma_cfg.mmap_threshold = (size_t)value;
+            ma_fast_limit = ma_cfg.check ? 0 : ma_cfg.mmap_threshold;
+            ok = 1;
+        }
+        break;
+    case M_ARENA_MAX:
+        if (early && value >= 1 && value <= MA_MAX_ARENAS && arenas_map((unsigned)value) == 0) {
+            ma_cfg.arenas = (unsigned)value;
+            ok = 1;
+        }
+        break;
+    case M_TRIM_THRESHOLD:
+    case M_TOP_PAD:
+        /* Accepted: memalloc gives free memory back by age
+         * (MEMALLOC_RETAIN_MS), not by the size of a heap top. */
+        ok = 1;
+        break;
+    default:
+        break;
+    }
+    pthread_mutex_unlock(&init_lock);
+    return ok;
 }
 
 void process_thread_start(void)

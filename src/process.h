@@ -30,6 +30,19 @@ static inline void ma_ensure_init(void)
         process_init();
 }
 
+/* 1 once any allocation has been served (a thread took an arena, or a
+ * large block was mapped): mallopt's structural options are refused from
+ * then on. */
+MA_HIDDEN extern int ma_allocated; /* atomic */
+static inline void process_note_allocation(void)
+{
+    if (ma_unlikely(!__atomic_load_n(&ma_allocated, __ATOMIC_RELAXED)))
+        __atomic_store_n(&ma_allocated, 1, __ATOMIC_RELEASE);
+}
+/* mallopt(): M_MMAP_THRESHOLD and M_ARENA_MAX before the first allocation
+ * (else refused), M_TRIM_THRESHOLD and M_TOP_PAD accepted, anything else
+ * refused; 1 if accepted, 0 if not, as glibc. */
+MA_HIDDEN int process_mallopt(int param, int value);
 /* Registers the calling thread for the thread-exit hook (its cache goes back
  * to its arena when it exits). Once per thread, from its first slow path. */
 MA_HIDDEN void process_thread_start(void);

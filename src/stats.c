@@ -262,9 +262,31 @@ static void json_totals(struct ma_buf *b, const ma_stats_t *s)
 
 /* ---- tables ---- */
 
+/* The process a report is about: "pid N, program NAME" (JSON: the two
+ * fields), so the reports of a program's children can be told apart. The
+ * name is the C library's short program name; characters that would need
+ * quoting are shown as '?'. */
+void stats_buf_process(struct ma_buf *b, int json)
+{
+    const char *name = program_invocation_short_name != NULL ? program_invocation_short_name : "?";
+    char clean[64];
+    size_t n = 0;
+    for (; name[n] != '\0' && n < sizeof clean - 1; n++)
+        clean[n] = (name[n] < 0x20 || name[n] == '"' || name[n] == '\\' || name[n] == 0x7f) ? '?' : name[n];
+    clean[n] = '\0';
+    buf_str(b, json ? "\"pid\":" : "pid ");
+    buf_u64(b, (uint64_t)os_getpid());
+    buf_str(b, json ? ",\"program\":\"" : ", program ");
+    buf_str(b, clean);
+    if (json)
+        buf_str(b, "\",");
+}
+
 static void table_header(struct ma_buf *b)
 {
-    buf_str(b, "memalloc statistics\n"
+    buf_str(b, "memalloc statistics (");
+    stats_buf_process(b, 0);
+    buf_str(b, ")\n"
                "arena      mapped      in use   peak used        free  largest free  frag  "
                "    allocs       frees     remote  lock waits/acquires\n");
 }
@@ -487,7 +509,11 @@ void ma_stats_print(int fd, unsigned opts)
     memset(&s, 0, sizeof s);
     int json = (opts & MA_PRINT_JSON) != 0, xml = (opts & MA_PRINT_XML) != 0;
     if (json)
-        buf_str(&b, "{\"schema\":\"memalloc-stats\",\"version\":1,\"arenas\":[");
+    {
+        buf_str(&b, "{\"schema\":\"memalloc-stats\",\"version\":1,");
+        stats_buf_process(&b, 1);
+        buf_str(&b, "\"arenas\":[");
+    }
     else if (xml)
         buf_str(&b, "<malloc version=\"1\">\n");
     else
@@ -536,10 +562,12 @@ void stats_exit_report(void)
     /* Cached blocks are free in all but name: give them back so the leak
      * summary shows only what the program still holds. */
     tcache_flush_all();
+    char path[sizeof ma_cfg.stats_file + 32];
     if (ma_cfg.stats) {
         int fd = report_fd;
         if (ma_cfg.stats_file[0]) {
-            fd = os_open_write(ma_cfg.stats_file);
+            /* %p: the pid, so that a program's children write their own. */
+            fd = config_path_expand(ma_cfg.stats_file, path, sizeof path) == 0 ? os_open_write(path) : -1;
             if (fd < 0) {
                 ma_warn("cannot open MEMALLOC_STATS_FILE; writing the statistics to stderr");
                 fd = 2;
@@ -558,7 +586,7 @@ void stats_exit_report(void)
             os_close(fd);
     }
     if (ma_cfg.heap_map[0]) {
-        int fd = os_open_write(ma_cfg.heap_map);
+        int fd = config_path_expand(ma_cfg.heap_map, path, sizeof path) == 0 ? os_open_write(path) : -1;
         if (fd < 0) {
             ma_warn("cannot open MEMALLOC_HEAP_MAP for writing");
             return;

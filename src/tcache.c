@@ -225,6 +225,7 @@ static struct arena *arena_pick(struct arena *hint)
 struct arena *tcache_adopt(struct arena *hint)
 {
     ma_ensure_init();
+    process_note_allocation();
     struct arena *a = arena_pick(hint);
     bins_reset();
     arena_join(a);
@@ -373,7 +374,7 @@ static inline void *bin_pop(unsigned c)
     void *p = *tcache_head(c);
     if (p == NULL)
         return NULL;
-    void *next = *(void **)p;
+    void *next = link_get(p);
     if (ma_unlikely((uintptr_t)next & (MA_ALIGN - 1)))
         tcache_corrupt(p);
     *tcache_head(c) = next;
@@ -489,12 +490,14 @@ static void *blocks_park(struct arena *a, unsigned c, void *first, uint32_t n, i
         if (!exact)
             bytes = block_size(block_of(first));
         for (uint32_t i = 1; i < n; i++) {
-            last = *(void **)last;
+            void *next = link_get(last);
+            link_check(last, next, PAGEMAP_CHUNK + (int)a->index);
+            last = next;
             if (!exact)
                 bytes += block_size(block_of(last));
         }
-        rest = *(void **)last;
-        *(void **)last = NULL;
+        rest = link_get(last);
+        link_set(last, NULL);
     }
     ma_tc.room[c] += (int32_t)n;
     ma_tc.moved_out += n;
@@ -603,12 +606,12 @@ void tcache_thread_exit(void)
 
 void tcache_corrupt(const void *p)
 {
-    ma_fatal("malloc", "corrupted free-list link in the thread cache (use after free?)", p);
+    ma_fatal("malloc", "corrupted free list", p);
 }
 
 static int list_holds(const void *x, const void *p)
 {
-    for (; x != NULL; x = *(void *const *)x)
+    for (; x != NULL; x = link_get(x))
         if (x == p)
             return 1;
     return 0;
@@ -632,7 +635,7 @@ void tcache_check_all(void)
  * reserve), counting them on from *n; aborts beyond `count` in all. */
 static void bin_list_check(unsigned c, void *x, uint32_t *n, uint32_t count)
 {
-    for (; x != NULL; x = *(void **)x) {
+    for (; x != NULL; x = link_get(x)) {
         if (++*n > count)
             ma_fatal("ma_check", "thread cache bin longer than its count (cycle?)", x);
         if (!pagemap_is_chunk(pagemap_get((uintptr_t)x)))

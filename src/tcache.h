@@ -120,9 +120,9 @@ static inline void *tcache_pop(size_t n)
     void *p = ma_tc.head[i];
     if (ma_unlikely(p == NULL))
         return NULL;
-    void *next = *(void **)p;
-    /* A use-after-free write over a cached block's link shows up here as a
-     * misaligned pointer (the check glibc's tcache makes). */
+    void *next = link_get(p);
+    /* A use-after-free write over a cached block's link decodes to a
+     * misaligned pointer (arena.h, "free-list links"). */
     if (ma_unlikely((uintptr_t)next & (MA_ALIGN - 1)))
         tcache_corrupt(p);
     ma_tc.head[i] = next;
@@ -146,8 +146,10 @@ static inline size_t tcache_class_of(size_t size)
  * flag-tested decrement with a separate lea otherwise. */
 static inline void tcache_push_at(void *p, size_t i)
 {
-    *(void **)p = ma_tc.head[i];
+    /* The key first: stored after the link, it would be loaded again
+     * (gcc cannot tell that the link's store leaves it unchanged). */
     ((uintptr_t *)p)[1] = cached_key(p);
+    link_set(p, ma_tc.head[i]);
     ma_tc.head[i] = p;
     ma_tc.frees++;
 #if defined(__x86_64__)

@@ -464,8 +464,87 @@ static int cmd_no_retention(void)
     return 0;
 }
 
+/* link KIND MODE: a use-after-free write into the link word of a freed
+ * block cached in a bin, a bin's reserve, an arena's quick list or a
+ * remote-free stack (KIND: bin, reserve, quick, remote), of the address of
+ * a static array (MODE plant) or of the word's own value (MODE benign).
+ * Then blocks of that size are allocated until every cached one came back:
+ * a planted address must never be handed out (the allocator aborts with
+ * "malloc(): corrupted free list" first); a benign rewrite changes
+ * nothing. Prints "handed out" if the planted address comes back. */
+static char link_target[256] __attribute__((aligned(64)));
+static void *link_blocks[1200];
+static pthread_barrier_t link_pushed;
+
+static void *link_remote_freer(void *arg)
+{
+    size_t n = (size_t)(uintptr_t)arg;
+    ma_free(ma_malloc(16)); /* this thread's own arena (the other one) */
+    for (size_t i = 0; i < n; i++)
+        ma_free(link_blocks[i]);
+    pthread_barrier_wait(&link_pushed);
+    return NULL;
+}
+
+static void link_write(void *block, int plant)
+{
+    volatile uintptr_t *w = (volatile uintptr_t *)block;
+    *w = plant ? (uintptr_t)link_target : *w;
+}
+
+static int cmd_link(const char *kind, const char *mode, size_t size)
+{
+    int plant = strcmp(mode, "plant") == 0;
+    size_t n = 3;
+    void *victim;
+    if (strcmp(kind, "bin") == 0) {
+        for (size_t i = 0; i < n; i++)
+            link_blocks[i] = ma_malloc(size);
+        for (size_t i = 0; i < n; i++)
+            ma_free(link_blocks[i]);
+        victim = link_blocks[n - 1]; /* the bin's head */
+    } else if (strcmp(kind, "reserve") == 0 || strcmp(kind, "quick") == 0) {
+        /* 1200 blocks overflow a bin of 64-byte blocks even grown to its
+         * most (1024): the newest half at that moment goes to the arena's
+         * quick list, the older half becomes the bin's reserve, and the
+         * rest of the frees start the bin again. */
+        n = 1200;
+        for (size_t i = 0; i < n; i++)
+            link_blocks[i] = ma_malloc(size);
+        for (size_t i = 0; i < n; i++)
+            ma_free(link_blocks[i]);
+        victim = strcmp(kind, "reserve") == 0 ? link_blocks[0] : link_blocks[700];
+    } else if (strcmp(kind, "remote") == 0) {
+        /* Another thread, on the other of two arenas, frees them: they
+         * wait on this arena's remote stack, the last pushed on top. */
+        for (size_t i = 0; i < n; i++)
+            link_blocks[i] = ma_malloc(size);
+        pthread_t t;
+        pthread_barrier_init(&link_pushed, NULL, 2);
+        pthread_create(&t, NULL, link_remote_freer, (void *)(uintptr_t)n);
+        pthread_barrier_wait(&link_pushed);
+        pthread_join(t, NULL);
+        victim = link_blocks[n - 1];
+    } else {
+        return 2;
+    }
+    link_write(victim, plant);
+    /* Every cached block of the size comes back, and more. */
+    for (size_t i = 0; i < n + 64; i++) {
+        void *p = ma_malloc(size);
+        if ((char *)p >= link_target && (char *)p < link_target + sizeof link_target) {
+            printf("handed out the planted address %p\n", p);
+            return 1;
+        }
+    }
+    printf("survived\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 5 && strcmp(argv[1], "link") == 0)
+        return cmd_link(argv[2], argv[3], (size_t)atol(argv[4]));
     if (argc >= 2 && strcmp(argv[1], "no-retention") == 0)
         return cmd_no_retention();
     if (argc >= 3 && strcmp(argv[1], "arenas") == 0)

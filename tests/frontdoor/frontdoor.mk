@@ -7,7 +7,9 @@
 #                         MEMALLOC_* variable in docs/memalloc.3 and README.md,
 #                         every launcher option in docs/memalloc.1 and
 #                         README.md; make_targets.sh: make install into a
-#                         scratch prefix and the installed launcher, make run
+#                         scratch prefix and the installed launcher, make run;
+#                         reports.sh: mallopt, and %p and the pid and program
+#                         in the exit reports
 #
 # Only FRONTDOOR_* variables are defined here (plus appending to TEST_EXTRA
 # and DEPS_EXTRA); BUILD, CC and VERSION keep the values the including
@@ -35,5 +37,6 @@ test-frontdoor: $(BUILD)/libmemalloc.so $(BUILD)/libmemalloc.a $(BUILD)/memalloc
 	VERSION=$(VERSION) CC="$(CC)" $(FRONTDOOR_DIR)/launcher.sh $(BUILD)/memalloc
 	VERSION=$(VERSION) $(FRONTDOOR_DIR)/docs_sync.sh $(BUILD)/memalloc
 	VERSION=$(VERSION) MAKE="$(FRONTDOOR_MAKE)" BUILD=$(BUILD) $(FRONTDOOR_DIR)/make_targets.sh
+	$(FRONTDOOR_DIR)/reports.sh $(BUILD)
 
 .DEFAULT_GOAL := $(FRONTDOOR_SAVED_GOAL)
