@@ -104,6 +104,17 @@ void *arena_alloc_growing(struct arena *a, size_t bsize)
     return block_carve(a, b, bsize);
 }
 
+/* Appends payload p, keyed as cached, to the batch list first..last. */
+static inline void batch_append(void **first, void **last, void *p)
+{
+    ((uintptr_t *)p)[1] = cached_key(p);
+    if (*last != NULL)
+        link_set(*last, p);
+    else
+        *first = p;
+    *last = p;
+}
+
 unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **head)
 {
     unsigned got = 0;
@@ -127,13 +138,7 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
         if (k > n - got)
             k = n - got;
         if (k <= 1) {
-            void *p = block_carve(a, b, bsize);
-            ((uintptr_t *)p)[1] = cached_key(p);
-            if (last != NULL)
-                link_set(last, p);
-            else
-                first = p;
-            last = p;
+            batch_append(&first, &last, block_carve(a, b, bsize));
             got++;
             continue;
         }
@@ -155,13 +160,7 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
             struct block *x = (struct block *)at;
             hd_set(x, bsize | B_INUSE | flags);
             flags = B_PREV_INUSE;
-            void *p = block_payload(x);
-            ((uintptr_t *)p)[1] = cached_key(p);
-            if (last != NULL)
-                link_set(last, p);
-            else
-                first = p;
-            last = p;
+            batch_append(&first, &last, block_payload(x));
             at += bsize;
         }
         struct block *after = (struct block *)at;

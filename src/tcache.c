@@ -108,9 +108,12 @@ void tcache_init(void)
         bin_base[c] = bin_blocks(c, BIN_BYTES);
         bin_cap[c] = bin_blocks(c, BIN_GROW_BYTES);
         if (c >= QUICK_CLASSES) {
-            /* A medium bin holds MEDIUM_BIN_BYTES of blocks, at least one. */
+            /* A medium bin starts at one block, so a thread that allocates
+             * a size once carves one, and grows on overflow to
+             * MEDIUM_BIN_BYTES of blocks (at least one). */
             uint32_t n = MEDIUM_BIN_BYTES / class_size[c];
-            bin_base[c] = bin_cap[c] = n != 0 ? n : 1;
+            bin_base[c] = 1;
+            bin_cap[c] = n != 0 ? n : 1;
         }
     }
 }
@@ -135,8 +138,10 @@ static int bin_grow(unsigned c)
     uint32_t max = ma_tc.max[c], cap = bin_cap[c];
     if (max >= cap)
         return 0;
-    uint32_t more = max / 2 < cap - max ? max / 2 : cap - max;
-    size_t bytes = (size_t)more * class_size[c];
+    uint32_t half = max / 2 != 0 ? max / 2 : 1;
+    uint32_t more = half < cap - max ? half : cap - max;
+    /* Medium bins are bounded by the thread's medium budget instead. */
+    size_t bytes = c < QUICK_CLASSES ? (size_t)more * class_size[c] : 0;
     if (more == 0 || ma_tc.grown_bytes + bytes > TC_GROWTH)
         return 0;
     ma_tc.max[c] += more;
@@ -184,7 +189,8 @@ static void bin_shrink(unsigned c)
 {
     uint32_t base = bin_base[c];
     if (ma_tc.max[c] > base) {
-        ma_tc.grown_bytes -= (size_t)(ma_tc.max[c] - base) * class_size[c];
+        if (c < QUICK_CLASSES)
+            ma_tc.grown_bytes -= (size_t)(ma_tc.max[c] - base) * class_size[c];
         ma_tc.max[c] = base;
     }
     ma_tc.room[c] = (int32_t)base;
