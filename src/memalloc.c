@@ -252,15 +252,10 @@ void ma_free_miss(void *p)
     if (pagemap_is_chunk(tag)) {
         struct arena *a = &ma_arenas[tag - PAGEMAP_CHUNK];
         size_t size;
-        if (ma_unlikely(ma_tc.arena == NULL)) {
-            /* The thread's first act is a free: it joins the block's arena
-             * if that is as little used as any, and caches from then on. */
-            tcache_adopt(a);
-            if (a == ma_tc.cache_for) {
-                fast_free(p);
-                return;
-            }
-        }
+        /* A thread that frees before it ever allocates remembers the
+         * block's arena: its first allocation joins it (tcache_adopt). */
+        if (ma_unlikely(ma_tc.arena == NULL) && ma_tc.hint == NULL)
+            ma_tc.hint = a;
         if (ma_likely(a != ma_tc.arena && !ma_cfg.check && (size = block_plausible(u)) != 0)) {
             arena_free_remote(a, p, size);
             return;

@@ -128,6 +128,7 @@ static void bins_reset(void)
         uint32_t max = bin_base[c];
         ma_tc.max[c] = max;
         ma_tc.room[c] = (int32_t)max;
+        ma_tc.refilled[c] = 0;
     }
 }
 
@@ -203,29 +204,27 @@ static void arena_set(struct arena *a)
     ma_tc.tag = (unsigned char)(ma_tc.cache_for != NULL ? PAGEMAP_CHUNK + (int)a->index : PAGEMAP_NEVER);
 }
 
-/* The arena for a new thread: the one with the fewest threads, so N
- * threads on N arenas get one each and an arena whose threads have all
- * exited is taken over (with what they left parked), ties going
- * round-robin. With a hint (the arena of the block the thread frees first)
- * the hinted arena, unless another has at least two threads fewer: the
- * rule of contention moves (arena_move), under which joining it still
- * keeps the load even. */
+/* The arena for a new thread: the next round-robin, so N threads on N
+ * arenas get one each (a least-loaded or orphan-first pick counts idle
+ * threads, such as a main thread that only starts workers, and piles the
+ * workers onto the other arenas: bench/NOTES.md, "New threads and the
+ * arenas of exited ones"). With a hint (the arena of the block the thread
+ * frees first) the hinted arena, unless another has at least two threads
+ * fewer: the rule of contention moves (arena_move), under which joining it
+ * still keeps the load even. */
 static struct arena *arena_pick(struct arena *hint)
 {
     unsigned start = __atomic_fetch_add(&next_arena, 1, __ATOMIC_RELAXED) % ma_narenas;
-    struct arena *best = NULL;
-    unsigned best_threads = ~0u;
-    for (unsigned k = 0; k < ma_narenas; k++) {
-        struct arena *a = &ma_arenas[(start + k) % ma_narenas];
-        unsigned t = __atomic_load_n(&a->threads, __ATOMIC_RELAXED);
-        if (t < best_threads) {
-            best = a;
-            best_threads = t;
+    if (hint != NULL) {
+        unsigned fewest = ~0u;
+        for (unsigned k = 0; k < ma_narenas; k++) {
+            unsigned t = __atomic_load_n(&ma_arenas[k].threads, __ATOMIC_RELAXED);
+            fewest = t < fewest ? t : fewest;
         }
+        if (__atomic_load_n(&hint->threads, __ATOMIC_RELAXED) < fewest + 2)
+            return hint;
     }
-    if (hint != NULL && __atomic_load_n(&hint->threads, __ATOMIC_RELAXED) < best_threads + 2)
-        return hint;
-    return best;
+    return &ma_arenas[start];
 }
 
 struct arena *tcache_adopt(struct arena *hint)
@@ -243,7 +242,7 @@ struct arena *tcache_adopt(struct arena *hint)
 
 struct arena *tcache_arena_slow(void)
 {
-    return tcache_adopt(NULL);
+    return tcache_adopt(ma_tc.hint);
 }
 
 /* Merges the cache's counters into its arena. A pop is not counted (it
@@ -401,6 +400,7 @@ static void *refill_class(unsigned c, size_t n)
     void *p;
     ma_tc.used[c] = ma_tc.ops;
     ma_tc.own[c] = 0;
+    ma_tc.refilled[c] = 1;
     if (ma_tc.cache_for == a) {
         /* The bin may still hold blocks: realloc comes here directly. */
         if ((p = bin_pop(c)) != NULL)
@@ -540,7 +540,10 @@ static void reserve_park(struct arena *a, unsigned c)
  * bound (found by walking); what remains becomes the reserve. */
 void tcache_flush_bin(unsigned c)
 {
-    if (!bin_idle(c) && bin_grow(c))
+    /* A bin grows only for a class the thread allocates: a thread that
+     * only frees (a consumer) would otherwise hoard its producers' blocks
+     * in bins grown to their most. */
+    if (!bin_idle(c) && ma_tc.refilled[c] && bin_grow(c))
         return;
     struct arena *a = ma_tc.arena;
     tcache_lock(a);

@@ -74,6 +74,8 @@ struct tcache {
     uint32_t swept;           /* ops at the last sweep of idle bins */
     uint32_t used[TC_NCLASS]; /* ops at the last refill of each bin */
     uint32_t own[TC_NCLASS];  /* of the ops since, the bin's own flushes */
+    struct arena *hint;       /* the arena of the first block freed before any allocation */
+    uint8_t refilled[TC_NCLASS]; /* 1 once the thread has allocated from bin c (since the last full flush) */
     unsigned lock_ops;        /* locked operations in this window */
     unsigned lock_waited;     /* of those, how many waited for the lock */
     int off;                  /* 1: this thread does not cache (user or exit) */
@@ -168,10 +170,11 @@ static inline void tcache_push(void *p, size_t c) { tcache_push_at(p, c - TC_FIR
 /* The calling thread's arena, assigning one (and setting up the cache) on
  * first use. */
 MA_HIDDEN struct arena *tcache_arena_slow(void);
-/* The same for a thread whose first act is to free a block of arena hint:
- * it joins that arena if no other has fewer threads. A thread that takes
- * over the blocks of one that exited (a server handing work to a new
- * thread) then frees them locally instead of remotely. */
+/* The same with a hint, the arena of the first block the thread freed
+ * before it allocated: it joins that arena unless another has two threads
+ * fewer. A thread that takes over the blocks of one that exited (a server
+ * handing work to a new thread) then frees them locally instead of
+ * remotely; one that only frees (a consumer) never takes an arena. */
 MA_HIDDEN struct arena *tcache_adopt(struct arena *hint);
 static inline struct arena *tcache_arena(void)
 {

@@ -318,8 +318,8 @@ static int cmd_move(int stay)
     pthread_barrier_init(&mv_ready, NULL, 2);
     pthread_barrier_init(&mv_go, NULL, 3); /* A, C and this thread, once it has read the counts */
     pthread_barrier_init(&mv_end, NULL, stay ? 3u : 2u);
-    /* One at a time: A takes arena 0 and B arena 1 (each the one with the
-     * fewest threads), and C, which first frees a block of A's, joins A. */
+    /* One at a time: A takes arena 0 and B arena 1 (round-robin), and C,
+     * which first frees a block of A's, joins A. */
     pthread_create(&a, NULL, move_busy, NULL);
     pthread_barrier_wait(&mv_ready);
     pthread_create(&b, NULL, move_idle, NULL);
