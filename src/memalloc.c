@@ -84,6 +84,24 @@ static MA_COLD void sample_mark(void *p, size_t n)
     prof_record(p, n);
 }
 
+/* p (n bytes asked, NULL if the allocation failed) is the sample: flagged
+ * and recorded while nothing allocated meanwhile (the unwinder's own
+ * allocations) counts towards or takes a sample; then the count starts
+ * again. */
+static MA_COLD void sample_take(void *p, size_t n)
+{
+    ma_tc.prof_left = INT64_MAX;
+    if (p != NULL && prof_on)
+        sample_mark(p, n);
+    ma_tc.prof_left = prof_next_interval();
+}
+
+/* The allocation ma_alloc_sampled stands for, made through the API. */
+static void *alloc_as(size_t n, size_t align, int zero)
+{
+    return align != 0 ? ma_aligned_alloc(align, n) : zero ? ma_calloc(1, n) : ma_malloc(n);
+}
+
 void *ma_alloc_sampled(size_t n, size_t align, int zero)
 {
     if (ma_unlikely(ma_tc.internal)) {
@@ -96,18 +114,15 @@ void *ma_alloc_sampled(size_t n, size_t align, int zero)
             return q;
         }
         ma_tc.internal = 0;
-        q = align != 0 ? ma_aligned_alloc(align, n) : zero ? ma_calloc(1, n) : ma_malloc(n);
+        q = alloc_as(n, align, zero);
         ma_tc.internal = 1;
         ma_tc.prof_left = -1;
         return q;
     }
-    /* Nothing allocated from here to the end (this block, the unwinder's
-     * own allocations) counts towards or takes a sample. */
+    /* The block itself neither counts towards nor takes a sample. */
     ma_tc.prof_left = INT64_MAX;
-    void *p = align != 0 ? ma_aligned_alloc(align, n) : zero ? ma_calloc(1, n) : ma_malloc(n);
-    if (p != NULL && prof_on)
-        sample_mark(p, n);
-    ma_tc.prof_left = prof_next_interval();
+    void *p = alloc_as(n, align, zero);
+    sample_take(p, n);
     return p;
 }
 
@@ -398,13 +413,8 @@ void *ma_realloc(void *p, size_t n)
         struct chunk *qc = locate(q, "realloc", &ql);
         canary_set(q, n, raw_usable(q, qc, ql));
     }
-    if (prof_due(n)) {
-        /* The resized block is the sample, whether it moved or not. */
-        ma_tc.prof_left = INT64_MAX;
-        if (prof_on)
-            sample_mark(q, n);
-        ma_tc.prof_left = prof_next_interval();
-    }
+    if (prof_due(n))
+        sample_take(q, n); /* the resized block, moved or not */
     return q;
 }
 
