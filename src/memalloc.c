@@ -136,7 +136,7 @@ static void *alloc_small(size_t n)
     if (ma_tc.cache_for == a) {
         if (n <= TC_MAX_REQUEST)
             return tcache_refill(n);
-        unsigned c = tcache_medium_class(n);
+        unsigned c = n <= TC_MEDIUM_MAX_REQUEST ? tcache_medium_class(n) : 0;
         if (c != 0)
             return tcache_medium_alloc(c);
     }
@@ -185,7 +185,7 @@ static void free_located(void *p, struct chunk *c, struct large *l)
         size_t size = block_size(block_of(p));
         if (a == ma_tc.cache_for && size <= TC_MAX_BLOCK) {
             tcache_push(p, tcache_class_of(size));
-        } else if (a == ma_tc.cache_for && tcache_medium_free(p, size)) {
+        } else if (a == ma_tc.cache_for && size <= TC_MEDIUM_MAX_BLOCK && tcache_medium_free(p, size)) {
             return;
         } else if (a == ma_tc.arena) {
             tcache_lock(a);
@@ -232,8 +232,15 @@ void *ma_malloc_miss(size_t n)
     /* fast_malloc counted the sizes it serves, not the bigger ones. */
     if (n > TC_MAX_REQUEST && n <= MA_MAX_REQUEST && prof_due(n))
         return ma_alloc_sampled(n, 0, 0);
-    if (ma_likely(n < ma_fast_limit))
+    if (ma_likely(n < ma_fast_limit)) {
+        /* A medium request whose bin holds a block: no lock, no call. */
+        if (n <= TC_MEDIUM_MAX_REQUEST && n > TC_MAX_REQUEST) {
+            void *p = tcache_medium_pop(tcache_medium_class(n));
+            if (ma_likely(p != NULL))
+                return p;
+        }
         return alloc_small(n);
+    }
     return malloc_slow(n);
 }
 
@@ -255,6 +262,21 @@ static MA_COLD void free_slow(void *p)
     free_located(p, c, l);
 }
 
+/* The size of medium block u (above TC_MAX_BLOCK, at most
+ * TC_MEDIUM_MAX_BLOCK) if its header passes the checks free's fast path
+ * makes of a small block (block_plausible), or 0. Its end is first proved
+ * to lie inside the chunk, whose fence covers only small blocks. */
+static inline size_t medium_plausible(uintptr_t u)
+{
+    size_t h = __atomic_load_n((const size_t *)(u - B_OVERHEAD), __ATOMIC_RELAXED);
+    size_t size = h & ~B_FLAGS;
+    if ((h & (B_INUSE | B_SAMPLED)) != B_INUSE || size - (TC_MAX_BLOCK + 1) > TC_MEDIUM_MAX_BLOCK - (TC_MAX_BLOCK + 1))
+        return 0;
+    if ((u & (ma_cfg.chunk_size - 1)) + size > ma_cfg.chunk_size || !block_rest_plausible(u, size))
+        return 0;
+    return size;
+}
+
 /* free() that fast_free did not finish: a small block of another arena (or
  * of the thread's own arena while it does not cache) is validated and goes
  * straight onto its owner's remote stack; everything else (NULL, large
@@ -264,7 +286,14 @@ void ma_free_miss(void *p)
 {
     uintptr_t u = (uintptr_t)p;
     int tag = pointer_tag(u);
-    if (pagemap_is_chunk(tag)) {
+    if (tag == ma_tc.tag) {
+        /* A block of the arena this thread caches for that fast_free did
+         * not take: a medium one whose header passes the same checks goes
+         * to its bin. */
+        size_t size = medium_plausible(u);
+        if (ma_likely(size != 0) && tcache_medium_free(p, size))
+            return;
+    } else if (pagemap_is_chunk(tag)) {
         struct arena *a = &ma_arenas[tag - PAGEMAP_CHUNK];
         size_t size;
         /* A thread that frees before it ever allocates remembers the

@@ -20,7 +20,9 @@ __thread struct tcache ma_tc __attribute__((tls_model("initial-exec"))) = { .tag
                                                                              .prof_left = INT64_MAX };
 uint8_t tc_request_bin[TC_MAX_REQUEST + 1];
 uint8_t tc_free_class[TC_SLOTS];
-static uint32_t class_size[TC_NCLASS]; /* block size a refill of class c carves */
+uint32_t tc_class_size[TC_NCLASS];
+uint8_t tc_medium_request_bin[TC_MEDIUM_SLOTS];
+uint8_t tc_medium_free_bin[TC_MEDIUM_SLOTS];
 static uint32_t bin_base[TC_NCLASS];   /* a bin's starting bound (bin_blocks of BIN_BYTES) */
 static uint32_t bin_cap[TC_NCLASS];    /* the most it may grow to (of BIN_GROW_BYTES) */
 static uint32_t take_blocks[TC_NCLASS]; /* blocks of class c in REMOTE_TAKE_BYTES */
@@ -58,7 +60,9 @@ static uint64_t check_epoch;           /* atomic: bumped by every ma_check */
  * (bench/NOTES.md, "Bins of up to 1024 small blocks"). */
 #define BIN_MIN 4u
 /* The bytes of blocks a medium bin (8 KiB - 256 KiB, tcache.h) may hold. */
-#define MEDIUM_BIN_BYTES (128u << 10)
+#ifndef MEDIUM_BIN_BYTES
+#define MEDIUM_BIN_BYTES (512u << 10)
+#endif
 #define BIN_MAX 1024u
 
 /* A bin the thread has not refilled in this many of its locked operations,
@@ -84,9 +88,9 @@ static uint64_t check_epoch;           /* atomic: bumped by every ma_check */
 /* Blocks of class c that `bytes` allow, within [BIN_MIN, BIN_MAX]. */
 static uint32_t bin_blocks(unsigned c, size_t bytes)
 {
-    if (class_size[c] == 0)
+    if (tc_class_size[c] == 0)
         return 0;
-    size_t n = bytes / class_size[c];
+    size_t n = bytes / tc_class_size[c];
     return (uint32_t)(n < BIN_MIN ? BIN_MIN : n > BIN_MAX ? BIN_MAX : n);
 }
 
@@ -102,16 +106,27 @@ void tcache_init(void)
         unsigned floor_c = arena_class_of(size);
         tc_request_bin[n] = (uint8_t)((arena_class_lo(floor_c) < size ? floor_c + 1 : floor_c) - TC_FIRST);
     }
+    /* Medium bins: the first coarse class at or above a request's block,
+     * the last at or below a freed block's size. Blocks just above
+     * TC_MAX_BLOCK fall below the first medium bin: not cached (0). */
+    for (size_t k = 0; k < TC_MEDIUM_SLOTS; k++) {
+        size_t bytes = k << TC_MEDIUM_GRAIN_LOG;
+        unsigned down = arena_class_of(bytes), up = down + (arena_class_lo(down) < bytes);
+        up = tcache_medium_floor(up + TC_MEDIUM_STEP - 1);
+        down = tcache_medium_floor(down);
+        tc_medium_request_bin[k] = (uint8_t)(bytes > TC_MAX_BLOCK && up < TC_NCLASS ? up : 0);
+        tc_medium_free_bin[k] = (uint8_t)(down >= QUICK_CLASSES && down < TC_NCLASS ? down : 0);
+    }
     for (unsigned c = 0; c < TC_NCLASS; c++) {
-        class_size[c] = c < 2 ? 0 : (uint32_t)arena_class_lo(c);
-        take_blocks[c] = class_size[c] ? REMOTE_TAKE_BYTES / class_size[c] : 0;
+        tc_class_size[c] = c < 2 ? 0 : (uint32_t)arena_class_lo(c);
+        take_blocks[c] = tc_class_size[c] ? REMOTE_TAKE_BYTES / tc_class_size[c] : 0;
         bin_base[c] = bin_blocks(c, BIN_BYTES);
         bin_cap[c] = bin_blocks(c, BIN_GROW_BYTES);
         if (c >= QUICK_CLASSES) {
             /* A medium bin starts at one block, so a thread that allocates
              * a size once carves one, and grows on overflow to
              * MEDIUM_BIN_BYTES of blocks (at least one). */
-            uint32_t n = MEDIUM_BIN_BYTES / class_size[c];
+            uint32_t n = MEDIUM_BIN_BYTES / tc_class_size[c];
             bin_base[c] = 1;
             bin_cap[c] = n != 0 ? n : 1;
         }
@@ -142,7 +157,7 @@ static int bin_grow(unsigned c)
     uint32_t half = max / 2 != 0 ? max / 2 : 1;
     uint32_t more = half < cap - max ? half : cap - max;
     /* Medium bins are bounded by the thread's medium budget instead. */
-    size_t bytes = c < QUICK_CLASSES ? (size_t)more * class_size[c] : 0;
+    size_t bytes = c < QUICK_CLASSES ? (size_t)more * tc_class_size[c] : 0;
     if (more == 0 || ma_tc.grown_bytes + bytes > TC_GROWTH)
         return 0;
     ma_tc.max[c] += more;
@@ -191,7 +206,7 @@ static void bin_shrink(unsigned c)
     uint32_t base = bin_base[c];
     if (ma_tc.max[c] > base) {
         if (c < QUICK_CLASSES)
-            ma_tc.grown_bytes -= (size_t)(ma_tc.max[c] - base) * class_size[c];
+            ma_tc.grown_bytes -= (size_t)(ma_tc.max[c] - base) * tc_class_size[c];
         ma_tc.max[c] = base;
     }
     ma_tc.room[c] = (int32_t)base;
@@ -386,7 +401,7 @@ static inline void *bin_pop(unsigned c)
     ((uintptr_t *)p)[1] = 0;
     ma_tc.room[c]++;
     if (c >= QUICK_CLASSES)
-        ma_tc.medium_held -= class_size[c];
+        ma_tc.medium_held -= tc_class_size[c];
     return p;
 }
 
@@ -440,12 +455,12 @@ static void *refill_class(unsigned c, size_t n)
         if (got < want) {
             /* Below 1 KiB a bin holds blocks of exactly its size (the quick
              * lists count on it), and a batch carves nothing else. */
-            got += arena_alloc_batch(a, class_size[c], want - got, tcache_head(c));
+            got += arena_alloc_batch(a, tc_class_size[c], want - got, tcache_head(c));
         }
         ma_tc.room[c] -= (int32_t)got;
         ma_tc.moved_in += got;
         if (!small)
-            ma_tc.medium_held += (size_t)got * class_size[c];
+            ma_tc.medium_held += (size_t)got * tc_class_size[c];
         p = bin_pop(c);
     } else {
         p = arena_alloc(a, block_size_for(n));
@@ -463,21 +478,10 @@ void *tcache_refill(size_t n)
 
 void *tcache_medium_alloc(unsigned c)
 {
-    void *p = bin_pop(c);
+    void *p = tcache_medium_pop(c);
     return p != NULL ? p : refill_class(c, arena_class_lo(c));
 }
 
-int tcache_medium_free(void *p, size_t size)
-{
-    unsigned c = arena_class_of(size);
-    /* Blocks just above TC_MAX_BLOCK fall in the last small class, whose
-     * bin holds blocks of at most TC_MAX_BLOCK: not cached. */
-    if (c < QUICK_CLASSES || c >= TC_NCLASS || ma_tc.medium_held + class_size[c] > TC_MEDIUM_BUDGET)
-        return 0;
-    ma_tc.medium_held += class_size[c];
-    tcache_push(p, c);
-    return 1;
-}
 
 /* Blocks in head[c], the part of bin c the fast paths see. */
 static inline uint32_t top_count(unsigned c) { return tcache_count(c) - ma_tc.reserve_n[c]; }
@@ -489,7 +493,7 @@ static inline uint32_t top_count(unsigned c) { return tcache_count(c) - ma_tc.re
 static void *blocks_park(struct arena *a, unsigned c, void *first, uint32_t n, int whole)
 {
     int exact = c < EXACT_CLASSES;
-    size_t bytes = (size_t)n * class_size[c];
+    size_t bytes = (size_t)n * tc_class_size[c];
     void *rest = NULL;
     if (!exact || !whole) {
         void *last = first;
@@ -511,7 +515,7 @@ static void *blocks_park(struct arena *a, unsigned c, void *first, uint32_t n, i
         arena_quick_put(a, c, first, n, bytes);
     } else {
         /* No quick lists of medium blocks: they go back to the free lists. */
-        ma_tc.medium_held -= (size_t)n * class_size[c];
+        ma_tc.medium_held -= (size_t)n * tc_class_size[c];
         arena_release_cached(a, first, n);
     }
     return rest;
@@ -655,7 +659,7 @@ static void bin_list_check(unsigned c, void *x, uint32_t *n, uint32_t count)
             ma_fatal("ma_check", "thread cache holds a foreign or free block", x);
         /* A block may exceed its class (above 1 KiB a class spans sizes),
          * never fall short of it; below 1 KiB it is exact. */
-        if (block_size(b) < class_size[c] || (c < EXACT_CLASSES && block_size(b) != class_size[c]) ||
+        if (block_size(b) < tc_class_size[c] || (c < EXACT_CLASSES && block_size(b) != tc_class_size[c]) ||
             ((const uintptr_t *)x)[1] != cached_key(x))
             ma_fatal("ma_check", "thread cache block in the wrong bin or unmarked", x);
     }
@@ -681,7 +685,7 @@ void tcache_check(void)
         if (n != count)
             ma_fatal("ma_check", "thread cache count disagrees with its bin", *tcache_head(c));
         if (c >= QUICK_CLASSES)
-            medium += (size_t)count * class_size[c];
+            medium += (size_t)count * tc_class_size[c];
     }
     if (medium != ma_tc.medium_held)
         ma_fatal("ma_check", "thread cache medium bytes disagree with its bins", NULL);

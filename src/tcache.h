@@ -29,7 +29,9 @@
  * no lock either, a few dozen instructions more than a small block. Their
  * bins hold at most MEDIUM_BIN_BYTES each and TC_MEDIUM_BUDGET in all. */
 #define TC_NCLASS 193                                /* arena_class_of(256 KiB) + 1 */
+#ifndef TC_MEDIUM_BUDGET
 #define TC_MEDIUM_BUDGET ((size_t)4 << 20)
+#endif
 
 #define TC_EXACT_LIMIT CLASS_EXACT_LIMIT  /* below it, a block of size s is in class s / 16 */
 
@@ -189,21 +191,69 @@ MA_HIDDEN void tcache_lock(struct arena *a);
  * recent acquisitions show (a move to another arena) and on a pending
  * ma_check request. */
 MA_HIDDEN void tcache_unlock(struct arena *a);
-/* The bin of a medium request of n bytes, or 0 if n is not cached. */
+/* Medium bins use every TC_MEDIUM_STEP-th arena class (4 per power of
+ * two, where the arena has 16): a request is rounded up to the next of them
+ * and a freed block goes to the one at or below its size. Fewer, wider
+ * classes let a bin of each hold enough blocks for programs whose sizes
+ * spread over the whole range (bench/NOTES.md, "Medium classes"). Every
+ * such class starts at a multiple of TC_MEDIUM_GRAIN, so two small tables
+ * indexed by size / TC_MEDIUM_GRAIN map a request or a block to its bin. */
+#define TC_MEDIUM_STEP 4u
+#define TC_MEDIUM_GRAIN_LOG 11
+#define TC_MEDIUM_MAX_BLOCK ((size_t)256 << 10)                /* the block of class TC_NCLASS - 1 */
+#define TC_MEDIUM_MAX_REQUEST (TC_MEDIUM_MAX_BLOCK - B_OVERHEAD)
+#define TC_MEDIUM_SLOTS ((TC_MEDIUM_MAX_BLOCK >> TC_MEDIUM_GRAIN_LOG) + 1)
+static inline unsigned tcache_medium_floor(unsigned c) { return c & ~(TC_MEDIUM_STEP - 1); }
+
+/* ceil(block / grain) -> the bin that serves it; block / grain -> the bin a
+ * freed block of that size goes to, or 0 where no bin is (below the medium
+ * range). Set once at init. */
+MA_HIDDEN extern uint8_t tc_medium_request_bin[TC_MEDIUM_SLOTS];
+MA_HIDDEN extern uint8_t tc_medium_free_bin[TC_MEDIUM_SLOTS];
+MA_HIDDEN extern uint32_t tc_class_size[TC_NCLASS];  /* block size a refill of class c carves */
+
+/* The bin of a medium request of n bytes (TC_MAX_REQUEST < n <=
+ * TC_MEDIUM_MAX_REQUEST). */
 static inline unsigned tcache_medium_class(size_t n)
 {
-    size_t size = block_size_for(n);
-    unsigned c = arena_class_of(size);
-    if (arena_class_lo(c) < size)
-        c++;
-    return c < TC_NCLASS ? c : 0;
+    return tc_medium_request_bin[(n + B_OVERHEAD + ((size_t)1 << TC_MEDIUM_GRAIN_LOG) - 1) >> TC_MEDIUM_GRAIN_LOG];
 }
+
+/* Pops a block of medium bin c, or NULL: tcache_pop's twin, which also
+ * keeps the count of bytes the medium bins hold. */
+static inline void *tcache_medium_pop(unsigned c)
+{
+    void *p = *tcache_head(c);
+    if (ma_unlikely(p == NULL))
+        return NULL;
+    void *next = link_get(p);
+    if (ma_unlikely((uintptr_t)next & (MA_ALIGN - 1)))
+        tcache_corrupt(p);
+    *tcache_head(c) = next;
+    ((uintptr_t *)p)[1] = 0;
+    ma_tc.room[c]++;
+    ma_tc.medium_held -= tc_class_size[c];
+    return p;
+}
+
+/* Caches freed medium block p of `size` bytes (TC_MAX_BLOCK < size <=
+ * TC_MEDIUM_MAX_BLOCK), owned by the thread's arena while it caches; 0 if
+ * no bin takes it or the thread's medium budget is spent (the caller frees
+ * it). */
+static inline int tcache_medium_free(void *p, size_t size)
+{
+    unsigned c = tc_medium_free_bin[size >> TC_MEDIUM_GRAIN_LOG];
+    size_t held = ma_tc.medium_held + tc_class_size[c];
+    if (ma_unlikely(c == 0 || held > TC_MEDIUM_BUDGET))
+        return 0;
+    ma_tc.medium_held = held;
+    tcache_push(p, c);
+    return 1;
+}
+
 /* Serves a medium request of bin c (tcache_medium_class) from the bin, or
  * by refilling it; NULL + ENOMEM if the arena cannot grow. */
 MA_HIDDEN void *tcache_medium_alloc(unsigned c);
-/* Caches freed medium block p of `size` bytes, owned by the thread's
- * arena; 0 if the thread's medium budget is spent (the caller frees it). */
-MA_HIDDEN int tcache_medium_free(void *p, size_t size);
 /* Serves an n-byte request (n <= TC_MAX_REQUEST) by refilling its bin from
  * the arena; NULL + ENOMEM if the arena cannot grow. */
 MA_HIDDEN void *tcache_refill(size_t n);

@@ -498,6 +498,10 @@ static int cmd_link(const char *kind, const char *mode, size_t size)
     size_t n = 3;
     void *victim;
     if (strcmp(kind, "bin") == 0) {
+        /* A medium bin (above 8 KiB) starts at one block and a second
+         * free would send its newest to the arena: one block there. */
+        if (size > 8192)
+            n = 1;
         for (size_t i = 0; i < n; i++)
             link_blocks[i] = ma_malloc(size);
         for (size_t i = 0; i < n; i++)

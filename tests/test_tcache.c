@@ -23,6 +23,39 @@ Test(tcache, pairs_are_served_without_the_arena_lock)
     cr_assert_eq(arena_stats(me).lock_acquires, locks + 1);
 }
 
+/* Every medium request (8 KiB to 256 KiB) gets a block that holds it and
+ * wastes at most a quarter (4 bins per power of two), and a pair of one
+ * size is served from its bin: the same block back, no lock. */
+Test(tcache, medium_requests_fit_their_bins_and_pairs_take_no_lock)
+{
+    if (check_mode())
+        return; /* check mode caches nothing */
+    unsigned me = ma_thread_arena();
+    for (size_t n = 8180; n <= (256u << 10) - 8; n += 7) {
+        void *p = ma_malloc(n);
+        cr_assert_not_null(p);
+        size_t u = ma_usable_size(p);
+        cr_assert_geq(u, n, "request %zu: usable %zu", n, u);
+        cr_assert_leq(u + 8, (n + 8) + (n + 8) / 4 + 16, "request %zu: usable %zu", n, u);
+        memset(p, 0x5a, n);
+        ma_free(p);
+    }
+    const size_t sizes[] = { 9000, 20000, 65536, 100000, 200000 };
+    for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        void *p = ma_malloc(sizes[i]);
+        ma_free(p);
+        uint64_t locks = arena_stats(me).lock_acquires;
+        for (int k = 0; k < 100; k++) {
+            volatile char *q = ma_malloc(sizes[i]);
+            cr_assert_eq((void *)q, p, "size %zu: the bin's block", sizes[i]);
+            q[sizes[i] - 1] = 1;
+            ma_free((void *)q);
+        }
+        cr_assert_eq(arena_stats(me).lock_acquires, locks + 1, "size %zu", sizes[i]);
+    }
+    ma_check();
+}
+
 struct remote_job {
     void **blocks;
     int n;
