@@ -193,6 +193,7 @@ struct arena {
     size_t spare_low;                 /* guarded by lock: fewest empty_chunks since the last decay pass */
     uint64_t decay_ms;                /* guarded by lock: when the last decay pass ran */
     uint64_t epoch;                   /* guarded by lock: decay passes run (stamps free blocks) */
+    uint64_t orphan_epoch;            /* guarded by lock: the epoch when its last thread left */
     size_t mapped, in_use, free_bytes, free_blocks; /* guarded by lock */
     size_t peak_in_use;               /* guarded by lock */
     size_t dirty;                     /* guarded by lock: bytes coalesced since the last purge */

@@ -60,12 +60,12 @@ void chunk_release(struct arena *a, struct chunk *c)
 
 /* ---- retained chunks ---- */
 
-/* A chunk that falls wholly free beyond the reserve stays mapped while the
- * arena has threads (chunk_retained): a program that frees a batch and
- * allocates the next reuses it without a system call or a page fault. A
- * decay pass (purge.c) unmaps the ones that stayed wholly free since the
- * pass before: spare_low is the fewest wholly free chunks seen in between.
- * The last thread to leave unmaps them all, as does ma_trim. */
+/* A chunk that falls wholly free beyond the reserve stays mapped
+ * (chunk_retained): a program that frees a batch and allocates the next,
+ * or a thread that takes over the arena of one that exited, reuses it
+ * without a system call or a page fault. A decay pass (purge.c) unmaps the
+ * ones that stayed wholly free since the pass before: spare_low is the
+ * fewest wholly free chunks seen in between. ma_trim unmaps them all. */
 
 size_t chunks_release_free(struct arena *a, size_t n)
 {

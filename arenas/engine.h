@@ -146,11 +146,12 @@ static inline void chunk_taken(struct arena *a)
         a->spare_low = a->empty_chunks;
 }
 /* Whether a chunk that falls wholly free beyond the reserve stays mapped
- * until a decay pass finds it unused: yes while the arena has threads to
- * reuse it and memory is retained at all (chunk.c, "retained chunks"). */
+ * until a decay pass finds it unused: yes whenever memory is retained at
+ * all, also in an arena whose threads have all left, for the threads to
+ * come (chunk.c, "retained chunks"; purge.c, "threads leaving"). */
 static inline int chunk_retained(const struct arena *a)
 {
-    return a->retain_ms != 0 && __atomic_load_n(&a->threads, __ATOMIC_RELAXED) != 0;
+    return a->retain_ms != 0;
 }
 /* Maps a new chunk and puts its single free block in the index; NULL if
  * the kernel refuses. */

@@ -90,6 +90,11 @@ void arena_decay(struct arena *a)
     if (a->quick_blocks != 0)
         arena_consolidate(a);
     purge_blocks(a, PURGE_MIN_BLOCK, 1);
+    /* An arena that has had no thread for a whole interval: nobody came to
+     * reuse its holes, so their pages go too, as far down as a thread's
+     * leaving would discard them. */
+    if (__atomic_load_n(&a->threads, __ATOMIC_RELAXED) == 0 && a->epoch >= a->orphan_epoch + 2)
+        purge_blocks(a, GROW_PURGE_MIN_BLOCK, 0);
 }
 
 
@@ -109,12 +114,20 @@ void arena_purge_fragmented(struct arena *a)
  * as other threads keep blocks of it alive, or for the rest of the
  * process. So the last thread out drains the stacks and coalesces what is
  * parked (arena_orphaned), and from then on every remote free into the
- * arena drains its stack at once, so those blocks coalesce too and wholly
- * free chunks go back to the OS. A thread that joins the arena again is
- * its owner: the first remote free to see it puts the drain bound back.
+ * arena drains its stack at once, so those blocks coalesce too. A thread
+ * that joins the arena again is its owner: the first remote free to see it
+ * puts the drain bound back.
  *
- * Pages are discarded too (free blocks of GROW_PURGE_MIN_BLOCK and more,
- * as before an arena grows) when a thread leaves an arena that then holds
+ * With retention (MEMALLOC_RETAIN_MS, on by default) the memory itself
+ * stays for the threads to come, as a living thread's does: programs that
+ * start a thread per task or per round reuse it without page faults. The
+ * decay passes unmap the chunks that stay wholly free and, once the arena
+ * has had no thread for a whole interval, discard its holes' pages as the
+ * passes below would (arena_decay).
+ *
+ * Without retention, wholly free chunks go back at once, and pages are
+ * discarded (free blocks of GROW_PURGE_MIN_BLOCK and more, as before an
+ * arena grows) when a thread leaves an arena that then holds
  * at least LEAVE_PURGE_MIN_IDLE bytes free or parked, and, if other
  * threads remain, three quarters of what it has mapped: the end of a
  * phase of the program, not one of many threads that come and go over a
@@ -141,6 +154,12 @@ void arena_orphaned(struct arena *a)
     arena_set_orphan(a, 1);
     arena_drain(a);
     arena_consolidate(a);
+    if (a->retain_ms != 0) {
+        /* Kept for the next thread to come, as a thread's own memory is:
+         * the decay passes give back what stays unused (arena_decay). */
+        a->orphan_epoch = a->epoch;
+        return;
+    }
     if (a->empty_chunks > a->reserve)
         chunks_release_free(a, a->empty_chunks - a->reserve);
     leave_purge(a, 1);
@@ -148,5 +167,6 @@ void arena_orphaned(struct arena *a)
 
 void arena_thread_left(struct arena *a)
 {
-    leave_purge(a, 0);
+    if (a->retain_ms == 0)
+        leave_purge(a, 0);
 }

@@ -607,7 +607,11 @@ void tcache_thread_exit(void)
             arena_orphaned(a);
         else
             arena_thread_left(a);
+        /* What the arena keeps for the threads to come goes back by age:
+         * the purger must be running to see it age. */
+        int retaining = a->empty_chunks > a->reserve || a->free_bytes >= a->chunk_size;
         arena_unlock(a);
+        decay_wake(retaining);
     }
     ma_tc.exited = 1;
     ma_tc.off = 1;

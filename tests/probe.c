@@ -346,9 +346,12 @@ static int cmd_move(int stay)
 /* orphan: with two arenas, a worker (arena 1) allocates 4000 blocks of
  * 1000 bytes for this thread (arena 0), frees some small blocks through its
  * cache, and leaves 9.6 MB of 12 KiB holes between 12 KiB blocks that it
- * keeps (enough idle for the exit to discard pages); then it exits. Prints whether a hole's page is still resident, the locks
- * that 100 remote frees into the threadless arena took, the same once a
- * thread has joined it, and the chunks it keeps when everything is freed. */
+ * keeps; then it exits. Prints whether a hole's page is resident right
+ * after the exit (kept for the next thread) and once the arena has had no
+ * thread for three retain intervals (MEMALLOC_RETAIN_MS, which the caller
+ * sets), the locks that 100 remote frees into the threadless arena took,
+ * the same once a thread has joined it, and the chunks it keeps three
+ * intervals after everything is freed. */
 enum { ORPH_BIG = 1600, ORPH_SMALL = 4000, ORPH_BIG_SIZE = 12 * 1024 };
 static char *orph_big[ORPH_BIG], *orph_small[ORPH_SMALL];
 static pthread_barrier_t orph_joined, orph_leave;
@@ -396,9 +399,15 @@ static int cmd_orphan(void)
     unsigned char vec[1] = { 0 };
     if (mincore(page, 4096, vec) != 0)
         return 1;
+    int kept = vec[0] & 1;
+    const char *ms = getenv("MEMALLOC_RETAIN_MS");
+    unsigned wait_ms = 3 * (unsigned)(ms != NULL ? atoi(ms) : 1000) + 50;
+    usleep(wait_ms * 1000u);
+    if (mincore(page, 4096, vec) != 0)
+        return 1;
     ma_arena_stats_t s;
     ma_arena_stats_get(1, &s);
-    printf("threads=%llu hole_resident=%d ", (unsigned long long)s.threads, vec[0] & 1);
+    printf("threads=%llu kept=%d hole_resident=%d ", (unsigned long long)s.threads, kept, vec[0] & 1);
     uint64_t before = arena1_locks();
     for (int i = 0; i < 100; i++)
         ma_free(orph_small[i]);
@@ -421,6 +430,7 @@ static int cmd_orphan(void)
         ma_free(orph_small[i]);
     for (int i = 0; i < ORPH_BIG; i += 2)
         ma_free(orph_big[i]);
+    usleep(wait_ms * 1000u);
     ma_arena_stats_get(1, &s);
     printf("chunks=%zu in_use=%zu\n", s.chunks, s.in_use);
     return 0;
