@@ -271,11 +271,12 @@ static void counters_merge(struct arena *a)
     uint64_t held = 0;
     for (unsigned c = 0; c < TC_NCLASS; c++)
         held += tcache_count(c);
-    a->allocs += ma_tc.frees + ma_tc.moved_in - ma_tc.moved_out + ma_tc.held - held;
-    a->frees += ma_tc.frees + ma_tc.remote_taken;
+    uint64_t frees = ma_tc.frees - ma_tc.frees_merged;
+    a->allocs += frees + ma_tc.moved_in - ma_tc.moved_out + ma_tc.held - held;
+    a->frees += frees + ma_tc.remote_taken;
     a->remote_frees += ma_tc.remote_taken;
     ma_tc.held = held;
-    ma_tc.frees = 0;
+    ma_tc.frees_merged = ma_tc.frees;
     ma_tc.moved_in = 0;
     ma_tc.moved_out = 0;
     ma_tc.remote_taken = 0;
@@ -413,6 +414,18 @@ static void *refill_class(unsigned c, size_t n)
     struct arena *a = tcache_arena();
     int small = c < QUICK_CLASSES;
     void *p;
+    /* A small bin that runs empty again while the thread freed fewer
+     * blocks (of any size) than the bin's last refill brought is serving
+     * a run of allocations, a batch bigger than the bin: it grows, as it
+     * does when it overflows, so that the run takes the lock for ever
+     * bigger refills instead of one per half bin. A bin that empties amid
+     * as many frees as allocations (sizes that come and go at random)
+     * keeps its bound: more blocks would only come back at the next
+     * overflow (bench/NOTES.md, "Bins that run empty in a batch grow").
+     * Medium bins grow only on overflow. */
+    uint32_t freed = (uint32_t)ma_tc.frees - ma_tc.freed_at[c];
+    int grow = small && ma_tc.refilled[c] && freed < ma_tc.taken[c];
+    ma_tc.freed_at[c] = (uint32_t)ma_tc.frees;
     ma_tc.used[c] = ma_tc.ops;
     ma_tc.own[c] = 0;
     ma_tc.refilled[c] = 1;
@@ -444,6 +457,8 @@ static void *refill_class(unsigned c, size_t n)
     tcache_lock(a);
     locked_upkeep(a);
     if (ma_tc.cache_for == a) {
+        if (grow)
+            bin_grow(c);
         unsigned want = ma_tc.max[c] / 2 ? ma_tc.max[c] / 2 : 1;
         unsigned got = 0;
         if (small) {
@@ -458,6 +473,7 @@ static void *refill_class(unsigned c, size_t n)
             got += arena_alloc_batch(a, tc_class_size[c], want - got, tcache_head(c));
         }
         ma_tc.room[c] -= (int32_t)got;
+        ma_tc.taken[c] = got;
         ma_tc.moved_in += got;
         if (!small)
             ma_tc.medium_held += (size_t)got * tc_class_size[c];

@@ -60,11 +60,13 @@ struct tcache {
      * NULL-terminated; reserve_n[c] blocks. */
     void *reserve[TC_NCLASS];
     uint32_t reserve_n[TC_NCLASS];
-    /* Since the last merge into the arena's counters: blocks pushed (a pop
-     * is not counted, see counters_merge), blocks that came into the bins
+    /* Blocks pushed since the thread started (a pop is not counted, see
+     * counters_merge), and what that count was at the last merge into the
+     * arena's counters; since that merge, blocks that came into the bins
      * from the arena and that went back to it; and what the bins held at
      * that merge. */
-    uint64_t frees, moved_in, moved_out, held;
+    uint64_t frees, frees_merged;
+    uint64_t moved_in, moved_out, held;
     uint64_t remote_taken;    /* blocks taken from remote stacks since then */
     /* The pagemap tag (PAGEMAP_CHUNK + index) of the arena this thread
      * caches for, or PAGEMAP_NEVER when it does not cache: free() compares
@@ -78,6 +80,8 @@ struct tcache {
     uint32_t own[TC_NCLASS];  /* of the ops since, the bin's own flushes */
     struct arena *hint;       /* the arena of the first block freed before any allocation */
     uint8_t refilled[TC_NCLASS]; /* 1 once the thread has allocated from bin c (since the last full flush) */
+    uint32_t freed_at[TC_NCLASS]; /* frees at the last refill of bin c (wraps) */
+    uint32_t taken[TC_NCLASS];    /* blocks that refill brought */
     unsigned lock_ops;        /* locked operations in this window */
     unsigned lock_waited;     /* of those, how many waited for the lock */
     int off;                  /* 1: this thread does not cache (user or exit) */

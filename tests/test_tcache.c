@@ -190,14 +190,14 @@ Test(tcache, bins_are_bounded)
 
 Test(tcache, a_run_of_frees_keeps_the_latest_blocks_and_parks_the_rest_whole)
 {
-    /* 4000 blocks of 32 bytes through a bin that grows to 1024 (BIN_MAX).
-     * At each overflow the blocks pushed since the last one become the
-     * bin's reserve and the reserve before them goes to the arena, so what
-     * the cache keeps are the latest blocks freed (the hot ones), 957 of
-     * them here: blocks 3043-3999. A bin cut by walking would keep its
-     * oldest blocks (0-127) at the bottom throughout. */
+    /* 4000 blocks of 32 bytes through a bin that grows to 1024 (BIN_MAX)
+     * as the allocations empty it. At each overflow the blocks pushed since
+     * the last one become the bin's reserve and the reserve before them
+     * goes to the arena, so what the cache keeps are the latest blocks
+     * freed (the hot ones), 814 of them here: blocks 3186-3999. A bin cut
+     * by walking would keep its oldest blocks at the bottom throughout. */
     unsigned me = ma_thread_arena();
-    enum { N = 4000, BACK = 957 };
+    enum { N = 4000, BACK = 814 };
     static void *p[N];
     for (int i = 0; i < N; i++)
         p[i] = ma_malloc(24);
@@ -222,20 +222,21 @@ Test(tcache, a_bin_that_overflows_grows_within_its_bound)
     unsigned me = ma_thread_arena();
     enum { N = 1000, SIZE = 2000 }; /* 2048-byte blocks: bins start at 4 (BIN_MIN) */
     static void *p[N];
+    size_t before = arena_stats(me).in_use;
     for (int i = 0; i < N; i++)
         p[i] = ma_malloc(SIZE);
-    size_t live = arena_stats(me).in_use;
     for (int i = 0; i < N; i++)
         ma_free(p[i]);
-    /* Cached blocks count as in use. Grown to 32 blocks (64 KiB), the bin
-     * flushes down to 16 and holds 16-32; without growth it would hold 4-8. */
-    size_t held = arena_stats(me).in_use - (live - (size_t)N * 2048);
+    /* Cached blocks count as in use: what the size holds now is what its
+     * bin holds. Grown to 32 blocks (64 KiB), the bin flushes down to 16
+     * and holds 16-32; without growth it would hold 4-8. */
+    size_t held = arena_stats(me).in_use - before;
     cr_assert_geq(held, 16 * 2048, "the bin grew: %zu bytes held", held);
     cr_assert_leq(held, 32 * 2048, "and stayed within 64 KiB: %zu bytes held", held);
     ma_trim(); /* flushes the cache and puts the bounds back */
     for (int i = 0; i < 4; i++)
         p[i] = ma_malloc(SIZE);
-    live = arena_stats(me).in_use;
+    size_t live = arena_stats(me).in_use;
     for (int i = 0; i < 4; i++)
         ma_free(p[i]);
     cr_assert_eq(arena_stats(me).in_use, live, "4 blocks fit the reset bin");
@@ -460,10 +461,10 @@ Test(tcache, blocks_of_a_size_no_longer_allocated_are_coalesced)
 Test(tcache, a_size_freed_in_a_long_batch_stays_parked_for_its_next_round)
 {
     unsigned me = ma_thread_arena();
-    enum { N = 40000 }; /* 64-byte requests: ~300 flushes to free them */
+    enum { N = 40000 }; /* 64-byte requests: ~80 flushes to free them */
     void **p = calloc(N, sizeof *p);
     cr_assert_not_null(p);
-    for (int round = 0; round < 3; round++) {
+    for (int round = 0; round < 6; round++) {
         for (int i = 0; i < N; i++)
             cr_assert_not_null(p[i] = ma_malloc(64));
         for (int i = 0; i < N; i++)
