@@ -389,21 +389,10 @@ static void locked_upkeep(struct arena *a)
     arena_quick_sweep(a);
 }
 
-/* Pops the head of bin c, or NULL: the fast path's pop, by class. */
+/* Pops the head of bin c, small or medium, or NULL. */
 static inline void *bin_pop(unsigned c)
 {
-    void *p = *tcache_head(c);
-    if (p == NULL)
-        return NULL;
-    void *next = link_get(p);
-    if (ma_unlikely((uintptr_t)next & (MA_ALIGN - 1)))
-        tcache_corrupt(p);
-    *tcache_head(c) = next;
-    ((uintptr_t *)p)[1] = 0;
-    ma_tc.room[c]++;
-    if (c >= QUICK_CLASSES)
-        ma_tc.medium_held -= tc_class_size[c];
-    return p;
+    return c >= QUICK_CLASSES ? tcache_medium_pop(c) : tcache_pop_class(c);
 }
 
 /* Serves a request of bin c (n bytes, for a thread that does not cache):

@@ -223,9 +223,8 @@ static inline unsigned tcache_medium_class(size_t n)
     return tc_medium_request_bin[(n + B_OVERHEAD + ((size_t)1 << TC_MEDIUM_GRAIN_LOG) - 1) >> TC_MEDIUM_GRAIN_LOG];
 }
 
-/* Pops a block of medium bin c, or NULL: tcache_pop's twin, which also
- * keeps the count of bytes the medium bins hold. */
-static inline void *tcache_medium_pop(unsigned c)
+/* Pops the head of bin c, or NULL: tcache_pop's work, by class. */
+static inline void *tcache_pop_class(unsigned c)
 {
     void *p = *tcache_head(c);
     if (ma_unlikely(p == NULL))
@@ -236,7 +235,16 @@ static inline void *tcache_medium_pop(unsigned c)
     *tcache_head(c) = next;
     ((uintptr_t *)p)[1] = 0;
     ma_tc.room[c]++;
-    ma_tc.medium_held -= tc_class_size[c];
+    return p;
+}
+
+/* Pops a block of medium bin c, or NULL, keeping the count of bytes the
+ * medium bins hold. */
+static inline void *tcache_medium_pop(unsigned c)
+{
+    void *p = tcache_pop_class(c);
+    if (ma_likely(p != NULL))
+        ma_tc.medium_held -= tc_class_size[c];
     return p;
 }
 
