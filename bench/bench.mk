@@ -32,7 +32,8 @@ BENCH_LDLIBS := -pthread
 # operator new/delete reach whichever allocator is preloaded.
 BENCH_PROGRAMS := threadtest larson xmalloc cache-thrash cache-scratch \
                   fragmentation realloc churn threadchurn \
-                  larson-kr hoard-threadtest sh8bench malloc-large mstress
+                  larson-kr hoard-threadtest sh8bench malloc-large mstress \
+                  rptest sh6bench
 BENCH_BINS := $(addprefix $(BENCH_OUT)/,$(BENCH_PROGRAMS))
 BENCH_COMMON := $(BENCH_OUT)/common.o
 BENCH_LIB := $(BUILD)/libmemalloc.so

@@ -90,6 +90,19 @@ BENCHES = {
                      "After mimalloc-bench's malloc-large: a ring of 20 live buffers of 5-25 MiB, "
                      "each new one value-initialised (zero-filled, as std::vector<char>(n)), the "
                      "oldest replaced each step. Single-threaded."),
+    "rptest": ("rptest", "memory operations",
+               "After rpmalloc's benchmark as mimalloc-bench runs it: each thread frees and "
+               "allocates 24-99 blocks an iteration at scattered slots of its 1000 (sizes "
+               "8-16000 B, falling off linearly; calloc or memalign, every byte written) and "
+               "every second iteration hands a parcel of new blocks to another thread, which "
+               "frees them. Two passes, then the threads are replaced and run two more. Each "
+               "allocation and each free is one operation; iterations split among the threads."),
+    "sh6bench": ("sh6bench", "malloc/free pairs",
+                 "After SmartHeap's sh6bench as mimalloc-bench runs it: sweeps of sizes 1-709 B "
+                 "(54% under 8 B) fill a ring of 10,000 slots split among the threads; at the end "
+                 "of the ring a fifth is kept and the rest freed, below it in order and above it "
+                 "in reverse; the kept fifth the original loses every fifth lap stays live to the "
+                 "end. Fixed total work; nothing crosses threads."),
 }
 THROUGHPUT = list(BENCHES)
 FRAG = "fragmentation"

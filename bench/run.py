@@ -49,8 +49,8 @@ ALL_ALLOCATORS = ["memalloc", "glibc", "jemalloc", "tcmalloc", "mimalloc"]
 # Each benchmark: program, arguments per mode (the thread count is added as
 # -t T) and which thread counts it runs at ("all" = the --threads list).
 # Quick sizes keep a run near 0.1-0.5 s under glibc, so the quick suite
-# (~975 runs at 1-16 threads, 540 of them the benchmarks before the
-# classic ones) takes about 6-7 minutes on a 2-core machine (an estimate
+# (~1125 runs at 1-16 threads, 540 of them the benchmarks before the
+# classic ones) takes about 7-8 minutes on a 2-core machine (an estimate
 # from the runs of each part); full sizes are 3-5x longer and run 5 times.
 
 SUITE = [
@@ -91,6 +91,17 @@ SUITE = [
          quick=["-r", "30", "-n", "20000"], full=["-r", "100", "-n", "20000"]),
     dict(id="mstress", prog="mstress", threads="all",
          quick=["-r", "5"], full=["-r", "15"]),
+    # rpmalloc's benchmark as mimalloc-bench runs it (sizes 8-16000, linear
+    # falloff, 1000 slots a thread, parcels to other threads every second
+    # iteration); -l counts the iterations of all threads together, so the
+    # work stays fixed as T grows (mimalloc-bench's run is -l 8000 -t 16).
+    dict(id="rptest", prog="rptest", threads="all",
+         quick=["-l", "5000"], full=["-l", "16000"]),
+    # SmartHeap's sh6bench with mimalloc-bench's call count (a ring of
+    # 10,000 slots split among the threads), sizes 1-1000; mimalloc-bench
+    # makes 10,000 sweeps of 19,300 allocations, these runs 200 and 600.
+    dict(id="sh6bench", prog="sh6bench", threads="all",
+         quick=["-r", "200"], full=["-r", "600"]),
     dict(id="churn-64k", prog="churn", threads=[1, 2, 4],
          quick=["-m", "64k", "-n", "600k"], full=["-m", "64k", "-n", "2M"]),
     # Single-threaded by design; each allocation writes 5-25 MiB. The ring
@@ -520,6 +531,8 @@ CHECK_ARGS = {
     "hoard-threadtest": ["-t", "2", "-i", "3", "-n", "2000"],
     "sh8bench": ["-t", "2", "-r", "4", "-n", "400"],
     "mstress": ["-t", "2", "-r", "2", "-s", "5000"],
+    "rptest": ["-t", "2", "-l", "200", "-b", "200"],
+    "sh6bench": ["-t", "2", "-n", "1000", "-r", "4"],
     "churn-16": ["-m", "16", "-n", "20000"],
     "churn-64k": ["-m", "64k", "-t", "2", "-n", "20000"],
     "malloc-large": ["-n", "25", "-m", "1M", "-M", "2M"],
