@@ -28,7 +28,8 @@ struct block *chunk_grow(struct arena *a)
         a->chunks->prev = c;
     a->chunks = c;
     a->nchunks++;
-    a->mapped += cs;
+    /* Atomic: a new thread reads it without the lock (tcache.c, arena_pick). */
+    __atomic_store_n(&a->mapped, a->mapped + cs, __ATOMIC_RELAXED);
     a->empty_chunks++;
 
     size_t cap = chunk_capacity(cs);
@@ -50,7 +51,7 @@ void chunk_release(struct arena *a, struct chunk *c)
     if (c->next != NULL)
         c->next->prev = c->prev;
     a->nchunks--;
-    a->mapped -= c->size;
+    __atomic_store_n(&a->mapped, a->mapped - c->size, __ATOMIC_RELAXED);
     size_t size = c->size;
     c->magic = 0;
     pagemap_set((uintptr_t)c, size, PAGEMAP_FREED);

@@ -219,26 +219,38 @@ static void arena_set(struct arena *a)
     ma_tc.tag = (unsigned char)(ma_tc.cache_for != NULL ? PAGEMAP_CHUNK + (int)a->index : PAGEMAP_NEVER);
 }
 
-/* The arena for a new thread: the next round-robin, so N threads on N
- * arenas get one each (a least-loaded or orphan-first pick counts idle
- * threads, such as a main thread that only starts workers, and piles the
- * workers onto the other arenas: bench/NOTES.md, "New threads and the
- * arenas of exited ones"). With a hint (the arena of the block the thread
- * frees first) the hinted arena, unless another has at least two threads
- * fewer: the rule of contention moves (arena_move), under which joining it
- * still keeps the load even. */
+/* The arena for a new thread. With a hint (the arena of the block the
+ * thread frees first) the hinted arena, unless another has at least two
+ * threads fewer: the rule of contention moves (arena_move), under which
+ * joining it still keeps the load even. Else an arena that has no thread
+ * but still holds memory, that of threads that exited. Else the next
+ * round-robin, so N threads on N arenas get one each (a least-loaded pick
+ * counts idle threads, such as a main thread that only starts workers, and
+ * piles the workers onto the other arenas: bench/NOTES.md, "New threads
+ * and the arenas of exited ones"). */
 static struct arena *arena_pick(struct arena *hint)
 {
     unsigned start = __atomic_fetch_add(&next_arena, 1, __ATOMIC_RELAXED) % ma_narenas;
-    if (hint != NULL) {
-        unsigned fewest = ~0u;
-        for (unsigned k = 0; k < ma_narenas; k++) {
-            unsigned t = __atomic_load_n(&ma_arenas[k].threads, __ATOMIC_RELAXED);
-            fewest = t < fewest ? t : fewest;
+    unsigned fewest = ~0u;
+    struct arena *kept = NULL;
+    size_t kept_bytes = 0;
+    for (unsigned k = 0; k < ma_narenas; k++) {
+        struct arena *a = &ma_arenas[k];
+        unsigned t = __atomic_load_n(&a->threads, __ATOMIC_RELAXED);
+        size_t mapped = __atomic_load_n(&a->mapped, __ATOMIC_RELAXED);
+        fewest = t < fewest ? t : fewest;
+        if (t == 0 && mapped > kept_bytes) {
+            kept = a;
+            kept_bytes = mapped;
         }
-        if (__atomic_load_n(&hint->threads, __ATOMIC_RELAXED) < fewest + 2)
-            return hint;
     }
+    if (hint != NULL && __atomic_load_n(&hint->threads, __ATOMIC_RELAXED) < fewest + 2)
+        return hint;
+    /* An arena whose threads have all exited keeps their memory for the
+     * threads to come (purge.c): the next one takes it over, the arena
+     * holding the most first, rather than growing another. */
+    if (kept != NULL)
+        return kept;
     return &ma_arenas[start];
 }
 

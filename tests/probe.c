@@ -412,7 +412,8 @@ static int cmd_orphan(void)
     for (int i = 0; i < 100; i++)
         ma_free(orph_small[i]);
     printf("orphan_locks=%llu ", (unsigned long long)(arena1_locks() - before));
-    /* Round-robin: the next thread goes to arena 0, the one after to 1. */
+    /* The next thread takes over arena 1, threadless but holding memory;
+     * the one after goes round-robin. */
     pthread_barrier_init(&orph_joined, NULL, 2);
     pthread_barrier_init(&orph_leave, NULL, 3);
     pthread_create(&other, NULL, orphan_joiner, NULL);

@@ -410,6 +410,39 @@ Test(tcache, an_arena_its_last_thread_left_gives_back_what_it_held)
     cr_assert_eq(in_use, 0, "%s", out);
 }
 
+/* A thread that starts after another exited takes over the exited one's
+ * arena, which kept its memory, instead of the next arena round-robin. */
+static void *arena_user(void *arg)
+{
+    void *blocks[256];
+    for (int i = 0; i < 256; i++)
+        memset(blocks[i] = ma_malloc(4000), 1, 4000);
+    for (int i = 0; i < 256; i++)
+        ma_free(blocks[i]);
+    *(unsigned *)arg = ma_thread_arena();
+    return NULL;
+}
+
+Test(tcache, a_new_thread_takes_over_the_arena_an_exited_one_left)
+{
+    unsigned first, second, third;
+    ma_free(ma_malloc(16)); /* this thread's arena */
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, arena_user, &first), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(arena_stats(first).threads, 0);
+    cr_assert_gt(arena_stats(first).mapped, 0, "the exited thread's arena kept its memory");
+    cr_assert_eq(pthread_create(&t, NULL, arena_user, &second), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(second, first, "the next thread took over arena %u (it got %u)", first, second);
+    /* Round-robin would have given it another: with the arena left to
+     * nobody, a third thread takes it again. */
+    cr_assert_eq(pthread_create(&t, NULL, arena_user, &third), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(third, first);
+    ma_check();
+}
+
 /* n malloc/free pairs of 20 KiB blocks aligned to 64 bytes: an aligned
  * request is carved under the arena lock, never taken from a bin, so each
  * counts as a locked operation of another size. */
