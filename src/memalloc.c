@@ -463,6 +463,10 @@ void *ma_aligned_alloc(size_t align, size_t n)
         errno = EINVAL;
         return NULL;
     }
+    /* Every block is MA_ALIGN-aligned: such a request is a malloc, bins
+     * and all (memalign(16, n) is common in portable code). */
+    if (align <= MA_ALIGN)
+        return fast_malloc(n);
     if (n <= MA_MAX_REQUEST && prof_due(n))
         return ma_alloc_sampled(n, align, 0);
     ma_ensure_init();
