@@ -48,7 +48,12 @@ static inline size_t raw_usable(const void *p, const struct chunk *c, const stru
     return c != NULL ? block_usable(block_of(p)) : large_usable(l);
 }
 
-/* ---- profiler samples ---- */
+/* ---- profiler samples ----
+ *
+ * The sampled path is rare per call but is the whole of what profiling
+ * costs, so its functions are noinline (out of the callers' fast paths)
+ * without being cold: gcc optimizes cold functions for size, and does not
+ * inline the lock helpers into them. */
 
 static inline int is_sampled(const void *p, const struct chunk *c, const struct large *l)
 {
@@ -57,42 +62,30 @@ static inline int is_sampled(const void *p, const struct chunk *c, const struct 
 
 /* Sampled block p is being freed or moved: the profiler forgets it and the
  * flag goes, so the block is an ordinary one again. */
-static MA_COLD void sample_clear(void *p, struct chunk *c, struct large *l)
+static __attribute__((noinline)) void sample_clear(void *p, struct chunk *c, struct large *l)
 {
     prof_forget(p);
-    if (c != NULL) {
-        arena_lock(c->arena);
-        block_set_sampled(block_of(p), 0);
-        arena_unlock(c->arena);
-    } else {
+    if (c != NULL)
+        block_set_sampled(c->arena, block_of(p), 0);
+    else
         l->sampled = 0;
-    }
-}
-
-/* Flags p (n bytes asked) as sampled and records it. */
-static MA_COLD void sample_mark(void *p, size_t n)
-{
-    struct large *l = NULL;
-    struct chunk *c = locate(p, "malloc", &l);
-    if (c != NULL) {
-        arena_lock(c->arena);
-        block_set_sampled(block_of(p), 1);
-        arena_unlock(c->arena);
-    } else {
-        l->sampled = 1;
-    }
-    prof_record(p, n);
 }
 
 /* p (n bytes asked, NULL if the allocation failed) is the sample: flagged
  * and recorded while nothing allocated meanwhile (the unwinder's own
  * allocations) counts towards or takes a sample; then the count starts
- * again. */
-static MA_COLD void sample_take(void *p, size_t n)
+ * again. p was just handed out by this thread, so it needs no validation:
+ * the pagemap tells a chunk's block from a large one. */
+static __attribute__((noinline)) void sample_take(void *p, size_t n)
 {
     ma_tc.prof_left = INT64_MAX;
-    if (p != NULL && prof_on)
-        sample_mark(p, n);
+    if (p != NULL && prof_on) {
+        if (pagemap_is_chunk(pagemap_get((uintptr_t)p)))
+            block_set_sampled(chunk_of(p, ma_cfg.chunk_size)->arena, block_of(p), 1);
+        else
+            large_lookup(p, "malloc")->sampled = 1;
+        prof_record(p, n);
+    }
     ma_tc.prof_left = prof_next_interval();
 }
 
