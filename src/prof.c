@@ -176,6 +176,8 @@ static MA_COLD void self_locate(void)
 /* memalloc.c's sampled path and malloc's miss path (weak: prof.c does not
  * depend on them being linked, only compares their addresses). */
 MA_HIDDEN extern void *ma_alloc_sampled(size_t n, size_t align, int zero) __attribute__((weak));
+MA_HIDDEN extern void *ma_alloc_sampled_from(size_t n, size_t align, int zero, const struct prof_frame *from)
+    __attribute__((weak));
 MA_HIDDEN extern void *ma_malloc_miss(size_t n) __attribute__((weak));
 
 /* The C++ allocation functions, when override.c is linked in. */
@@ -195,7 +197,8 @@ static int is_entry(uintptr_t start)
         (uintptr_t)&posix_memalign, (uintptr_t)&aligned_alloc, (uintptr_t)&valloc,
         (uintptr_t)&ma_malloc, (uintptr_t)&ma_calloc, (uintptr_t)&ma_realloc,
         (uintptr_t)&ma_reallocarray, (uintptr_t)&ma_aligned_alloc, (uintptr_t)&ma_posix_memalign,
-        (uintptr_t)&ma_memdup, (uintptr_t)&ma_alloc_sampled, (uintptr_t)&ma_malloc_miss,
+        (uintptr_t)&ma_memdup, (uintptr_t)&ma_alloc_sampled, (uintptr_t)&ma_alloc_sampled_from,
+        (uintptr_t)&ma_malloc_miss,
         (uintptr_t)&_Znwm, (uintptr_t)&_Znam, (uintptr_t)&_ZnwmRKSt9nothrow_t,
         (uintptr_t)&_ZnamRKSt9nothrow_t, (uintptr_t)&_ZnwmSt11align_val_t,
         (uintptr_t)&_ZnamSt11align_val_t,
@@ -206,29 +209,39 @@ static int is_entry(uintptr_t start)
     return 0;
 }
 
-/* Fills c with the calling thread's stack and returns how many leading
- * frames are memalloc's own. noinline: it is always among them. */
-static __attribute__((noinline)) unsigned capture_stack(struct capture *c)
+/* Fills c with the calling thread's stack from frame `from` and returns
+ * how many leading frames are memalloc's own: at least `ours` (the frames
+ * known to be memalloc's at the start of the walk) when they are told
+ * apart by the entry points. noinline: when the fast walk gives up and
+ * libgcc's walks from here, it is among them. */
+static __attribute__((noinline)) unsigned capture_stack(struct capture *c, const struct prof_frame *from,
+                                                         unsigned ours)
 {
-    c->n = prof_unwind_fast(c->pc, c->start, sizeof c->pc / sizeof c->pc[0], SKIP_ROOM);
-    if (c->n == 0)
-        _Unwind_Backtrace(capture_frame, c);
     int mode = __atomic_load_n(&self_mode, __ATOMIC_ACQUIRE);
     if (ma_unlikely(mode == SELF_UNKNOWN)) {
         self_locate();
         mode = __atomic_load_n(&self_mode, __ATOMIC_ACQUIRE);
     }
-    unsigned skip = 0;
+    /* The functions the first frames lie in are only looked at to find
+     * the entry points. */
+    unsigned nstarts = mode == SELF_ENTRIES ? SKIP_ROOM : 0;
+    unsigned skip = ours;
+    c->n = prof_unwind_from(from, c->pc, c->start, sizeof c->pc / sizeof c->pc[0], nstarts);
+    if (c->n == 0) {
+        _Unwind_Backtrace(capture_frame, c);
+        nstarts = SKIP_ROOM;
+        skip = 2; /* capture_stack and prof_record */
+    }
     if (mode == SELF_RANGE) {
         /* pc - 1: a return address may be the first byte after a call
          * that ends a function. */
+        skip = 0;
         while (skip < c->n && c->pc[skip] - 1 >= self_lo && c->pc[skip] - 1 < self_hi)
             skip++;
     } else {
         /* The deepest entry point among the first frames: operator new
          * calling malloc leaves both on the stack, and both are ours. */
-        unsigned lim = c->n < SKIP_ROOM ? c->n : SKIP_ROOM;
-        skip = 2; /* at least capture_stack and prof_record */
+        unsigned lim = c->n < nstarts ? c->n : nstarts;
         for (unsigned i = 0; i < lim; i++)
             if (is_entry(c->start[i]))
                 skip = i + 1;
@@ -407,12 +420,21 @@ void prof_init(void)
     prof_on = 1;
 }
 
-void prof_record(void *p, size_t n)
+void prof_record(void *p, size_t n, const struct prof_frame *from)
 {
     if (!prof_on || p == NULL)
         return;
+    /* No frame given: this function's own, which stays live while the
+     * stack is walked, and is memalloc's. */
+    struct prof_frame here;
+    unsigned ours = 0;
+    if (from == NULL) {
+        prof_regs(&here);
+        from = &here;
+        ours = 1;
+    }
     struct capture c;
-    unsigned skip = capture_stack(&c);
+    unsigned skip = capture_stack(&c, from, ours);
     unsigned depth = c.n - skip;
     if (depth > PROF_MAX_FRAMES)
         depth = PROF_MAX_FRAMES;

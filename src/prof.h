@@ -26,12 +26,19 @@ MA_HIDDEN void prof_init(void);
  * distribution with mean MEMALLOC_PROF_SAMPLE; INT64_MAX when profiling is
  * off. */
 MA_HIDDEN int64_t prof_next_interval(void);
+/* A frame to start a stack walk from: a return address, the stack pointer
+ * once that call has returned, and rbp at that moment (what the walk would
+ * have worked out for that frame itself). */
+struct prof_frame {
+    uintptr_t pc, sp, bp;
+};
+
 /* Block p (the caller asked for n bytes) was sampled: captures the call
- * stack (up to PROF_MAX_FRAMES frames, memalloc's own left out) and records
- * p in the live set and the stack's allocated-over-the-run totals. Takes no
- * lock while it unwinds, so an allocation made by the unwinder cannot
- * deadlock. */
-MA_HIDDEN void prof_record(void *p, size_t n);
+ * stack (up to PROF_MAX_FRAMES frames, memalloc's own left out) from frame
+ * `from` (NULL: from the caller's own frame) and records p in the live set
+ * and the stack's allocated-over-the-run totals. Takes no lock while it
+ * unwinds, so an allocation made by the unwinder cannot deadlock. */
+MA_HIDDEN void prof_record(void *p, size_t n, const struct prof_frame *from);
 /* p, a sampled block, is being freed or moved: drops it from the live set. */
 MA_HIDDEN void prof_forget(void *p);
 /* At exit: writes MEMALLOC_PROF_FILE and MEMALLOC_PROF_SVG if set. */
@@ -83,6 +90,13 @@ MA_HIDDEN void prof_snapshot_drop(struct prof_snapshot *s);
  * starts[0..nstarts) with the functions they lie in; returns how many, or
  * 0 when it cannot walk this stack (use _Unwind_Backtrace then). */
 MA_HIDDEN unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsigned nstarts);
+/* The same walk from frame f (pcs[0] is f->pc), which must be a frame of
+ * the calling thread's stack that is still live. */
+MA_HIDDEN unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t *starts, unsigned max,
+                                    unsigned nstarts);
+/* Stores the caller's frame in f: its return address (the pc after the
+ * call to prof_regs), its stack pointer after that call, and rbp. */
+MA_HIDDEN void prof_regs(struct prof_frame *f);
 MA_HIDDEN void prof_unwind_init(void);
 /* Its lock, for the fork handlers. */
 MA_HIDDEN void prof_unwind_lock(void);

@@ -290,8 +290,9 @@ static int cfa_run(const uint8_t *p, const uint8_t *end, uintptr_t *loc, uintptr
 
 /* Works out the rule for return address pc from its FDE and CIE. 0 when
  * it is not one we follow. Code without an FDE ends the stack, as it ends
- * _Unwind_Backtrace's: the rule says so. */
-static int rule_make(uintptr_t pc, struct rule *r)
+ * _Unwind_Backtrace's: the rule says so. Out of line and cold: a walk finds
+ * almost every rule in the cache, and its loop stays in registers. */
+static MA_COLD __attribute__((noinline)) int rule_make(uintptr_t pc, struct rule *r)
 {
     struct dwarf_eh_bases bases;
     const uint8_t *fde = _Unwind_Find_FDE((void *)(pc - 1), &bases);
@@ -383,14 +384,11 @@ static int rule_make(uintptr_t pc, struct rule *r)
 
 /* ---- the walk ---- */
 
-/* Stores the caller's return address (the pc after its call), its stack
- * pointer after that call returns, and rbp. A leaf without a frame. */
-struct regs {
-    uintptr_t pc, sp, bp;
-};
-MA_HIDDEN void prof_regs(struct regs *r);
+/* prof_regs (prof.h): a leaf without a frame. */
 __asm__(".text\n"
         ".p2align 4\n"
+        ".globl prof_regs\n"
+        ".hidden prof_regs\n"
         ".type prof_regs, @function\n"
         "prof_regs:\n"
         "  movq (%rsp), %rax\n"
@@ -405,19 +403,22 @@ __asm__(".text\n"
  * garbage, and the walk gives up rather than read it. */
 #define MAX_FRAME ((uintptr_t)64 << 20)
 
-unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsigned nstarts)
+static inline struct rule *rule_slot(uintptr_t pc)
 {
-    if (rules == NULL)
+    return &rules[((pc * 0x9e3779b97f4a7c15ull) >> 40) & (RULES - 1)];
+}
+
+unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t *starts, unsigned max,
+                          unsigned nstarts)
+{
+    if (rules == NULL || max == 0)
         return 0;
-    struct regs r;
-    prof_regs(&r);
-    uintptr_t pc = r.pc, sp = r.sp, bp = r.bp;
+    uintptr_t pc = f->pc, sp = f->sp, bp = f->bp;
     unsigned n = 0;
     ma_lock_acquire(&rule_lock);
-    while (n < max) {
-        uint64_t h = pc * 0x9e3779b97f4a7c15ull;
-        struct rule *ru = &rules[(h >> 40) & (RULES - 1)];
-        if (ru->pc != pc && !rule_make(pc, ru)) {
+    for (;;) {
+        struct rule *ru = rule_slot(pc);
+        if (ma_unlikely(ru->pc != pc) && !rule_make(pc, ru)) {
             ru->pc = 0;
             n = 0;
             break;
@@ -425,10 +426,11 @@ unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsig
         if (n < nstarts)
             starts[n] = ru->start;
         pcs[n++] = pc;
-        if (ru->last)
+        if (ru->last || n == max)
             break;
         uintptr_t cfa = (ru->cfa_rbp ? bp : sp) + (uintptr_t)(intptr_t)ru->cfa_off;
-        if (cfa <= sp || cfa - sp > MAX_FRAME || (cfa & 7) != 0) {
+        /* One unsigned compare: cfa above sp by at most MAX_FRAME. */
+        if (ma_unlikely(cfa - sp - 1 >= MAX_FRAME || (cfa & 7) != 0)) {
             n = 0;
             break;
         }
@@ -443,6 +445,15 @@ unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsig
     return n;
 }
 
+unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsigned nstarts)
+{
+    struct prof_frame f;
+    prof_regs(&f);
+    /* The first frame is this function's own: prof_regs's return address
+     * lies in it, and the rule found for that address describes it. */
+    return prof_unwind_from(&f, pcs, starts, max, nstarts);
+}
+
 #else /* not x86-64: prof.c always uses _Unwind_Backtrace */
 
 void prof_unwind_init(void) {}
@@ -453,6 +464,16 @@ unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsig
 {
     (void)pcs, (void)starts, (void)max, (void)nstarts;
     return 0;
+}
+unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t *starts, unsigned max,
+                          unsigned nstarts)
+{
+    (void)f, (void)pcs, (void)starts, (void)max, (void)nstarts;
+    return 0;
+}
+void prof_regs(struct prof_frame *f)
+{
+    f->pc = f->sp = f->bp = 0;
 }
 
 #endif
