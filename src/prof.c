@@ -255,8 +255,7 @@ static __attribute__((noinline)) unsigned capture_stack(struct capture *c, const
 struct live {
     uintptr_t key;
     struct prof_stack *stack;
-    uint64_t n;
-    double w; /* blocks this sample stands for */
+    uint64_t n; /* bytes asked */
 };
 
 static struct live *live_tab;   /* guarded by prof_lock: open addressing */
@@ -365,16 +364,6 @@ static struct prof_stack *stack_intern(const uintptr_t *pcs, unsigned depth, uin
 static void live_remove_at(size_t i)
 {
     size_t mask = live_cap - 1;
-    struct live *e = &live_tab[i];
-    struct prof_stack *s = e->stack;
-    s->live_count--;
-    s->live_bytes -= e->n;
-    s->est_live_count -= e->w;
-    s->est_live_bytes -= e->w * (double)e->n;
-    if (s->live_count == 0) { /* no rounding residue on an emptied stack */
-        s->est_live_count = 0.0;
-        s->est_live_bytes = 0.0;
-    }
     live_used--;
     for (size_t j = (i + 1) & mask;; j = (j + 1) & mask) {
         if (live_tab[j].key == 0)
@@ -420,6 +409,26 @@ void prof_init(void)
     prof_on = 1;
 }
 
+/* Adds sample p (n bytes, of stack s) to the live set and s's totals.
+ * One probe run finds either p's entry (a block freed without
+ * prof_forget: its sample is stale, and this one takes its slot) or the
+ * empty slot that ends the run, where p goes. prof_lock held. */
+static inline void record_locked(void *p, size_t n, struct prof_stack *s)
+{
+    if (ma_unlikely((live_used + 1) * 2 > live_cap) && live_grow() != 0) {
+        prof_dropped++;
+        return;
+    }
+    uintptr_t key = (uintptr_t)p;
+    size_t mask = live_cap - 1, j = mix(key) & mask;
+    while (live_tab[j].key != 0 && live_tab[j].key != key)
+        j = (j + 1) & mask;
+    live_used += live_tab[j].key == 0;
+    live_tab[j] = (struct live){ key, s, n };
+    s->alloc_count++;
+    s->alloc_bytes += n;
+}
+
 void prof_record(void *p, size_t n, const struct prof_frame *from)
 {
     if (!prof_on || p == NULL)
@@ -442,31 +451,13 @@ void prof_record(void *p, size_t n, const struct prof_frame *from)
     uint64_t hash = depth;
     for (unsigned i = 0; i < depth; i++)
         hash = mix(hash ^ pcs[i]);
-    double w = prof_weight(n);
 
     ma_lock_acquire(&prof_lock);
     struct prof_stack *s = stack_intern(pcs, depth, hash);
-    if (s == NULL || ((live_used + 1) * 2 > live_cap && live_grow() != 0)) {
+    if (s != NULL)
+        record_locked(p, n, s);
+    else
         prof_dropped++;
-        ma_lock_release(&prof_lock);
-        return;
-    }
-    uintptr_t key = (uintptr_t)p;
-    size_t j = live_find(key);
-    if (j != SIZE_MAX) /* a block freed without prof_forget: its sample is stale */
-        live_remove_at(j);
-    j = mix(key) & (live_cap - 1);
-    while (live_tab[j].key != 0)
-        j = (j + 1) & (live_cap - 1);
-    live_tab[j] = (struct live){ key, s, n, w };
-    live_used++;
-    s->live_count++;
-    s->live_bytes += n;
-    s->alloc_count++;
-    s->alloc_bytes += n;
-    s->est_live_count += w;
-    s->est_live_bytes += w * (double)n;
-    s->est_alloc_bytes += w * (double)n;
     ma_lock_release(&prof_lock);
 }
 
@@ -502,13 +493,27 @@ int prof_snapshot_take(struct prof_snapshot *s)
     s->stacks = (struct prof_stack **)m;
     char *at = m + stack_used * sizeof(void *);
     for (size_t i = 0; i < stack_cap; i++) {
-        const struct prof_stack *st = stack_tab[i];
+        struct prof_stack *st = stack_tab[i];
         if (st == NULL)
             continue;
         size_t size = stack_size(st->depth);
+        st->index = (uint32_t)s->nstacks;
         memcpy(at, st, size);
         s->stacks[s->nstacks++] = (struct prof_stack *)at;
         at += MA_ALIGN_UP(size, 8);
+    }
+    /* The live figures, from the live set: each sample stands for the
+     * blocks its size makes it likely to have been sampled from. */
+    for (size_t i = 0; i < live_cap; i++) {
+        const struct live *e = &live_tab[i];
+        if (e->key == 0)
+            continue;
+        struct prof_stack *st = s->stacks[e->stack->index];
+        double w = prof_weight(e->n);
+        st->live_count++;
+        st->live_bytes += e->n;
+        st->est_live_count += w;
+        st->est_live_bytes += w * (double)e->n;
     }
     ma_lock_release(&prof_lock);
     return 0;

@@ -60,13 +60,17 @@ MA_HIDDEN void prof_print_leaks(struct ma_buf *b, unsigned top);
 
 /* One distinct call stack and what was sampled through it. Raw figures
  * count the sampled blocks themselves (pprof scales those by the rate);
- * the est_ figures are already scaled to estimated real bytes. */
+ * the est_ figures are scaled to estimated real blocks and bytes. In the
+ * stack table only the allocated totals are kept up to date: the live
+ * figures are summed from the live set when a snapshot is taken, so a
+ * sample and its free touch one record less. */
 struct prof_stack {
     uint64_t hash;
     uint32_t depth;             /* frames[0] is the allocating function */
-    uint32_t pad;
-    uint64_t live_count, live_bytes, alloc_count, alloc_bytes; /* raw samples */
-    double est_live_count, est_live_bytes, est_alloc_bytes;    /* scaled */
+    uint32_t index;             /* the record's place in the snapshot being taken */
+    uint64_t alloc_count, alloc_bytes;  /* raw samples, over the run */
+    uint64_t live_count, live_bytes;    /* raw samples live: in a snapshot only */
+    double est_live_count, est_live_bytes; /* scaled: in a snapshot only */
     uintptr_t frames[];         /* return addresses, innermost first */
 };
 
