@@ -88,13 +88,18 @@ static double prof_weight(size_t n)
 static __thread uint64_t prof_rng __attribute__((tls_model("initial-exec")));
 static uint64_t prof_seeds; /* atomic: tells threads seeded at once apart */
 
-static uint64_t prof_random(void)
+/* The first draw's seed, out of line: the draw itself then needs no
+ * saved registers. */
+static MA_COLD void prof_seed(void)
 {
-    if (ma_unlikely(prof_rng == 0)) {
-        uint64_t n = __atomic_add_fetch(&prof_seeds, 1, __ATOMIC_RELAXED);
-        prof_rng = (uintptr_t)&prof_rng ^ ((uint64_t)os_getpid() << 32) ^ (n * 0xd1342543de82ef95ull) ^
-                   os_now_ms();
-    }
+    uint64_t n = __atomic_add_fetch(&prof_seeds, 1, __ATOMIC_RELAXED);
+    prof_rng = (uintptr_t)&prof_rng ^ ((uint64_t)os_getpid() << 32) ^ (n * 0xd1342543de82ef95ull) ^ os_now_ms();
+}
+
+static inline uint64_t prof_random(void)
+{
+    if (ma_unlikely(prof_rng == 0))
+        prof_seed();
     /* splitmix64: a counter through a strong mixer. */
     uint64_t z = (prof_rng += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -106,8 +111,10 @@ int64_t prof_next_interval(void)
 {
     if (!prof_on)
         return INT64_MAX;
-    /* u in (0, 1]: -log(u) * mean is exponential with that mean. */
-    double u = (double)((prof_random() >> 11) + 1) * (1.0 / 9007199254740992.0);
+    /* u in (0, 1]: -log(u) * mean is exponential with that mean. The
+     * 53-bit integer goes to a double through int64_t: one instruction,
+     * where an unsigned conversion takes a branch and several. */
+    double u = (double)(int64_t)((prof_random() >> 11) + 1) * (1.0 / 9007199254740992.0);
     double bytes = -prof_log(u) * prof_rate;
     if (bytes < 1.0)
         return 1;
