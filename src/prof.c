@@ -216,13 +216,14 @@ static int is_entry(uintptr_t start)
     return 0;
 }
 
-/* Fills c with the calling thread's stack from frame `from` and returns
- * how many leading frames are memalloc's own: at least `ours` (the frames
- * known to be memalloc's at the start of the walk) when they are told
- * apart by the entry points. noinline: when the fast walk gives up and
- * libgcc's walks from here, it is among them. */
+/* Fills c with the calling thread's stack from frame `from` (t, if not
+ * NULL, gets the walk's trail) and returns how many leading frames are
+ * memalloc's own: at least `ours` (the frames known to be memalloc's at
+ * the start of the walk) when they are told apart by the entry points.
+ * noinline: when the fast walk gives up and libgcc's walks from here, it
+ * is among them. */
 static __attribute__((noinline)) unsigned capture_stack(struct capture *c, const struct prof_frame *from,
-                                                         unsigned ours)
+                                                         unsigned ours, struct prof_trail *t)
 {
     int mode = __atomic_load_n(&self_mode, __ATOMIC_ACQUIRE);
     if (ma_unlikely(mode == SELF_UNKNOWN)) {
@@ -233,11 +234,11 @@ static __attribute__((noinline)) unsigned capture_stack(struct capture *c, const
      * the entry points. */
     unsigned nstarts = mode == SELF_ENTRIES ? SKIP_ROOM : 0;
     unsigned skip = ours;
-    c->n = prof_unwind_from(from, c->pc, c->start, sizeof c->pc / sizeof c->pc[0], nstarts);
+    c->n = prof_unwind_from(from, c->pc, c->start, sizeof c->pc / sizeof c->pc[0], nstarts, t);
     if (c->n == 0) {
         _Unwind_Backtrace(capture_frame, c);
         nstarts = SKIP_ROOM;
-        skip = 2; /* capture_stack and prof_record */
+        skip = 3; /* capture_stack, record_walked and prof_record */
     }
     if (mode == SELF_RANGE) {
         /* pc - 1: a return address may be the first byte after a call
@@ -416,6 +417,35 @@ void prof_init(void)
     prof_on = 1;
 }
 
+/* ---- the thread's last walk ----
+ *
+ * A thread that samples again from the same frame (the same return address
+ * and stack pointer, and rbp if the walk used it) is most often in the
+ * same call stack as the last time: a loop that allocates. If every word
+ * the last walk's result depended on (its trail) still holds what it held
+ * then, the walk would read the same words again and give the same frames,
+ * and the stack record it found then is the answer now, with no walk, hash
+ * or table lookup. The words are read in the walk's order and each one's
+ * address follows from the words before it, so this reads nothing a walk
+ * would not. */
+struct last_walk {
+    struct prof_frame from;
+    struct prof_stack *stack; /* the record the walk found; NULL: none kept */
+    struct prof_trail trail;
+};
+static __thread struct last_walk prof_last __attribute__((tls_model("initial-exec")));
+
+static inline int last_walk_holds(const struct last_walk *lw, const struct prof_frame *from)
+{
+    if (lw->stack == NULL || lw->from.pc != from->pc || lw->from.sp != from->sp ||
+        (lw->trail.bp_used && lw->from.bp != from->bp))
+        return 0;
+    for (const struct prof_read *r = lw->trail.read, *end = r + lw->trail.n; r < end; r++)
+        if (*(const uintptr_t *)r->addr != r->value)
+            return 0;
+    return 1;
+}
+
 /* Adds sample p (n bytes, of stack s) to the live set and s's totals.
  * One probe run finds either p's entry (a block freed without
  * prof_forget: its sample is stale, and this one takes its slot) or the
@@ -436,21 +466,16 @@ static inline void record_locked(void *p, size_t n, struct prof_stack *s)
     s->alloc_bytes += n;
 }
 
-void prof_record(void *p, size_t n, const struct prof_frame *from)
+/* prof_record's walk from frame `from` (`ours` of its first frames are
+ * memalloc's): the stack captured, hashed and found (or added) in the
+ * stack table; kept as the thread's last walk when its trail fitted. */
+static __attribute__((noinline)) void record_walked(void *p, size_t n, const struct prof_frame *from,
+                                                     unsigned ours)
 {
-    if (!prof_on || p == NULL)
-        return;
-    /* No frame given: this function's own, which stays live while the
-     * stack is walked, and is memalloc's. */
-    struct prof_frame here;
-    unsigned ours = 0;
-    if (from == NULL) {
-        prof_regs(&here);
-        from = &here;
-        ours = 1;
-    }
+    struct last_walk *lw = &prof_last;
+    lw->stack = NULL;
     struct capture c;
-    unsigned skip = capture_stack(&c, from, ours);
+    unsigned skip = capture_stack(&c, from, ours, &lw->trail);
     unsigned depth = c.n - skip;
     if (depth > PROF_MAX_FRAMES)
         depth = PROF_MAX_FRAMES;
@@ -465,6 +490,33 @@ void prof_record(void *p, size_t n, const struct prof_frame *from)
         record_locked(p, n, s);
     else
         prof_dropped++;
+    ma_lock_release(&prof_lock);
+    if (s != NULL && lw->trail.whole) {
+        lw->from = *from;
+        lw->stack = s;
+    }
+}
+
+void prof_record(void *p, size_t n, const struct prof_frame *from)
+{
+    if (!prof_on || p == NULL)
+        return;
+    /* No frame given: this function's own, which stays live while the
+     * stack is walked, and is memalloc's. */
+    struct prof_frame here;
+    unsigned ours = 0;
+    if (from == NULL) {
+        prof_regs(&here);
+        from = &here;
+        ours = 1;
+    }
+    struct last_walk *lw = &prof_last;
+    if (!last_walk_holds(lw, from)) {
+        record_walked(p, n, from, ours);
+        return;
+    }
+    ma_lock_acquire(&prof_lock);
+    record_locked(p, n, lw->stack);
     ma_lock_release(&prof_lock);
 }
 

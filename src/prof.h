@@ -94,10 +94,26 @@ MA_HIDDEN void prof_snapshot_drop(struct prof_snapshot *s);
  * starts[0..nstarts) with the functions they lie in; returns how many, or
  * 0 when it cannot walk this stack (use _Unwind_Backtrace then). */
 MA_HIDDEN unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsigned nstarts);
+/* The words of memory a walk's result depended on, in the order it read
+ * them: each return address it followed (and the 0 that ended it), and
+ * each saved rbp that a later frame's address was computed from. A walk
+ * from the same frame that finds every one of them unchanged would read
+ * the same words and give the same frames (prof.c). */
+#define PROF_TRAIL 48
+struct prof_trail {
+    unsigned n;          /* reads kept */
+    int whole;           /* 1: all of them fitted; 0: the walk cannot be replayed */
+    int bp_used;         /* the walk used the starting frame's bp */
+    struct prof_read {
+        uintptr_t addr, value;
+    } read[PROF_TRAIL];
+};
+
 /* The same walk from frame f (pcs[0] is f->pc), which must be a frame of
- * the calling thread's stack that is still live. */
+ * the calling thread's stack that is still live; when t is not NULL, it
+ * keeps the walk's trail there. */
 MA_HIDDEN unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t *starts, unsigned max,
-                                    unsigned nstarts);
+                                    unsigned nstarts, struct prof_trail *t);
 /* Stores the caller's frame in f: its return address (the pc after the
  * call to prof_regs), its stack pointer after that call, and rbp. */
 MA_HIDDEN void prof_regs(struct prof_frame *f);

@@ -408,13 +408,40 @@ static inline struct rule *rule_slot(uintptr_t pc)
     return &rules[((pc * 0x9e3779b97f4a7c15ull) >> 40) & (RULES - 1)];
 }
 
+/* Adds a read to trail t (bit 0 of addr set: a saved rbp that no frame
+ * has used yet; the words are 8-byte aligned). */
+static inline void trail_add(struct prof_trail *t, uintptr_t addr, uintptr_t value)
+{
+    if (ma_likely(t->n < PROF_TRAIL))
+        t->read[t->n++] = (struct prof_read){ addr, value };
+    else
+        t->whole = 0;
+}
+
+/* Drops the saved rbp values no frame used: a later walk need not find
+ * them unchanged. */
+static void trail_finish(struct prof_trail *t)
+{
+    unsigned k = 0;
+    for (unsigned i = 0; i < t->n; i++)
+        if (!(t->read[i].addr & 1))
+            t->read[k++] = t->read[i];
+    t->n = k;
+}
+
 unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t *starts, unsigned max,
-                          unsigned nstarts)
+                          unsigned nstarts, struct prof_trail *t)
 {
     if (rules == NULL || max == 0)
         return 0;
     uintptr_t pc = f->pc, sp = f->sp, bp = f->bp;
     unsigned n = 0;
+    int bp_from = -1; /* the trail's entry bp was read from; -1: f->bp */
+    if (t != NULL) {
+        t->n = 0;
+        t->whole = 1;
+        t->bp_used = 0;
+    }
     ma_lock_acquire(&rule_lock);
     for (;;) {
         struct rule *ru = rule_slot(pc);
@@ -428,20 +455,44 @@ unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t 
         pcs[n++] = pc;
         if (ru->last || n == max)
             break;
-        uintptr_t cfa = (ru->cfa_rbp ? bp : sp) + (uintptr_t)(intptr_t)ru->cfa_off;
+        uintptr_t cfa;
+        if (ru->cfa_rbp) {
+            cfa = bp + (uintptr_t)(intptr_t)ru->cfa_off;
+            if (t != NULL) {
+                if (bp_from < 0)
+                    t->bp_used = 1;
+                else
+                    t->read[bp_from].addr &= ~(uintptr_t)1;
+            }
+        } else {
+            cfa = sp + (uintptr_t)(intptr_t)ru->cfa_off;
+        }
         /* One unsigned compare: cfa above sp by at most MAX_FRAME. */
         if (ma_unlikely(cfa - sp - 1 >= MAX_FRAME || (cfa & 7) != 0)) {
             n = 0;
             break;
         }
-        if (ru->rbp_off != 0)
-            bp = *(const uintptr_t *)(cfa + (uintptr_t)(intptr_t)ru->rbp_off);
         pc = *(const uintptr_t *)(cfa - 8);
+        if (t != NULL)
+            trail_add(t, cfa - 8, pc);
+        if (ru->rbp_off != 0) {
+            uintptr_t at = cfa + (uintptr_t)(intptr_t)ru->rbp_off;
+            bp = *(const uintptr_t *)at;
+            if (t != NULL) {
+                bp_from = t->n < PROF_TRAIL ? (int)t->n : -1;
+                trail_add(t, at | 1, bp);
+            }
+        }
         sp = cfa;
         if (pc == 0)
             break;
     }
     ma_lock_release(&rule_lock);
+    if (t != NULL) {
+        if (n == 0)
+            t->whole = 0;
+        trail_finish(t);
+    }
     return n;
 }
 
@@ -451,7 +502,7 @@ unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsig
     prof_regs(&f);
     /* The first frame is this function's own: prof_regs's return address
      * lies in it, and the rule found for that address describes it. */
-    return prof_unwind_from(&f, pcs, starts, max, nstarts);
+    return prof_unwind_from(&f, pcs, starts, max, nstarts, NULL);
 }
 
 #else /* not x86-64: prof.c always uses _Unwind_Backtrace */
@@ -466,9 +517,11 @@ unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsig
     return 0;
 }
 unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t *starts, unsigned max,
-                          unsigned nstarts)
+                          unsigned nstarts, struct prof_trail *t)
 {
     (void)f, (void)pcs, (void)starts, (void)max, (void)nstarts;
+    if (t != NULL)
+        t->whole = 0;
     return 0;
 }
 void prof_regs(struct prof_frame *f)
