@@ -54,14 +54,12 @@ static double prof_log(double x)
     return 2.0 * s * series + e * LN2;
 }
 
-/* 1 - exp(-x) for x >= 0, accurate for small x too: x = k ln 2 + r with r in
- * [0, ln 2), exp(-r) from 13 terms of its series (error below 1e-12). */
-static double prof_one_minus_exp_neg(double x)
+/* exp(-x) for x >= 0: x = k ln 2 + r with r in [0, ln 2), exp(-r) from 13
+ * terms of its series (relative error below 1e-12). */
+static double prof_exp_neg(double x)
 {
-    if (x < 1e-4)
-        return x * (1.0 - x * (0.5 - x / 6.0));
     if (x > 700.0)
-        return 1.0;
+        return 0.0;
     int k = (int)(x / LN2);
     double r = -(x - k * LN2), sum = 1.0;
     static const double inv_fact[] = { 1.0 / 12, 1.0 / 11, 1.0 / 10, 1.0 / 9, 1.0 / 8, 1.0 / 7,
@@ -71,7 +69,15 @@ static double prof_one_minus_exp_neg(double x)
         sum = 1.0 + r * inv_fact[i] * sum;
     union { double d; uint64_t u; } scale;
     scale.u = (uint64_t)(1023 - k) << 52;
-    return 1.0 - sum * scale.d;
+    return sum * scale.d;
+}
+
+/* 1 - exp(-x) for x >= 0, accurate for small x too. */
+static double prof_one_minus_exp_neg(double x)
+{
+    if (x < 1e-4)
+        return x * (1.0 - x * (0.5 - x / 6.0));
+    return 1.0 - prof_exp_neg(x);
 }
 
 /* How many blocks of n bytes one sample of that size stands for: a block
@@ -107,15 +113,91 @@ static inline uint64_t prof_random(void)
     return z ^ (z >> 31);
 }
 
+/* A uniform double in [0, 1) from 53 random bits (through int64_t: one
+ * instruction, where an unsigned conversion takes a branch and several). */
+static inline double prof_uniform(uint64_t bits)
+{
+    return (double)(int64_t)(bits >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* ---- exponential variates: the ziggurat ----
+ *
+ * The area under e^-x is cut into ZIG_LAYERS layers of area ZIG_V each.
+ * Layer 0 is the base: the rectangle [0, ZIG_R] x [0, e^-ZIG_R] and the
+ * tail beyond ZIG_R. Layer i >= 1 is the rectangle [0, x[i-1]] x [e^-x[i-1],
+ * e^-x[i]], where x[0] = ZIG_R, e^-x[i] = e^-x[i-1] + ZIG_V / x[i-1], and
+ * the last layer reaches e^0 = 1 (ZIG_R is the base's width for which 256
+ * layers of that area close there). A draw picks a layer and a point
+ * across its width; left of x[i] (97.8% of draws) the point is under the
+ * curve whatever its height, and is the variate: an integer compare and a
+ * multiply. Otherwise a height is drawn too, and the point kept if it is
+ * under the curve, else the draw starts again; past the base's rectangle,
+ * the variate is ZIG_R + an exponential variate of the tail, -log u. The
+ * result has e^-x as its density, as -log u does, for a third of the
+ * instructions. */
+#define ZIG_LAYERS 256
+#define ZIG_R 7.69711747013104972
+#define ZIG_V 0.0039496598225815571993
+static uint64_t zig_k[ZIG_LAYERS]; /* set once at init: draws j < zig_k[i] are under the curve */
+static double zig_w[ZIG_LAYERS];   /* set once at init: layer i's width / 2^53 */
+static double zig_f[ZIG_LAYERS];   /* set once at init: e^-x[i] */
+
+static void zig_init(void)
+{
+    double x[ZIG_LAYERS];
+    x[0] = ZIG_R;
+    zig_f[0] = prof_exp_neg(ZIG_R);
+    for (unsigned i = 1; i < ZIG_LAYERS - 1; i++) {
+        zig_f[i] = zig_f[i - 1] + ZIG_V / x[i - 1];
+        x[i] = -prof_log(zig_f[i]);
+    }
+    x[ZIG_LAYERS - 1] = 0.0;
+    zig_f[ZIG_LAYERS - 1] = 1.0;
+    const double two53 = 9007199254740992.0;
+    zig_k[0] = (uint64_t)(two53 * ZIG_R * zig_f[0] / ZIG_V); /* the base: rectangle of its virtual width */
+    zig_w[0] = ZIG_V / zig_f[0] / two53;
+    for (unsigned i = 1; i < ZIG_LAYERS; i++) {
+        zig_k[i] = (uint64_t)(two53 * x[i] / x[i - 1]);
+        zig_w[i] = x[i - 1] / two53;
+    }
+}
+
+/* The draws that fall outside the rectangles' common part. */
+static MA_COLD double zig_edge(unsigned i, double x)
+{
+    for (;;) {
+        if (i == 0)
+            return ZIG_R - prof_log(1.0 - prof_uniform(prof_random())); /* 1 - u in (0, 1] */
+        double y = zig_f[i - 1] + prof_uniform(prof_random()) * (zig_f[i] - zig_f[i - 1]);
+        if (y < prof_exp_neg(x))
+            return x;
+        uint64_t u = prof_random();
+        i = (unsigned)u & (ZIG_LAYERS - 1);
+        uint64_t j = u >> 11;
+        x = (double)(int64_t)j * zig_w[i];
+        if (j < zig_k[i])
+            return x;
+    }
+}
+
+/* An exponential variate of mean 1. The layer comes from the low 8 bits of
+ * the draw, the point across it from the top 53. */
+static inline double zig_draw(void)
+{
+    uint64_t u = prof_random();
+    unsigned i = (unsigned)u & (ZIG_LAYERS - 1);
+    uint64_t j = u >> 11;
+    double x = (double)(int64_t)j * zig_w[i];
+    if (ma_likely(j < zig_k[i]))
+        return x;
+    return zig_edge(i, x);
+}
+
 int64_t prof_next_interval(void)
 {
     if (!prof_on)
         return INT64_MAX;
-    /* u in (0, 1]: -log(u) * mean is exponential with that mean. The
-     * 53-bit integer goes to a double through int64_t: one instruction,
-     * where an unsigned conversion takes a branch and several. */
-    double u = (double)(int64_t)((prof_random() >> 11) + 1) * (1.0 / 9007199254740992.0);
-    double bytes = -prof_log(u) * prof_rate;
+    double bytes = zig_draw() * prof_rate;
     if (bytes < 1.0)
         return 1;
     if (bytes > 9.0e18)
@@ -405,6 +487,7 @@ void prof_init(void)
     if (!ma_cfg.prof)
         return;
     prof_rate = (double)ma_cfg.prof_sample;
+    zig_init();
     live_cap = 4096;
     stack_cap = 1024;
     live_tab = os_map(live_cap * sizeof *live_tab);
