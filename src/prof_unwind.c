@@ -403,51 +403,42 @@ __asm__(".text\n"
  * garbage, and the walk gives up rather than read it. */
 #define MAX_FRAME ((uintptr_t)64 << 20)
 
-static inline struct rule *rule_slot(uintptr_t pc)
-{
-    return &rules[((pc * 0x9e3779b97f4a7c15ull) >> 40) & (RULES - 1)];
-}
+/* The walk between two frames: the frame's return address, stack pointer
+ * and rbp, how many frames are stored, and which trail entry holds the
+ * saved rbp that bp came from (-1: the starting frame's). */
+struct walk {
+    uintptr_t pc, sp, bp;
+    unsigned n;
+    int bp_from;
+};
 
-/* Adds a read to trail t (bit 0 of addr set: a saved rbp that no frame
- * has used yet; the words are 8-byte aligned). */
-static inline void trail_add(struct prof_trail *t, uintptr_t addr, uintptr_t value)
-{
-    if (ma_likely(t->n < PROF_TRAIL))
-        t->read[t->n++] = (struct prof_read){ addr, value };
-    else
-        t->whole = 0;
-}
+enum walk_end { WALK_DONE, WALK_GAVE_UP, WALK_TRAIL_FULL };
 
-/* Drops the saved rbp values no frame used: a later walk need not find
- * them unchanged. */
-static void trail_finish(struct prof_trail *t)
+/* Steps from frame to frame, storing each return address (and, for the
+ * first nstarts, its function's start), until the stack ends (WALK_DONE),
+ * a frame is not one the walk follows (WALK_GAVE_UP) or, when `record`,
+ * the trail has no room for another frame's two reads (WALK_TRAIL_FULL,
+ * w at the start of that frame). Inlined twice, with and without the
+ * trail, so the walk that keeps none pays nothing for it. rule_lock held. */
+static inline __attribute__((always_inline)) enum walk_end walk_frames(struct walk *w, uintptr_t *pcs,
+                                                                       uintptr_t *starts, unsigned max,
+                                                                       unsigned nstarts, struct prof_trail *t,
+                                                                       const int record)
 {
-    unsigned k = 0;
-    for (unsigned i = 0; i < t->n; i++)
-        if (!(t->read[i].addr & 1))
-            t->read[k++] = t->read[i];
-    t->n = k;
-}
-
-unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t *starts, unsigned max,
-                          unsigned nstarts, struct prof_trail *t)
-{
-    if (rules == NULL || max == 0)
-        return 0;
-    uintptr_t pc = f->pc, sp = f->sp, bp = f->bp;
-    unsigned n = 0;
-    int bp_from = -1; /* the trail's entry bp was read from; -1: f->bp */
-    if (t != NULL) {
-        t->n = 0;
-        t->whole = 1;
-        t->bp_used = 0;
-    }
-    ma_lock_acquire(&rule_lock);
+    uintptr_t pc = w->pc, sp = w->sp, bp = w->bp;
+    unsigned n = w->n, tn = record ? t->n : 0;
+    int bp_from = w->bp_from;
+    enum walk_end end = WALK_DONE;
+    const struct rule *table = rules;
     for (;;) {
-        struct rule *ru = rule_slot(pc);
+        if (record && tn + 2 > PROF_TRAIL) {
+            end = WALK_TRAIL_FULL;
+            break;
+        }
+        struct rule *ru = (struct rule *)&table[((pc * 0x9e3779b97f4a7c15ull) >> 40) & (RULES - 1)];
         if (ma_unlikely(ru->pc != pc) && !rule_make(pc, ru)) {
             ru->pc = 0;
-            n = 0;
+            end = WALK_GAVE_UP;
             break;
         }
         if (n < nstarts)
@@ -458,7 +449,7 @@ unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t 
         uintptr_t cfa;
         if (ru->cfa_rbp) {
             cfa = bp + (uintptr_t)(intptr_t)ru->cfa_off;
-            if (t != NULL) {
+            if (record) {
                 if (bp_from < 0)
                     t->bp_used = 1;
                 else
@@ -469,31 +460,76 @@ unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t 
         }
         /* One unsigned compare: cfa above sp by at most MAX_FRAME. */
         if (ma_unlikely(cfa - sp - 1 >= MAX_FRAME || (cfa & 7) != 0)) {
-            n = 0;
+            end = WALK_GAVE_UP;
             break;
         }
         pc = *(const uintptr_t *)(cfa - 8);
-        if (t != NULL)
-            trail_add(t, cfa - 8, pc);
+        if (record) {
+            t->read[tn].addr = cfa - 8;
+            t->read[tn++].value = pc;
+        }
         if (ru->rbp_off != 0) {
             uintptr_t at = cfa + (uintptr_t)(intptr_t)ru->rbp_off;
             bp = *(const uintptr_t *)at;
-            if (t != NULL) {
-                bp_from = t->n < PROF_TRAIL ? (int)t->n : -1;
-                trail_add(t, at | 1, bp);
+            if (record) {
+                /* bit 0 set: no frame has used this one yet (the words
+                 * are 8-byte aligned) */
+                bp_from = (int)tn;
+                t->read[tn].addr = at | 1;
+                t->read[tn++].value = bp;
             }
         }
         sp = cfa;
         if (pc == 0)
             break;
     }
-    ma_lock_release(&rule_lock);
+    w->pc = pc;
+    w->sp = sp;
+    w->bp = bp;
+    w->n = n;
+    w->bp_from = bp_from;
+    if (record)
+        t->n = tn;
+    return end;
+}
+
+/* Drops from trail t the saved rbp values no frame used: a later walk
+ * need not find them unchanged. */
+static void trail_finish(struct prof_trail *t)
+{
+    unsigned i = 0, n = t->n;
+    while (i < n && !(t->read[i].addr & 1))
+        i++;
+    unsigned k = i;
+    for (; i < n; i++)
+        if (!(t->read[i].addr & 1))
+            t->read[k++] = t->read[i];
+    t->n = k;
+}
+
+unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t *starts, unsigned max,
+                          unsigned nstarts, struct prof_trail *t)
+{
+    if (t != NULL)
+        t->whole = 0;
+    if (rules == NULL || max == 0)
+        return 0;
+    struct walk w = { f->pc, f->sp, f->bp, 0, -1 };
+    enum walk_end end = WALK_TRAIL_FULL;
+    ma_lock_acquire(&rule_lock);
     if (t != NULL) {
-        if (n == 0)
-            t->whole = 0;
-        trail_finish(t);
+        t->n = 0;
+        t->bp_used = 0;
+        end = walk_frames(&w, pcs, starts, max, nstarts, t, 1);
+        if (end == WALK_DONE) {
+            trail_finish(t);
+            t->whole = 1;
+        }
     }
-    return n;
+    if (end == WALK_TRAIL_FULL)
+        end = walk_frames(&w, pcs, starts, max, nstarts, NULL, 0);
+    ma_lock_release(&rule_lock);
+    return end == WALK_GAVE_UP ? 0 : w.n;
 }
 
 unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsigned nstarts)
