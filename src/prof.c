@@ -138,9 +138,13 @@ static inline double prof_uniform(uint64_t bits)
 #define ZIG_LAYERS 256
 #define ZIG_R 7.69711747013104972
 #define ZIG_V 0.0039496598225815571993
-static uint64_t zig_k[ZIG_LAYERS]; /* set once at init: draws j < zig_k[i] are under the curve */
-static double zig_w[ZIG_LAYERS];   /* set once at init: layer i's width / 2^53 */
-static double zig_f[ZIG_LAYERS];   /* set once at init: e^-x[i] */
+/* set once at init: draws j < k of layer i are under the curve, at x =
+ * j * w (its width / 2^53); one 16-byte entry, so a draw reads one line */
+static struct zig_layer {
+    uint64_t k;
+    double w;
+} zig[ZIG_LAYERS];
+static double zig_f[ZIG_LAYERS]; /* set once at init: e^-x[i] */
 
 static void zig_init(void)
 {
@@ -154,11 +158,11 @@ static void zig_init(void)
     x[ZIG_LAYERS - 1] = 0.0;
     zig_f[ZIG_LAYERS - 1] = 1.0;
     const double two53 = 9007199254740992.0;
-    zig_k[0] = (uint64_t)(two53 * ZIG_R * zig_f[0] / ZIG_V); /* the base: rectangle of its virtual width */
-    zig_w[0] = ZIG_V / zig_f[0] / two53;
+    zig[0].k = (uint64_t)(two53 * ZIG_R * zig_f[0] / ZIG_V); /* the base: rectangle of its virtual width */
+    zig[0].w = ZIG_V / zig_f[0] / two53;
     for (unsigned i = 1; i < ZIG_LAYERS; i++) {
-        zig_k[i] = (uint64_t)(two53 * x[i] / x[i - 1]);
-        zig_w[i] = x[i - 1] / two53;
+        zig[i].k = (uint64_t)(two53 * x[i] / x[i - 1]);
+        zig[i].w = x[i - 1] / two53;
     }
 }
 
@@ -174,8 +178,8 @@ static MA_COLD double zig_edge(unsigned i, double x)
         uint64_t u = prof_random();
         i = (unsigned)u & (ZIG_LAYERS - 1);
         uint64_t j = u >> 11;
-        x = (double)(int64_t)j * zig_w[i];
-        if (j < zig_k[i])
+        x = (double)(int64_t)j * zig[i].w;
+        if (j < zig[i].k)
             return x;
     }
 }
@@ -187,8 +191,8 @@ static inline double zig_draw(void)
     uint64_t u = prof_random();
     unsigned i = (unsigned)u & (ZIG_LAYERS - 1);
     uint64_t j = u >> 11;
-    double x = (double)(int64_t)j * zig_w[i];
-    if (ma_likely(j < zig_k[i]))
+    double x = (double)(int64_t)j * zig[i].w;
+    if (ma_likely(j < zig[i].k))
         return x;
     return zig_edge(i, x);
 }
