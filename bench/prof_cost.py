@@ -294,6 +294,11 @@ def redis_session(lib, prof, bench_args, tmp, callgrind=False):
             m = re.match(r"^(\w+): ([\d.]+) requests per second", line.strip())
             if m:
                 rates[m.group(1)] = float(m.group(2))
+        # The server's own CPU time (INFO cpu: user + system seconds).
+        info = subprocess.run(["redis-cli", "-p", str(port), "info", "cpu"], capture_output=True, text=True).stdout
+        cpu = [float(x) for x in re.findall(r"^used_cpu_(?:user|sys):([\d.]+)", info, re.M)]
+        if len(cpu) == 2:
+            rates["server CPU"] = sum(cpu)
         subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
         proc.wait(timeout=120)
     finally:
@@ -314,12 +319,12 @@ def measure_redis(args, rep):
                 rates = redis_session(args.lib, prof, REDIS_ARGS, tmp)
             for k, x in rates.items():
                 v[prof].setdefault(k, []).append(x)
-            log("  redis rep %d prof=%d %s" % (r + 1, prof, " ".join("%s %.0f" % kv for kv in rates.items())))
+            log("  redis rep %d prof=%d %s" % (r + 1, prof, " ".join("%s %.3g" % kv for kv in rates.items())))
     rep.add("", "**Redis**: `redis-benchmark %s` against a fresh `LD_PRELOAD=build/libmemalloc.so "
             "redis-server --save '' --appendonly no` per run (Debian's %s; the medians of %d runs "
-            "of each setting, interleaved):" % (" ".join(REDIS_ARGS), redis_version(), args.reps), "",
-            "| command | requests/s off | requests/s on | time per request, on vs off | "
-            "runs of a setting differ by |",
+            "of each setting, interleaved; *server CPU*: the server's user + system seconds for "
+            "the whole run, from `INFO cpu`):" % (" ".join(REDIS_ARGS), redis_version(), args.reps), "",
+            "| command | off | on | on vs off (time) | runs of a setting differ by |",
             "| --- | ---: | ---: | ---: | ---: |")
     rows = []
     for k in v[0]:
@@ -327,8 +332,14 @@ def measure_redis(args, rep):
             continue
         off, on = statistics.median(v[0][k]), statistics.median(v[1][k])
         sp = max(spread(v[0][k]), spread(v[1][k]))
-        rows.append((k, off, on, pct(off / on, 1.0), sp))
-        rep.add("| %s | %s | %s | %+.1f%% | up to %.0f%% |" % (k, fmt_rate(off), fmt_rate(on), pct(off / on, 1.0), sp))
+        if k == "server CPU":
+            d = pct(on, off)
+            cells = ("%.3f s" % off, "%.3f s" % on)
+        else:
+            d = pct(off / on, 1.0)
+            cells = (fmt_rate(off) + " requests/s", fmt_rate(on) + " requests/s")
+        rows.append((k, off, on, d, sp))
+        rep.add("| %s | %s | %s | %+.1f%% | up to %.0f%% |" % ((k,) + cells + (d, sp)))
     if args.redis_callgrind:
         totals, own = {}, None
         for prof in (0, 1):
