@@ -133,8 +133,8 @@ static inline double prof_uniform(uint64_t bits)
  * multiply. Otherwise a height is drawn too, and the point kept if it is
  * under the curve, else the draw starts again; past the base's rectangle,
  * the variate is ZIG_R + an exponential variate of the tail, -log u. The
- * result has e^-x as its density, as -log u does, for a third of the
- * instructions. */
+ * result has e^-x as its density, as -log u does, and the common case
+ * needs no logarithm. */
 #define ZIG_LAYERS 256
 #define ZIG_R 7.69711747013104972
 #define ZIG_V 0.0039496598225815571993
