@@ -13,7 +13,7 @@
 #   bench-prof    what the heap profiler costs (MEMALLOC_PROF=1 against
 #                 unset): whole-program instructions under callgrind, CPU time
 #                 and ops/s of the suite's programs, Redis under
-#                 redis-benchmark (bench/prof_cost.py; about 15 minutes) ->
+#                 redis-benchmark (bench/prof_cost.py; about 8 minutes) ->
 #                 bench/results/prof-cost.md, which bench-report copies into
 #                 BENCHMARK.md
 #   bench-clean   remove $(BUILD)/bench
