@@ -89,11 +89,6 @@ struct prof_snapshot {
 MA_HIDDEN int prof_snapshot_take(struct prof_snapshot *s);
 MA_HIDDEN void prof_snapshot_drop(struct prof_snapshot *s);
 
-/* The fast stack walk (prof_unwind.c): fills pcs[0..max) with return
- * addresses, innermost first (the first is inside prof_unwind_fast), and
- * starts[0..nstarts) with the functions they lie in; returns how many, or
- * 0 when it cannot walk this stack (use _Unwind_Backtrace then). */
-MA_HIDDEN unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsigned nstarts);
 /* The words of memory a walk's result depended on, in the order it read
  * them: each return address it followed (and the 0 that ended it), and
  * each saved rbp that a later frame's address was computed from. A walk
@@ -109,9 +104,12 @@ struct prof_trail {
     } read[PROF_TRAIL];
 };
 
-/* The same walk from frame f (pcs[0] is f->pc), which must be a frame of
- * the calling thread's stack that is still live; when t is not NULL, it
- * keeps the walk's trail there. */
+/* The fast stack walk (prof_unwind.c) from frame f, which must be a frame
+ * of the calling thread's stack that is still live: fills pcs[0..max)
+ * with return addresses, innermost first (pcs[0] is f->pc), and
+ * starts[0..nstarts) with the functions they lie in; returns how many, or
+ * 0 when it cannot walk this stack (use _Unwind_Backtrace then). When t
+ * is not NULL, it keeps the walk's trail there. */
 MA_HIDDEN unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t *starts, unsigned max,
                                     unsigned nstarts, struct prof_trail *t);
 /* Stores the caller's frame in f: its return address (the pc after the

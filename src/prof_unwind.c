@@ -532,26 +532,12 @@ unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t 
     return end == WALK_GAVE_UP ? 0 : w.n;
 }
 
-unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsigned nstarts)
-{
-    struct prof_frame f;
-    prof_regs(&f);
-    /* The first frame is this function's own: prof_regs's return address
-     * lies in it, and the rule found for that address describes it. */
-    return prof_unwind_from(&f, pcs, starts, max, nstarts, NULL);
-}
-
 #else /* not x86-64: prof.c always uses _Unwind_Backtrace */
 
 void prof_unwind_init(void) {}
 void prof_unwind_lock(void) {}
 void prof_unwind_unlock(void) {}
 void prof_unwind_reset(void) {}
-unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsigned nstarts)
-{
-    (void)pcs, (void)starts, (void)max, (void)nstarts;
-    return 0;
-}
 unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t *starts, unsigned max,
                           unsigned nstarts, struct prof_trail *t)
 {
