@@ -158,6 +158,7 @@ help:
 	@echo "make debug      -O0 -g build with internal checks: $(BUILD)/debug/libmemalloc.so"
 	@echo "make test       unit tests (release, debug, ThreadSanitizer) and LD_PRELOAD programs"
 	@echo "make bench      the benchmark suite against glibc, jemalloc, tcmalloc, mimalloc"
+	@echo "make bench-prof what MEMALLOC_PROF=1 costs: instructions, time, Redis (BENCHMARK.md)"
 	@echo "make install PREFIX=/usr/local"
 	@echo "make clean"
 

@@ -252,12 +252,17 @@ static inline struct block *block_next(const struct block *b)
 {
     return (struct block *)((char *)b + block_size(b));
 }
-/* Sets (on) or clears the profiler's B_SAMPLED flag of allocated block b.
- * Lock held: the owner flips the head's PREV_INUSE bit under it. */
-static inline void block_set_sampled(struct block *b, int on)
+/* Sets (on) or clears the profiler's B_SAMPLED flag of allocated block b
+ * of arena a. Under a's lock, since the arena rewrites the head's
+ * PREV_INUSE bit under it; the bare lock, not arena_lock, whose bookkeeping
+ * (the acquisition count that paces decay) counts the engine's own work.
+ * The lock must not be held. */
+static inline void block_set_sampled(struct arena *a, struct block *b, int on)
 {
+    ma_lock_acquire(&a->lock);
     size_t h = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
     __atomic_store_n(&b->head, on ? h | B_SAMPLED : h & ~B_SAMPLED, __ATOMIC_RELAXED);
+    ma_lock_release(&a->lock);
 }
 static inline int block_sampled(const struct block *b)
 {

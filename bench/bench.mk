@@ -10,10 +10,18 @@
 #   bench-report  regenerate BENCHMARK.md and the plots from the last results
 #   perf          perf stat + perf record of one benchmark (callgrind when the
 #                 hardware counters are not available)
+#   bench-prof    what the heap profiler costs (MEMALLOC_PROF=1 against
+#                 unset): whole-program instructions under callgrind, CPU time
+#                 and ops/s of the suite's programs, Redis under
+#                 redis-benchmark (bench/prof_cost.py; about 8 minutes) ->
+#                 bench/results/prof-cost.md, which bench-report copies into
+#                 BENCHMARK.md
 #   bench-clean   remove $(BUILD)/bench
 #
 # Knobs: BENCH_ARGS (extra run.py options, e.g. --allocators glibc,jemalloc
-# --benches larson --threads 1,4 --reps 5), PERF_BENCH, PERF_ALLOC.
+# --benches larson --threads 1,4 --reps 5), PERF_BENCH, PERF_ALLOC,
+# PROF_COST_ARGS (extra prof_cost.py options, e.g. --only instructions
+# --reps 9 --redis-callgrind).
 # The programs use only the standard malloc names, so each one is measured
 # under every allocator by LD_PRELOAD; see bench/run.py.
 
@@ -40,8 +48,11 @@ BENCH_LIB := $(BUILD)/libmemalloc.so
 BENCH_ARGS ?=
 PERF_BENCH ?= larson
 PERF_ALLOC ?= memalloc
+PROF_COST_ARGS ?=
+# bench-prof drives Redis (Debian's redis-server, memalloc preloaded).
+DEPS_EXTRA += redis-server
 
-.PHONY: bench bench-quick bench-build bench-check bench-report perf bench-clean
+.PHONY: bench bench-quick bench-build bench-check bench-report perf bench-prof bench-clean
 
 bench-build: $(BENCH_BINS)
 
@@ -78,6 +89,10 @@ bench-report:
 perf: $(BENCH_BINS) $(BENCH_LIB)
 	$(PYTHON) $(BENCH_SRC_DIR)/run.py --perf $(PERF_BENCH) --perf-alloc $(PERF_ALLOC) \
 		--bin-dir $(BENCH_OUT) --lib $(BENCH_LIB) $(BENCH_ARGS)
+
+bench-prof: $(BENCH_BINS) $(BENCH_LIB)
+	$(PYTHON) $(BENCH_SRC_DIR)/prof_cost.py --bin-dir $(BENCH_OUT) --lib $(BENCH_LIB) \
+		--redis-callgrind --out $(BENCH_SRC_DIR)/results/prof-cost.md $(PROF_COST_ARGS)
 
 bench-clean:
 	rm -rf $(BENCH_OUT)

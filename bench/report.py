@@ -620,6 +620,11 @@ def write_report(results_path, report_path, plots_dir, root):
                         [[r["bench"] + (" " + r["mode"] if "mode" in r else ""), r["alloc"],
                           str(r.get("threads", "")), (r.get("error") or "?").replace("|", "\\|")]
                          for r in failed], numeric=False)
+    # The profiler's cost (make bench-prof, bench/prof_cost.py), copied verbatim.
+    prof_cost = os.path.join(root, "bench", "results", "prof-cost.md")
+    if os.path.exists(prof_cost):
+        with open(prof_cost) as f:
+            out += ["", f.read().rstrip()]
     # Hand-measured notes (commands included in the file), copied verbatim.
     notes = os.path.join(root, "bench", "NOTES.md")
     if os.path.exists(notes):
@@ -627,7 +632,7 @@ def write_report(results_path, report_path, plots_dir, root):
             out += ["", f.read().rstrip()]
     out += ["", "## Reproducing", "",
             "```sh",
-            "sudo apt-get install -y build-essential python3 gnuplot-nox valgrind linux-perf \\",
+            "sudo apt-get install -y build-essential python3 gnuplot-nox valgrind linux-perf redis-server \\",
             "    libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev",
             "make bench          # full suite (%s) -> bench/results/results.jsonl, BENCHMARK.md, bench/plots/"
             % "5 repetitions",
@@ -635,6 +640,7 @@ def write_report(results_path, report_path, plots_dir, root):
             "make bench-report   # regenerate this file and the plots from the last results",
             "make bench-check    # every program runs, and a deliberately corrupted block is caught",
             "make perf           # perf stat/record of one benchmark (callgrind without counters)",
+            "make bench-prof     # what MEMALLOC_PROF=1 costs -> bench/results/prof-cost.md (then bench-report)",
             "```", "",
             "Subsets: `make bench-quick BENCH_ARGS='--benches larson,xmalloc --threads 1,4 "
             "--allocators memalloc,glibc,jemalloc --reps 5'`. Runner options: "

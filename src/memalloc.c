@@ -48,7 +48,12 @@ static inline size_t raw_usable(const void *p, const struct chunk *c, const stru
     return c != NULL ? block_usable(block_of(p)) : large_usable(l);
 }
 
-/* ---- profiler samples ---- */
+/* ---- profiler samples ----
+ *
+ * The sampled path is rare per call but is the whole of what profiling
+ * costs, so its functions are noinline (out of the callers' fast paths)
+ * without being cold: gcc optimizes cold functions for size, and does not
+ * inline the lock helpers into them. */
 
 static inline int is_sampled(const void *p, const struct chunk *c, const struct large *l)
 {
@@ -57,42 +62,31 @@ static inline int is_sampled(const void *p, const struct chunk *c, const struct 
 
 /* Sampled block p is being freed or moved: the profiler forgets it and the
  * flag goes, so the block is an ordinary one again. */
-static MA_COLD void sample_clear(void *p, struct chunk *c, struct large *l)
+static __attribute__((noinline)) void sample_clear(void *p, struct chunk *c, struct large *l)
 {
     prof_forget(p);
-    if (c != NULL) {
-        arena_lock(c->arena);
-        block_set_sampled(block_of(p), 0);
-        arena_unlock(c->arena);
-    } else {
+    if (c != NULL)
+        block_set_sampled(c->arena, block_of(p), 0);
+    else
         l->sampled = 0;
-    }
-}
-
-/* Flags p (n bytes asked) as sampled and records it. */
-static MA_COLD void sample_mark(void *p, size_t n)
-{
-    struct large *l = NULL;
-    struct chunk *c = locate(p, "malloc", &l);
-    if (c != NULL) {
-        arena_lock(c->arena);
-        block_set_sampled(block_of(p), 1);
-        arena_unlock(c->arena);
-    } else {
-        l->sampled = 1;
-    }
-    prof_record(p, n);
 }
 
 /* p (n bytes asked, NULL if the allocation failed) is the sample: flagged
- * and recorded while nothing allocated meanwhile (the unwinder's own
- * allocations) counts towards or takes a sample; then the count starts
- * again. */
-static MA_COLD void sample_take(void *p, size_t n)
+ * and recorded, its stack walked from frame `from` (NULL: from here),
+ * while nothing allocated meanwhile (the unwinder's own allocations)
+ * counts towards or takes a sample; then the count starts again. p was
+ * just handed out by this thread, so it needs no validation: the pagemap
+ * tells a chunk's block from a large one. */
+static __attribute__((noinline)) void sample_take(void *p, size_t n, const struct prof_frame *from)
 {
     ma_tc.prof_left = INT64_MAX;
-    if (p != NULL && prof_on)
-        sample_mark(p, n);
+    if (p != NULL && prof_on) {
+        if (pagemap_is_chunk(pagemap_get((uintptr_t)p)))
+            block_set_sampled(chunk_of(p, ma_cfg.chunk_size)->arena, block_of(p), 1);
+        else
+            large_lookup(p, "malloc")->sampled = 1;
+        prof_record(p, n, from);
+    }
     ma_tc.prof_left = prof_next_interval();
 }
 
@@ -102,7 +96,7 @@ static void *alloc_as(size_t n, size_t align, int zero)
     return align != 0 ? ma_aligned_alloc(align, n) : zero ? ma_calloc(1, n) : ma_malloc(n);
 }
 
-void *ma_alloc_sampled(size_t n, size_t align, int zero)
+void *ma_alloc_sampled_from(size_t n, size_t align, int zero, const struct prof_frame *from)
 {
     if (ma_unlikely(ma_tc.internal)) {
         /* memalloc's own allocation (decay.c): the countdown stays
@@ -122,9 +116,47 @@ void *ma_alloc_sampled(size_t n, size_t align, int zero)
     /* The block itself neither counts towards nor takes a sample. */
     ma_tc.prof_left = INT64_MAX;
     void *p = alloc_as(n, align, zero);
-    sample_take(p, n);
+    sample_take(p, n, from);
     return p;
 }
+
+/* ma_alloc_sampled is reached by a jump (a tail call) from malloc, calloc,
+ * aligned_alloc and the ma_* entry points, so on entry its return address
+ * and stack pointer are those of the program's call into memalloc. On
+ * x86-64 it pushes that frame (return address, stack pointer after the
+ * return, rbp: a struct prof_frame) and passes it to
+ * ma_alloc_sampled_from: the stack walk starts at the program's frame,
+ * instead of walking memalloc's own frames only to drop them. When it is
+ * called rather than jumped to, the frame is the caller's inside memalloc,
+ * and the walk drops that one as usual. */
+#if defined(__x86_64__)
+__asm__(".text\n"
+        ".p2align 4\n"
+        ".globl ma_alloc_sampled\n"
+        ".hidden ma_alloc_sampled\n"
+        ".type ma_alloc_sampled, @function\n"
+        "ma_alloc_sampled:\n"
+        "  .cfi_startproc\n"
+        "  pushq %rbp\n"          /* frame.bp */
+        "  .cfi_adjust_cfa_offset 8\n"
+        "  leaq 16(%rsp), %rax\n" /* frame.sp: the caller's, once we return */
+        "  pushq %rax\n"
+        "  .cfi_adjust_cfa_offset 8\n"
+        "  pushq 16(%rsp)\n"      /* frame.pc: our return address */
+        "  .cfi_adjust_cfa_offset 8\n"
+        "  movq %rsp, %rcx\n"     /* the stack is 16-byte aligned again */
+        "  call ma_alloc_sampled_from\n"
+        "  addq $24, %rsp\n"
+        "  .cfi_adjust_cfa_offset -24\n"
+        "  ret\n"
+        "  .cfi_endproc\n"
+        ".size ma_alloc_sampled, .-ma_alloc_sampled\n");
+#else
+void *ma_alloc_sampled(size_t n, size_t align, int zero)
+{
+    return ma_alloc_sampled_from(n, align, zero, NULL);
+}
+#endif
 
 /* ---- raw allocation: no canaries ---- */
 
@@ -443,7 +475,7 @@ void *ma_realloc(void *p, size_t n)
         canary_set(q, n, raw_usable(q, qc, ql));
     }
     if (prof_due(n))
-        sample_take(q, n); /* the resized block, moved or not */
+        sample_take(q, n, NULL); /* the resized block, moved or not */
     return q;
 }
 

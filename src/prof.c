@@ -54,14 +54,12 @@ static double prof_log(double x)
     return 2.0 * s * series + e * LN2;
 }
 
-/* 1 - exp(-x) for x >= 0, accurate for small x too: x = k ln 2 + r with r in
- * [0, ln 2), exp(-r) from 13 terms of its series (error below 1e-12). */
-static double prof_one_minus_exp_neg(double x)
+/* exp(-x) for x >= 0: x = k ln 2 + r with r in [0, ln 2), exp(-r) from 13
+ * terms of its series (relative error below 1e-12). */
+static double prof_exp_neg(double x)
 {
-    if (x < 1e-4)
-        return x * (1.0 - x * (0.5 - x / 6.0));
     if (x > 700.0)
-        return 1.0;
+        return 0.0;
     int k = (int)(x / LN2);
     double r = -(x - k * LN2), sum = 1.0;
     static const double inv_fact[] = { 1.0 / 12, 1.0 / 11, 1.0 / 10, 1.0 / 9, 1.0 / 8, 1.0 / 7,
@@ -71,7 +69,15 @@ static double prof_one_minus_exp_neg(double x)
         sum = 1.0 + r * inv_fact[i] * sum;
     union { double d; uint64_t u; } scale;
     scale.u = (uint64_t)(1023 - k) << 52;
-    return 1.0 - sum * scale.d;
+    return sum * scale.d;
+}
+
+/* 1 - exp(-x) for x >= 0, accurate for small x too. */
+static double prof_one_minus_exp_neg(double x)
+{
+    if (x < 1e-4)
+        return x * (1.0 - x * (0.5 - x / 6.0));
+    return 1.0 - prof_exp_neg(x);
 }
 
 /* How many blocks of n bytes one sample of that size stands for: a block
@@ -88,13 +94,18 @@ static double prof_weight(size_t n)
 static __thread uint64_t prof_rng __attribute__((tls_model("initial-exec")));
 static uint64_t prof_seeds; /* atomic: tells threads seeded at once apart */
 
-static uint64_t prof_random(void)
+/* The first draw's seed, out of line: the draw itself then needs no
+ * saved registers. */
+static MA_COLD void prof_seed(void)
 {
-    if (ma_unlikely(prof_rng == 0)) {
-        uint64_t n = __atomic_add_fetch(&prof_seeds, 1, __ATOMIC_RELAXED);
-        prof_rng = (uintptr_t)&prof_rng ^ ((uint64_t)os_getpid() << 32) ^ (n * 0xd1342543de82ef95ull) ^
-                   os_now_ms();
-    }
+    uint64_t n = __atomic_add_fetch(&prof_seeds, 1, __ATOMIC_RELAXED);
+    prof_rng = (uintptr_t)&prof_rng ^ ((uint64_t)os_getpid() << 32) ^ (n * 0xd1342543de82ef95ull) ^ os_now_ms();
+}
+
+static inline uint64_t prof_random(void)
+{
+    if (ma_unlikely(prof_rng == 0))
+        prof_seed();
     /* splitmix64: a counter through a strong mixer. */
     uint64_t z = (prof_rng += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -102,13 +113,95 @@ static uint64_t prof_random(void)
     return z ^ (z >> 31);
 }
 
+/* A uniform double in [0, 1) from 53 random bits (through int64_t: one
+ * instruction, where an unsigned conversion takes a branch and several). */
+static inline double prof_uniform(uint64_t bits)
+{
+    return (double)(int64_t)(bits >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* ---- exponential variates: the ziggurat ----
+ *
+ * The area under e^-x is cut into ZIG_LAYERS layers of area ZIG_V each.
+ * Layer 0 is the base: the rectangle [0, ZIG_R] x [0, e^-ZIG_R] and the
+ * tail beyond ZIG_R. Layer i >= 1 is the rectangle [0, x[i-1]] x [e^-x[i-1],
+ * e^-x[i]], where x[0] = ZIG_R, e^-x[i] = e^-x[i-1] + ZIG_V / x[i-1], and
+ * the last layer reaches e^0 = 1 (ZIG_R is the base's width for which 256
+ * layers of that area close there). A draw picks a layer and a point
+ * across its width; left of x[i] (97.8% of draws) the point is under the
+ * curve whatever its height, and is the variate: an integer compare and a
+ * multiply. Otherwise a height is drawn too, and the point kept if it is
+ * under the curve, else the draw starts again; past the base's rectangle,
+ * the variate is ZIG_R + an exponential variate of the tail, -log u. The
+ * result has e^-x as its density, as -log u does, and the common case
+ * needs no logarithm. */
+#define ZIG_LAYERS 256
+#define ZIG_R 7.69711747013104972
+#define ZIG_V 0.0039496598225815571993
+/* set once at init: draws j < k of layer i are under the curve, at x =
+ * j * w (its width / 2^53); one 16-byte entry, so a draw reads one line */
+static struct zig_layer {
+    uint64_t k;
+    double w;
+} zig[ZIG_LAYERS];
+static double zig_f[ZIG_LAYERS]; /* set once at init: e^-x[i] */
+
+static void zig_init(void)
+{
+    double x[ZIG_LAYERS];
+    x[0] = ZIG_R;
+    zig_f[0] = prof_exp_neg(ZIG_R);
+    for (unsigned i = 1; i < ZIG_LAYERS - 1; i++) {
+        zig_f[i] = zig_f[i - 1] + ZIG_V / x[i - 1];
+        x[i] = -prof_log(zig_f[i]);
+    }
+    x[ZIG_LAYERS - 1] = 0.0;
+    zig_f[ZIG_LAYERS - 1] = 1.0;
+    const double two53 = 9007199254740992.0;
+    zig[0].k = (uint64_t)(two53 * ZIG_R * zig_f[0] / ZIG_V); /* the base: rectangle of its virtual width */
+    zig[0].w = ZIG_V / zig_f[0] / two53;
+    for (unsigned i = 1; i < ZIG_LAYERS; i++) {
+        zig[i].k = (uint64_t)(two53 * x[i] / x[i - 1]);
+        zig[i].w = x[i - 1] / two53;
+    }
+}
+
+/* The draws that fall outside the rectangles' common part. */
+static MA_COLD double zig_edge(unsigned i, double x)
+{
+    for (;;) {
+        if (i == 0)
+            return ZIG_R - prof_log(1.0 - prof_uniform(prof_random())); /* 1 - u in (0, 1] */
+        double y = zig_f[i - 1] + prof_uniform(prof_random()) * (zig_f[i] - zig_f[i - 1]);
+        if (y < prof_exp_neg(x))
+            return x;
+        uint64_t u = prof_random();
+        i = (unsigned)u & (ZIG_LAYERS - 1);
+        uint64_t j = u >> 11;
+        x = (double)(int64_t)j * zig[i].w;
+        if (j < zig[i].k)
+            return x;
+    }
+}
+
+/* An exponential variate of mean 1. The layer comes from the low 8 bits of
+ * the draw, the point across it from the top 53. */
+static inline double zig_draw(void)
+{
+    uint64_t u = prof_random();
+    unsigned i = (unsigned)u & (ZIG_LAYERS - 1);
+    uint64_t j = u >> 11;
+    double x = (double)(int64_t)j * zig[i].w;
+    if (ma_likely(j < zig[i].k))
+        return x;
+    return zig_edge(i, x);
+}
+
 int64_t prof_next_interval(void)
 {
     if (!prof_on)
         return INT64_MAX;
-    /* u in (0, 1]: -log(u) * mean is exponential with that mean. */
-    double u = (double)((prof_random() >> 11) + 1) * (1.0 / 9007199254740992.0);
-    double bytes = -prof_log(u) * prof_rate;
+    double bytes = zig_draw() * prof_rate;
     if (bytes < 1.0)
         return 1;
     if (bytes > 9.0e18)
@@ -176,6 +269,8 @@ static MA_COLD void self_locate(void)
 /* memalloc.c's sampled path and malloc's miss path (weak: prof.c does not
  * depend on them being linked, only compares their addresses). */
 MA_HIDDEN extern void *ma_alloc_sampled(size_t n, size_t align, int zero) __attribute__((weak));
+MA_HIDDEN extern void *ma_alloc_sampled_from(size_t n, size_t align, int zero, const struct prof_frame *from)
+    __attribute__((weak));
 MA_HIDDEN extern void *ma_malloc_miss(size_t n) __attribute__((weak));
 
 /* The C++ allocation functions, when override.c is linked in. */
@@ -195,7 +290,8 @@ static int is_entry(uintptr_t start)
         (uintptr_t)&posix_memalign, (uintptr_t)&aligned_alloc, (uintptr_t)&valloc,
         (uintptr_t)&ma_malloc, (uintptr_t)&ma_calloc, (uintptr_t)&ma_realloc,
         (uintptr_t)&ma_reallocarray, (uintptr_t)&ma_aligned_alloc, (uintptr_t)&ma_posix_memalign,
-        (uintptr_t)&ma_memdup, (uintptr_t)&ma_alloc_sampled, (uintptr_t)&ma_malloc_miss,
+        (uintptr_t)&ma_memdup, (uintptr_t)&ma_alloc_sampled, (uintptr_t)&ma_alloc_sampled_from,
+        (uintptr_t)&ma_malloc_miss,
         (uintptr_t)&_Znwm, (uintptr_t)&_Znam, (uintptr_t)&_ZnwmRKSt9nothrow_t,
         (uintptr_t)&_ZnamRKSt9nothrow_t, (uintptr_t)&_ZnwmSt11align_val_t,
         (uintptr_t)&_ZnamSt11align_val_t,
@@ -206,29 +302,40 @@ static int is_entry(uintptr_t start)
     return 0;
 }
 
-/* Fills c with the calling thread's stack and returns how many leading
- * frames are memalloc's own. noinline: it is always among them. */
-static __attribute__((noinline)) unsigned capture_stack(struct capture *c)
+/* Fills c with the calling thread's stack from frame `from` (t, if not
+ * NULL, gets the walk's trail) and returns how many leading frames are
+ * memalloc's own: at least `ours` (the frames known to be memalloc's at
+ * the start of the walk) when they are told apart by the entry points.
+ * noinline: when the fast walk gives up and libgcc's walks from here, it
+ * is among them. */
+static __attribute__((noinline)) unsigned capture_stack(struct capture *c, const struct prof_frame *from,
+                                                         unsigned ours, struct prof_trail *t)
 {
-    c->n = prof_unwind_fast(c->pc, c->start, sizeof c->pc / sizeof c->pc[0], SKIP_ROOM);
-    if (c->n == 0)
-        _Unwind_Backtrace(capture_frame, c);
     int mode = __atomic_load_n(&self_mode, __ATOMIC_ACQUIRE);
     if (ma_unlikely(mode == SELF_UNKNOWN)) {
         self_locate();
         mode = __atomic_load_n(&self_mode, __ATOMIC_ACQUIRE);
     }
-    unsigned skip = 0;
+    /* The functions the first frames lie in are only looked at to find
+     * the entry points. */
+    unsigned nstarts = mode == SELF_ENTRIES ? SKIP_ROOM : 0;
+    unsigned skip = ours;
+    c->n = prof_unwind_from(from, c->pc, c->start, sizeof c->pc / sizeof c->pc[0], nstarts, t);
+    if (c->n == 0) {
+        _Unwind_Backtrace(capture_frame, c);
+        nstarts = SKIP_ROOM;
+        skip = 3; /* capture_stack, record_walked and prof_record */
+    }
     if (mode == SELF_RANGE) {
         /* pc - 1: a return address may be the first byte after a call
          * that ends a function. */
+        skip = 0;
         while (skip < c->n && c->pc[skip] - 1 >= self_lo && c->pc[skip] - 1 < self_hi)
             skip++;
     } else {
         /* The deepest entry point among the first frames: operator new
          * calling malloc leaves both on the stack, and both are ours. */
-        unsigned lim = c->n < SKIP_ROOM ? c->n : SKIP_ROOM;
-        skip = 2; /* at least capture_stack and prof_record */
+        unsigned lim = c->n < nstarts ? c->n : nstarts;
         for (unsigned i = 0; i < lim; i++)
             if (is_entry(c->start[i]))
                 skip = i + 1;
@@ -242,8 +349,7 @@ static __attribute__((noinline)) unsigned capture_stack(struct capture *c)
 struct live {
     uintptr_t key;
     struct prof_stack *stack;
-    uint64_t n;
-    double w; /* blocks this sample stands for */
+    uint64_t n; /* bytes asked */
 };
 
 static struct live *live_tab;   /* guarded by prof_lock: open addressing */
@@ -352,16 +458,6 @@ static struct prof_stack *stack_intern(const uintptr_t *pcs, unsigned depth, uin
 static void live_remove_at(size_t i)
 {
     size_t mask = live_cap - 1;
-    struct live *e = &live_tab[i];
-    struct prof_stack *s = e->stack;
-    s->live_count--;
-    s->live_bytes -= e->n;
-    s->est_live_count -= e->w;
-    s->est_live_bytes -= e->w * (double)e->n;
-    if (s->live_count == 0) { /* no rounding residue on an emptied stack */
-        s->est_live_count = 0.0;
-        s->est_live_bytes = 0.0;
-    }
     live_used--;
     for (size_t j = (i + 1) & mask;; j = (j + 1) & mask) {
         if (live_tab[j].key == 0)
@@ -395,6 +491,7 @@ void prof_init(void)
     if (!ma_cfg.prof)
         return;
     prof_rate = (double)ma_cfg.prof_sample;
+    zig_init();
     live_cap = 4096;
     stack_cap = 1024;
     live_tab = os_map(live_cap * sizeof *live_tab);
@@ -407,12 +504,65 @@ void prof_init(void)
     prof_on = 1;
 }
 
-void prof_record(void *p, size_t n)
+/* ---- the thread's last walk ----
+ *
+ * A thread that samples again from the same frame (the same return address
+ * and stack pointer, and rbp if the walk used it) is most often in the
+ * same call stack as the last time: a loop that allocates. If every word
+ * the last walk's result depended on (its trail) still holds what it held
+ * then, the walk would read the same words again and give the same frames,
+ * and the stack record it found then is the answer now, with no walk, hash
+ * or table lookup. The words are read in the walk's order and each one's
+ * address follows from the words before it, so this reads nothing a walk
+ * would not. */
+struct last_walk {
+    struct prof_frame from;
+    struct prof_stack *stack; /* the record the walk found; NULL: none kept */
+    struct prof_trail trail;
+};
+static __thread struct last_walk prof_last __attribute__((tls_model("initial-exec")));
+
+static inline int last_walk_holds(const struct last_walk *lw, const struct prof_frame *from)
 {
-    if (!prof_on || p == NULL)
+    if (lw->stack == NULL || lw->from.pc != from->pc || lw->from.sp != from->sp ||
+        (lw->trail.bp_used && lw->from.bp != from->bp))
+        return 0;
+    for (const struct prof_read *r = lw->trail.read, *end = r + lw->trail.n; r < end; r++)
+        if (*(const uintptr_t *)r->addr != r->value)
+            return 0;
+    return 1;
+}
+
+/* Adds sample p (n bytes, of stack s) to the live set and s's totals.
+ * One probe run finds either p's entry (a block freed without
+ * prof_forget: its sample is stale, and this one takes its slot) or the
+ * empty slot that ends the run, where p goes. prof_lock held. */
+static inline void record_locked(void *p, size_t n, struct prof_stack *s)
+{
+    if (ma_unlikely((live_used + 1) * 2 > live_cap) && live_grow() != 0) {
+        prof_dropped++;
         return;
+    }
+    uintptr_t key = (uintptr_t)p;
+    size_t mask = live_cap - 1, j = mix(key) & mask;
+    while (live_tab[j].key != 0 && live_tab[j].key != key)
+        j = (j + 1) & mask;
+    live_used += live_tab[j].key == 0;
+    live_tab[j] = (struct live){ key, s, n };
+    s->alloc_count++;
+    s->alloc_bytes += n;
+}
+
+/* prof_record's walk from frame `from` (`ours` of its first frames are
+ * memalloc's): the stack captured, hashed and found (or added) in the
+ * stack table; kept as the thread's last walk when its trail fitted. */
+static __attribute__((noinline)) void record_walked(void *p, size_t n, const struct prof_frame *from,
+                                                     unsigned ours)
+{
+    struct last_walk *lw = &prof_last;
+    lw->stack = NULL;
     struct capture c;
-    unsigned skip = capture_stack(&c);
+    unsigned skip = capture_stack(&c, from, ours, &lw->trail);
     unsigned depth = c.n - skip;
     if (depth > PROF_MAX_FRAMES)
         depth = PROF_MAX_FRAMES;
@@ -420,31 +570,40 @@ void prof_record(void *p, size_t n)
     uint64_t hash = depth;
     for (unsigned i = 0; i < depth; i++)
         hash = mix(hash ^ pcs[i]);
-    double w = prof_weight(n);
 
     ma_lock_acquire(&prof_lock);
     struct prof_stack *s = stack_intern(pcs, depth, hash);
-    if (s == NULL || ((live_used + 1) * 2 > live_cap && live_grow() != 0)) {
+    if (s != NULL)
+        record_locked(p, n, s);
+    else
         prof_dropped++;
-        ma_lock_release(&prof_lock);
+    ma_lock_release(&prof_lock);
+    if (s != NULL && lw->trail.whole) {
+        lw->from = *from;
+        lw->stack = s;
+    }
+}
+
+void prof_record(void *p, size_t n, const struct prof_frame *from)
+{
+    if (!prof_on || p == NULL)
+        return;
+    /* No frame given: this function's own, which stays live while the
+     * stack is walked, and is memalloc's. */
+    struct prof_frame here;
+    unsigned ours = 0;
+    if (from == NULL) {
+        prof_regs(&here);
+        from = &here;
+        ours = 1;
+    }
+    struct last_walk *lw = &prof_last;
+    if (!last_walk_holds(lw, from)) {
+        record_walked(p, n, from, ours);
         return;
     }
-    uintptr_t key = (uintptr_t)p;
-    size_t j = live_find(key);
-    if (j != SIZE_MAX) /* a block freed without prof_forget: its sample is stale */
-        live_remove_at(j);
-    j = mix(key) & (live_cap - 1);
-    while (live_tab[j].key != 0)
-        j = (j + 1) & (live_cap - 1);
-    live_tab[j] = (struct live){ key, s, n, w };
-    live_used++;
-    s->live_count++;
-    s->live_bytes += n;
-    s->alloc_count++;
-    s->alloc_bytes += n;
-    s->est_live_count += w;
-    s->est_live_bytes += w * (double)n;
-    s->est_alloc_bytes += w * (double)n;
+    ma_lock_acquire(&prof_lock);
+    record_locked(p, n, lw->stack);
     ma_lock_release(&prof_lock);
 }
 
@@ -480,13 +639,27 @@ int prof_snapshot_take(struct prof_snapshot *s)
     s->stacks = (struct prof_stack **)m;
     char *at = m + stack_used * sizeof(void *);
     for (size_t i = 0; i < stack_cap; i++) {
-        const struct prof_stack *st = stack_tab[i];
+        struct prof_stack *st = stack_tab[i];
         if (st == NULL)
             continue;
         size_t size = stack_size(st->depth);
+        st->index = (uint32_t)s->nstacks;
         memcpy(at, st, size);
         s->stacks[s->nstacks++] = (struct prof_stack *)at;
         at += MA_ALIGN_UP(size, 8);
+    }
+    /* The live figures, from the live set: each sample stands for the
+     * blocks its size makes it likely to have been sampled from. */
+    for (size_t i = 0; i < live_cap; i++) {
+        const struct live *e = &live_tab[i];
+        if (e->key == 0)
+            continue;
+        struct prof_stack *st = s->stacks[e->stack->index];
+        double w = prof_weight(e->n);
+        st->live_count++;
+        st->live_bytes += e->n;
+        st->est_live_count += w;
+        st->est_live_bytes += w * (double)e->n;
     }
     ma_lock_release(&prof_lock);
     return 0;

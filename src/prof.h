@@ -26,12 +26,19 @@ MA_HIDDEN void prof_init(void);
  * distribution with mean MEMALLOC_PROF_SAMPLE; INT64_MAX when profiling is
  * off. */
 MA_HIDDEN int64_t prof_next_interval(void);
+/* A frame to start a stack walk from: a return address, the stack pointer
+ * once that call has returned, and rbp at that moment (what the walk would
+ * have worked out for that frame itself). */
+struct prof_frame {
+    uintptr_t pc, sp, bp;
+};
+
 /* Block p (the caller asked for n bytes) was sampled: captures the call
- * stack (up to PROF_MAX_FRAMES frames, memalloc's own left out) and records
- * p in the live set and the stack's allocated-over-the-run totals. Takes no
- * lock while it unwinds, so an allocation made by the unwinder cannot
- * deadlock. */
-MA_HIDDEN void prof_record(void *p, size_t n);
+ * stack (up to PROF_MAX_FRAMES frames, memalloc's own left out) from frame
+ * `from` (NULL: from the caller's own frame) and records p in the live set
+ * and the stack's allocated-over-the-run totals. Takes no lock while it
+ * unwinds, so an allocation made by the unwinder cannot deadlock. */
+MA_HIDDEN void prof_record(void *p, size_t n, const struct prof_frame *from);
 /* p, a sampled block, is being freed or moved: drops it from the live set. */
 MA_HIDDEN void prof_forget(void *p);
 /* At exit: writes MEMALLOC_PROF_FILE and MEMALLOC_PROF_SVG if set. */
@@ -53,13 +60,17 @@ MA_HIDDEN void prof_print_leaks(struct ma_buf *b, unsigned top);
 
 /* One distinct call stack and what was sampled through it. Raw figures
  * count the sampled blocks themselves (pprof scales those by the rate);
- * the est_ figures are already scaled to estimated real bytes. */
+ * the est_ figures are scaled to estimated real blocks and bytes. In the
+ * stack table only the allocated totals are kept up to date: the live
+ * figures are summed from the live set when a snapshot is taken, so a
+ * sample and its free touch one record less. */
 struct prof_stack {
     uint64_t hash;
     uint32_t depth;             /* frames[0] is the allocating function */
-    uint32_t pad;
-    uint64_t live_count, live_bytes, alloc_count, alloc_bytes; /* raw samples */
-    double est_live_count, est_live_bytes, est_alloc_bytes;    /* scaled */
+    uint32_t index;             /* the record's place in the snapshot being taken */
+    uint64_t alloc_count, alloc_bytes;  /* raw samples, over the run */
+    uint64_t live_count, live_bytes;    /* raw samples live: in a snapshot only */
+    double est_live_count, est_live_bytes; /* scaled: in a snapshot only */
     uintptr_t frames[];         /* return addresses, innermost first */
 };
 
@@ -78,11 +89,32 @@ struct prof_snapshot {
 MA_HIDDEN int prof_snapshot_take(struct prof_snapshot *s);
 MA_HIDDEN void prof_snapshot_drop(struct prof_snapshot *s);
 
-/* The fast stack walk (prof_unwind.c): fills pcs[0..max) with return
- * addresses, innermost first (the first is inside prof_unwind_fast), and
+/* The words of memory a walk's result depended on, in the order it read
+ * them: each return address it followed (and the 0 that ended it), and
+ * each saved rbp that a later frame's address was computed from. A walk
+ * from the same frame that finds every one of them unchanged would read
+ * the same words and give the same frames (prof.c). */
+#define PROF_TRAIL 48
+struct prof_trail {
+    unsigned n;          /* reads kept */
+    int whole;           /* 1: all of them fitted; 0: the walk cannot be replayed */
+    int bp_used;         /* the walk used the starting frame's bp */
+    struct prof_read {
+        uintptr_t addr, value;
+    } read[PROF_TRAIL];
+};
+
+/* The fast stack walk (prof_unwind.c) from frame f, which must be a frame
+ * of the calling thread's stack that is still live: fills pcs[0..max)
+ * with return addresses, innermost first (pcs[0] is f->pc), and
  * starts[0..nstarts) with the functions they lie in; returns how many, or
- * 0 when it cannot walk this stack (use _Unwind_Backtrace then). */
-MA_HIDDEN unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsigned nstarts);
+ * 0 when it cannot walk this stack (use _Unwind_Backtrace then). When t
+ * is not NULL, it keeps the walk's trail there. */
+MA_HIDDEN unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t *starts, unsigned max,
+                                    unsigned nstarts, struct prof_trail *t);
+/* Stores the caller's frame in f: its return address (the pc after the
+ * call to prof_regs), its stack pointer after that call, and rbp. */
+MA_HIDDEN void prof_regs(struct prof_frame *f);
 MA_HIDDEN void prof_unwind_init(void);
 /* Its lock, for the fork handlers. */
 MA_HIDDEN void prof_unwind_lock(void);

@@ -290,8 +290,9 @@ static int cfa_run(const uint8_t *p, const uint8_t *end, uintptr_t *loc, uintptr
 
 /* Works out the rule for return address pc from its FDE and CIE. 0 when
  * it is not one we follow. Code without an FDE ends the stack, as it ends
- * _Unwind_Backtrace's: the rule says so. */
-static int rule_make(uintptr_t pc, struct rule *r)
+ * _Unwind_Backtrace's: the rule says so. Out of line and cold: a walk finds
+ * almost every rule in the cache, and its loop stays in registers. */
+static MA_COLD __attribute__((noinline)) int rule_make(uintptr_t pc, struct rule *r)
 {
     struct dwarf_eh_bases bases;
     const uint8_t *fde = _Unwind_Find_FDE((void *)(pc - 1), &bases);
@@ -383,14 +384,11 @@ static int rule_make(uintptr_t pc, struct rule *r)
 
 /* ---- the walk ---- */
 
-/* Stores the caller's return address (the pc after its call), its stack
- * pointer after that call returns, and rbp. A leaf without a frame. */
-struct regs {
-    uintptr_t pc, sp, bp;
-};
-MA_HIDDEN void prof_regs(struct regs *r);
+/* prof_regs (prof.h): a leaf without a frame. */
 __asm__(".text\n"
         ".p2align 4\n"
+        ".globl prof_regs\n"
+        ".hidden prof_regs\n"
         ".type prof_regs, @function\n"
         "prof_regs:\n"
         "  movq (%rsp), %rax\n"
@@ -405,42 +403,133 @@ __asm__(".text\n"
  * garbage, and the walk gives up rather than read it. */
 #define MAX_FRAME ((uintptr_t)64 << 20)
 
-unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsigned nstarts)
+/* The walk between two frames: the frame's return address, stack pointer
+ * and rbp, how many frames are stored, and which trail entry holds the
+ * saved rbp that bp came from (-1: the starting frame's). */
+struct walk {
+    uintptr_t pc, sp, bp;
+    unsigned n;
+    int bp_from;
+};
+
+enum walk_end { WALK_DONE, WALK_GAVE_UP, WALK_TRAIL_FULL };
+
+/* Steps from frame to frame, storing each return address (and, for the
+ * first nstarts, its function's start), until the stack ends (WALK_DONE),
+ * a frame is not one the walk follows (WALK_GAVE_UP) or, when `record`,
+ * the trail has no room for another frame's two reads (WALK_TRAIL_FULL,
+ * w at the start of that frame). Inlined twice, with and without the
+ * trail, so the walk that keeps none pays nothing for it. rule_lock held. */
+static inline __attribute__((always_inline)) enum walk_end walk_frames(struct walk *w, uintptr_t *pcs,
+                                                                       uintptr_t *starts, unsigned max,
+                                                                       unsigned nstarts, struct prof_trail *t,
+                                                                       const int record)
 {
-    if (rules == NULL)
-        return 0;
-    struct regs r;
-    prof_regs(&r);
-    uintptr_t pc = r.pc, sp = r.sp, bp = r.bp;
-    unsigned n = 0;
-    ma_lock_acquire(&rule_lock);
-    while (n < max) {
-        uint64_t h = pc * 0x9e3779b97f4a7c15ull;
-        struct rule *ru = &rules[(h >> 40) & (RULES - 1)];
-        if (ru->pc != pc && !rule_make(pc, ru)) {
+    uintptr_t pc = w->pc, sp = w->sp, bp = w->bp;
+    unsigned n = w->n, tn = record ? t->n : 0;
+    int bp_from = w->bp_from;
+    enum walk_end end = WALK_DONE;
+    const struct rule *table = rules;
+    for (;;) {
+        if (record && tn + 2 > PROF_TRAIL) {
+            end = WALK_TRAIL_FULL;
+            break;
+        }
+        struct rule *ru = (struct rule *)&table[((pc * 0x9e3779b97f4a7c15ull) >> 40) & (RULES - 1)];
+        if (ma_unlikely(ru->pc != pc) && !rule_make(pc, ru)) {
             ru->pc = 0;
-            n = 0;
+            end = WALK_GAVE_UP;
             break;
         }
         if (n < nstarts)
             starts[n] = ru->start;
         pcs[n++] = pc;
-        if (ru->last)
+        if (ru->last || n == max)
             break;
-        uintptr_t cfa = (ru->cfa_rbp ? bp : sp) + (uintptr_t)(intptr_t)ru->cfa_off;
-        if (cfa <= sp || cfa - sp > MAX_FRAME || (cfa & 7) != 0) {
-            n = 0;
+        uintptr_t cfa;
+        if (ru->cfa_rbp) {
+            cfa = bp + (uintptr_t)(intptr_t)ru->cfa_off;
+            if (record) {
+                if (bp_from < 0)
+                    t->bp_used = 1;
+                else
+                    t->read[bp_from].addr &= ~(uintptr_t)1;
+            }
+        } else {
+            cfa = sp + (uintptr_t)(intptr_t)ru->cfa_off;
+        }
+        /* One unsigned compare: cfa above sp by at most MAX_FRAME. */
+        if (ma_unlikely(cfa - sp - 1 >= MAX_FRAME || (cfa & 7) != 0)) {
+            end = WALK_GAVE_UP;
             break;
         }
-        if (ru->rbp_off != 0)
-            bp = *(const uintptr_t *)(cfa + (uintptr_t)(intptr_t)ru->rbp_off);
         pc = *(const uintptr_t *)(cfa - 8);
+        if (record) {
+            t->read[tn].addr = cfa - 8;
+            t->read[tn++].value = pc;
+        }
+        if (ru->rbp_off != 0) {
+            uintptr_t at = cfa + (uintptr_t)(intptr_t)ru->rbp_off;
+            bp = *(const uintptr_t *)at;
+            if (record) {
+                /* bit 0 set: no frame has used this one yet (the words
+                 * are 8-byte aligned) */
+                bp_from = (int)tn;
+                t->read[tn].addr = at | 1;
+                t->read[tn++].value = bp;
+            }
+        }
         sp = cfa;
         if (pc == 0)
             break;
     }
+    w->pc = pc;
+    w->sp = sp;
+    w->bp = bp;
+    w->n = n;
+    w->bp_from = bp_from;
+    if (record)
+        t->n = tn;
+    return end;
+}
+
+/* Drops from trail t the saved rbp values no frame used: a later walk
+ * need not find them unchanged. */
+static void trail_finish(struct prof_trail *t)
+{
+    unsigned i = 0, n = t->n;
+    while (i < n && !(t->read[i].addr & 1))
+        i++;
+    unsigned k = i;
+    for (; i < n; i++)
+        if (!(t->read[i].addr & 1))
+            t->read[k++] = t->read[i];
+    t->n = k;
+}
+
+unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t *starts, unsigned max,
+                          unsigned nstarts, struct prof_trail *t)
+{
+    if (t != NULL)
+        t->whole = 0;
+    if (rules == NULL || max == 0)
+        return 0;
+    struct walk w = { f->pc, f->sp, f->bp, 0, -1 };
+    enum walk_end end = WALK_TRAIL_FULL;
+    ma_lock_acquire(&rule_lock);
+    if (t != NULL) {
+        t->n = 0;
+        t->bp_used = 0;
+        end = walk_frames(&w, pcs, starts, max, nstarts, t, 1);
+        if (end == WALK_DONE) {
+            trail_finish(t);
+            t->whole = 1;
+        }
+    }
+    if (end == WALK_TRAIL_FULL)
+        end = walk_frames(&w, pcs, starts, max, nstarts, NULL, 0);
     ma_lock_release(&rule_lock);
-    return n;
+    return end == WALK_GAVE_UP ? 0 : w.n;
 }
 
 #else /* not x86-64: prof.c always uses _Unwind_Backtrace */
@@ -449,10 +538,17 @@ void prof_unwind_init(void) {}
 void prof_unwind_lock(void) {}
 void prof_unwind_unlock(void) {}
 void prof_unwind_reset(void) {}
-unsigned prof_unwind_fast(uintptr_t *pcs, uintptr_t *starts, unsigned max, unsigned nstarts)
+unsigned prof_unwind_from(const struct prof_frame *f, uintptr_t *pcs, uintptr_t *starts, unsigned max,
+                          unsigned nstarts, struct prof_trail *t)
 {
-    (void)pcs, (void)starts, (void)max, (void)nstarts;
+    (void)f, (void)pcs, (void)starts, (void)max, (void)nstarts;
+    if (t != NULL)
+        t->whole = 0;
     return 0;
+}
+void prof_regs(struct prof_frame *f)
+{
+    f->pc = f->sp = f->bp = 0;
 }
 
 #endif
