@@ -101,30 +101,6 @@ int os_unmap(void *p, size_t size)
     return 0;
 }
 
-void *os_remap(void *p, size_t old_size, size_t new_size, size_t align)
-{
-    void *q = mremap(p, old_size, new_size, 0);
-    if (q != MAP_FAILED) {
-        account(page_round(new_size), page_round(old_size));
-        return q;
-    }
-    /* Cannot grow in place: reserve an aligned destination and let the
-     * kernel move the pages there (no copy), replacing the reservation. */
-    void *dst = os_map_aligned(new_size, align);
-    if (dst == NULL)
-        return NULL;
-    q = mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
-    if (q == MAP_FAILED) {
-        int saved = errno;
-        (void)os_unmap(dst, new_size);
-        errno = saved;
-        return NULL;
-    }
-    /* The reservation at dst was replaced, the old range released. */
-    account(0, page_round(old_size));
-    return q;
-}
-
 int os_resize(void *p, size_t old_size, size_t new_size)
 {
     int saved = errno;

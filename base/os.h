@@ -27,9 +27,6 @@ MA_HIDDEN int os_unmap_chunk(void *p, size_t size);
 /* Unmaps; 0, or -1 if the kernel refuses (a corrupted size): the caller
  * reports it. */
 MA_HIDDEN int os_unmap(void *p, size_t size);
-/* Resizes a mapping in place or, failing that, moves it to an address
- * aligned to `align`; NULL on failure (mapping intact). */
-MA_HIDDEN void *os_remap(void *p, size_t old_size, size_t new_size, size_t align);
 /* Resizes the mapping [p, p + old_size) in place (one kernel mapping: it
  * must not span pages moved in from elsewhere); 0, or -1 if the kernel
  * cannot (the mapping intact, errno unchanged). */
