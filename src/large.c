@@ -47,6 +47,11 @@ static size_t large_peak;          /* guarded by large_lock */
 static uint64_t large_maps;        /* guarded by large_lock */
 static uint64_t large_unmaps;      /* guarded by large_lock */
 static uint64_t large_reuses;      /* guarded by large_lock */
+/* The most bytes live on this path in the current interval of
+ * MEMALLOC_RETAIN_MS and in the one before, and when the current one began:
+ * the cache's byte bound follows them. */
+static size_t recent_peak[2];      /* guarded by large_lock */
+static uint64_t recent_start;      /* guarded by large_lock */
 static uint32_t cache_seq;         /* guarded by large_lock: frees cached so far */
 
 /* The cache of freed mappings ("pieces"), kept with their pages resident. A
@@ -59,7 +64,7 @@ static uint32_t cache_seq;         /* guarded by large_lock: frees cached so far
  * bytes and makes room by cutting the oldest piece's tail or dropping the
  * oldest pieces. With MEMALLOC_RETAIN_MS=0 nothing is kept (bench/NOTES.md,
  * "Retained memory" and "Assembled large blocks"). */
-#define LARGE_CACHE_SLOTS 16
+#define LARGE_CACHE_SLOTS 32
 #define LARGE_CACHE_MIN ((size_t)32 << 20)
 /* The smallest part worth a move, and the smallest piece kept: below it the
  * mremap costs about what faulting fresh pages does (bench/NOTES.md). */
@@ -68,12 +73,22 @@ static struct large *cache[LARGE_CACHE_SLOTS]; /* guarded by large_lock */
 /* Written under large_lock, read without it by large_decay: atomic. */
 static size_t cache_bytes;
 
-/* Bytes the cache may hold: an eighth of what is live on this path, and at
- * least LARGE_CACHE_MIN; whole pages. large_lock held. */
+/* Bytes the cache may hold: the most that was live on this path lately
+ * (in this interval of MEMALLOC_RETAIN_MS or the one before), and at least
+ * LARGE_CACHE_MIN; whole pages. So memory freed at the end of a peak is
+ * kept for reuse until it has gone unused for an interval, while the cache
+ * never holds more than the program recently had live. large_lock held. */
 static size_t cache_cap(void)
 {
-    size_t cap = large_bytes / 8 & ~(MA_PAGE_SIZE - 1);
-    return cap > LARGE_CACHE_MIN ? cap : LARGE_CACHE_MIN;
+    uint64_t now = os_now_ms();
+    if (now - recent_start >= ma_cfg.retain_ms) {
+        recent_peak[1] = recent_peak[0];
+        recent_peak[0] = large_bytes;
+        recent_start = now;
+    }
+    size_t peak = recent_peak[0] > recent_peak[1] ? recent_peak[0] : recent_peak[1];
+    peak &= ~(MA_PAGE_SIZE - 1);
+    return peak > LARGE_CACHE_MIN ? peak : LARGE_CACHE_MIN;
 }
 
 /* Adds to the live bytes. large_lock held. */
@@ -82,6 +97,8 @@ static void live_grow(size_t bytes)
     large_bytes += bytes;
     if (large_bytes > large_peak)
         large_peak = large_bytes;
+    if (large_bytes > recent_peak[0])
+        recent_peak[0] = large_bytes;
 }
 
 static void list_add(struct large *l)

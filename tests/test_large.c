@@ -121,23 +121,50 @@ Test(large, cached_mappings_stay_resident_then_go_back_when_unused)
     ma_check();
 }
 
-/* At most 16 mappings and max(32 MiB, an eighth of the live large bytes)
- * are kept; room is made from the oldest, and the newest is served first. */
+/* Freed mappings are kept up to what was live lately (at least 32 MiB)
+ * and 32 pieces; room is made from the oldest, and the newest is served
+ * first. */
 Test(large, the_cache_is_bounded)
 {
-    char *p[24];
-    for (int i = 0; i < 24; i++)
+    char *p[40];
+    for (int i = 0; i < 20; i++)
         p[i] = ma_malloc(3u << 20);
-    for (int i = 0; i < 24; i++)
+    size_t peak = large_stats().large_bytes;
+    for (int i = 0; i < 20; i++)
         ma_free(p[i]);
     ma_stats_t s = large_stats();
-    cr_assert_leq(s.large_cached_bytes, 32u << 20);
-    cr_assert_geq(s.large_cached_bytes, 28u << 20, "as much as the bound allows is kept");
-    cr_assert_leq(s.large_cached, 16);
+    cr_assert_eq(s.large_cached, 20, "all of a peak's blocks are kept");
+    cr_assert_eq(s.large_cached_bytes, peak);
     cr_assert_eq(s.large_live, 0);
     char *q = ma_malloc(3u << 20);
-    cr_assert_eq(q, p[23], "the newest is served first");
+    cr_assert_eq(q, p[19], "the newest is served first");
     ma_free(q);
+    ma_trim();
+    for (int i = 0; i < 40; i++)
+        p[i] = ma_malloc(2u << 20);
+    for (int i = 0; i < 40; i++)
+        ma_free(p[i]);
+    s = large_stats();
+    cr_assert_eq(s.large_cached, 32, "at most 32 pieces");
+    cr_assert_eq(page_mapped(p[0]), 0, "the oldest went");
+    cr_assert_eq(page_mapped(p[39]), 1);
+    ma_check();
+}
+
+/* Past the peak, the bound is what was live lately, never less than
+ * 32 MiB: a mapping freed into a full cache keeps only its head. */
+Test(large, the_cache_bound_follows_the_recent_peak)
+{
+    char *small = ma_malloc(20u << 20);
+    memset(small, 1, 20u << 20);
+    ma_free(small);
+    char *big = ma_malloc(40u << 20); /* 20 MiB from the cache, 20 fresh */
+    size_t peak = large_stats().large_peak_bytes;
+    memset(big, 2, 40u << 20);
+    ma_free(big);
+    ma_stats_t s = large_stats();
+    cr_assert_leq(s.large_cached_bytes, peak);
+    cr_assert_geq(s.large_cached_bytes, 40u << 20, "the freed peak is kept");
     ma_check();
 }
 
