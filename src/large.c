@@ -476,19 +476,27 @@ static size_t part_move(const struct large *l, size_t from, size_t end, char *ds
     return done;
 }
 
-/* Moves the planned parts into the fresh range dst, in order from its start,
- * recording dst's seams; returns the bytes moved (dst's first bytes hold
- * moved pages, the rest fresh ones). A refused move ends the moving, and
- * what did not move is dealt with cleanly: a piece still whole goes back to
- * the cache, a piece's head stays cached while the rest of it is unmapped,
- * and when part 0 is a live block (`keep_first`, realloc) its remaining
- * bytes are copied into dst's fresh pages before they are unmapped. Pieces
- * moved whole, which end as mappings, are counted. */
-static size_t plan_fill(struct plan *pl, char *dst, uint32_t *seams, unsigned *nseams, int keep_first)
+/* What the plan's first part is: a cached piece like the others, a live
+ * block whose bytes must survive (realloc), or a piece already grown in
+ * place at the destination. */
+enum part0 { PART0_PIECE, PART0_LIVE, PART0_IN_PLACE };
+
+/* Moves the planned parts into dst, in order from its start, recording
+ * dst's seams; returns the bytes from dst on that hold reused pages (the
+ * rest are fresh). A refused move ends the moving, and what did not move is
+ * dealt with cleanly: a piece still whole goes back to the cache, a piece's
+ * head stays cached while the rest of it is unmapped, and a live block's
+ * remaining bytes are copied into dst's fresh pages before they are
+ * unmapped. Pieces moved whole, which end as mappings, are counted. */
+static size_t plan_fill(struct plan *pl, char *dst, uint32_t *seams, unsigned *nseams, enum part0 part0)
 {
     size_t at = 0;
     unsigned gone = 0, i = 0;
     *nseams = 0;
+    if (part0 == PART0_IN_PLACE) {
+        at = pl->piece[0]->map_size;
+        i = 1;
+    }
     for (; i < pl->n; i++) {
         struct large *l = pl->piece[i];
         size_t from = pl->from[i], end = l->map_size;
@@ -499,7 +507,7 @@ static size_t plan_fill(struct plan *pl, char *dst, uint32_t *seams, unsigned *n
         size_t done = part_move(l, from, end, dst, at, seams, nseams);
         at += done;
         int whole = done == end - from;
-        if (keep_first && i == 0) {
+        if (part0 == PART0_LIVE && i == 0) {
             if (!whole) {
                 memcpy(dst + at, (char *)l + done, end - done);
                 large_unmap((char *)l + done, end - done);
@@ -568,20 +576,35 @@ static char *plan_reserve(struct plan *pl, size_t *size, size_t want, size_t ali
     return reserve(want, align);
 }
 
+/* Grows the plan's first piece in place to `size` bytes when the kernel
+ * can (one kernel mapping, free address space after it): the block is then
+ * made where that piece lies, and its pages do not move. Returns the block's
+ * start, or NULL. */
+static char *plan_grow_first(struct plan *pl, size_t size)
+{
+    if (pl->n == 0 || pl->from[0] != 0 || pl->piece[0]->nseams != 0)
+        return NULL;
+    struct large *l = pl->piece[0];
+    return os_resize(l, l->map_size, size) == 0 ? (char *)l : NULL;
+}
+
 /* Makes the plan's block at base (`size` bytes, the payload `offset` bytes
- * in) and publishes it; returns the bytes from base on that hold moved
+ * in) and publishes it; returns the bytes from base on that hold reused
  * pages. */
-static size_t plan_build(struct plan *pl, char *base, size_t size, size_t offset, int keep_first)
+static size_t plan_build(struct plan *pl, char *base, size_t size, size_t offset, enum part0 part0)
 {
     uint32_t seams[LARGE_SEAMS];
     unsigned nseams = 0;
-    size_t moved = plan_fill(pl, base, seams, &nseams, keep_first);
-    if (moved > 0 && moved < size)
+    size_t grown = part0 == PART0_IN_PLACE ? pl->piece[0]->map_size : 0;
+    size_t moved = plan_fill(pl, base, seams, &nseams, part0);
+    /* Fresh pages after the reused ones are a kernel mapping of their own,
+     * unless they are the growth of a piece grown in place. */
+    if (moved > 0 && moved < size && moved != grown)
         seams[nseams++] = (uint32_t)PAGES(moved);
     /* Only an address outside the pagemap's range could fail; the block is
      * unreachable without it, so this is fatal, not a leak. */
     if (large_publish((struct large *)base, size, offset, seams, nseams) != 0)
-        ma_fatal(keep_first ? "realloc" : "malloc", "cannot register a large block", base);
+        ma_fatal(part0 == PART0_LIVE ? "realloc" : "malloc", "cannot register a large block", base);
     return moved;
 }
 
@@ -610,13 +633,18 @@ void *large_alloc(size_t n, size_t align, int zero)
         }
     }
     size_t size = pl.bytes > map_size ? pl.bytes : map_size;
-    char *base = plan_reserve(&pl, &size, map_size, align, 0);
+    enum part0 part0 = PART0_IN_PLACE;
+    char *base = align <= MA_REGION_SIZE ? plan_grow_first(&pl, size) : NULL;
     if (base == NULL) {
-        errno = ENOMEM;
-        return NULL;
+        part0 = PART0_PIECE;
+        if ((base = plan_reserve(&pl, &size, map_size, align, 0)) == NULL) {
+            errno = ENOMEM;
+            return NULL;
+        }
     }
-    size_t moved = plan_build(&pl, base, size, offset, 0);
-    count_maps(1, 0);
+    size_t moved = plan_build(&pl, base, size, offset, part0);
+    /* A piece grown in place ends as a mapping of its own. */
+    count_maps(1, part0 == PART0_IN_PLACE);
     if (zero && moved > offset)
         memset(base + offset, 0, moved - offset < n ? moved - offset : n);
     return base + offset;
@@ -703,7 +731,7 @@ void *large_realloc(struct large *l, size_t n)
         size_t size = pl.bytes > new_size ? pl.bytes : new_size;
         if ((base = plan_reserve(&pl, &size, new_size, MA_REGION_SIZE, 1)) == NULL)
             goto fail;
-        plan_build(&pl, base, size, offset, 1);
+        plan_build(&pl, base, size, offset, PART0_LIVE);
     } else {
         if ((base = block_copy(l, new_size)) == NULL)
             goto fail;
