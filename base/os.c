@@ -101,28 +101,33 @@ int os_unmap(void *p, size_t size)
     return 0;
 }
 
-void *os_remap(void *p, size_t old_size, size_t new_size, size_t align)
+int os_resize(void *p, size_t old_size, size_t new_size)
 {
-    void *q = mremap(p, old_size, new_size, 0);
-    if (q != MAP_FAILED) {
-        account(page_round(new_size), page_round(old_size));
-        return q;
-    }
-    /* Cannot grow in place: reserve an aligned destination and let the
-     * kernel move the pages there (no copy), replacing the reservation. */
-    void *dst = os_map_aligned(new_size, align);
-    if (dst == NULL)
-        return NULL;
-    q = mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
-    if (q == MAP_FAILED) {
-        int saved = errno;
-        (void)os_unmap(dst, new_size);
+    int saved = errno;
+    if (mremap(p, old_size, new_size, 0) == MAP_FAILED) {
         errno = saved;
-        return NULL;
+        return -1;
     }
-    /* The reservation at dst was replaced, the old range released. */
-    account(0, page_round(old_size));
-    return q;
+    account(page_round(new_size), page_round(old_size));
+    return 0;
+}
+
+int os_move(void *src, size_t size, void *dst)
+{
+    int saved = errno;
+    if (mremap(src, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, dst) != MAP_FAILED) {
+        account(0, page_round(size)); /* dst was counted when it was mapped */
+        return 0;
+    }
+    /* Some kernels unmap the destination before they check the source: map
+     * fresh pages there again. Where the range is still mapped (kernels that
+     * check first), MAP_FIXED_NOREPLACE fails and changes nothing; a kernel
+     * that ignores the flag and maps elsewhere gets that mapping back. */
+    void *q = mmap(dst, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (q != MAP_FAILED && q != dst)
+        (void)munmap(q, size);
+    errno = saved;
+    return -1;
 }
 
 void os_discard(void *p, size_t size)

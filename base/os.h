@@ -27,9 +27,17 @@ MA_HIDDEN int os_unmap_chunk(void *p, size_t size);
 /* Unmaps; 0, or -1 if the kernel refuses (a corrupted size): the caller
  * reports it. */
 MA_HIDDEN int os_unmap(void *p, size_t size);
-/* Resizes a mapping in place or, failing that, moves it to an address
- * aligned to `align`; NULL on failure (mapping intact). */
-MA_HIDDEN void *os_remap(void *p, size_t old_size, size_t new_size, size_t align);
+/* Resizes the mapping [p, p + old_size) in place (one kernel mapping: it
+ * must not span pages moved in from elsewhere); 0, or -1 if the kernel
+ * cannot (the mapping intact, errno unchanged). */
+MA_HIDDEN int os_resize(void *p, size_t old_size, size_t new_size);
+/* Moves the pages of [src, src + size), which lie in one kernel mapping, to
+ * dst, inside a mapping of ours, replacing the pages there (the kernel
+ * moves page tables: no copy, no zeroing, no faults); src is then
+ * unmapped. 0, or -1 if the kernel refuses (errno unchanged): src is intact
+ * and [dst, dst + size) is still mapped (fresh zero pages if the kernel had
+ * unmapped it). */
+MA_HIDDEN int os_move(void *src, size_t size, void *dst);
 /* Tells the kernel the pages in [p, p + size) may be dropped (contents become
  * zero on next touch). p and size must be page aligned. */
 MA_HIDDEN void os_discard(void *p, size_t size);

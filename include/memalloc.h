@@ -176,8 +176,11 @@ typedef struct ma_stats {
     double free_ratio;      /* free / mapped over arena chunks */
     /* large objects (own mappings) */
     size_t large_live, large_bytes, large_peak_bytes;
+    /* mappings made (fresh, a cut tail cached on its own, a block assembled)
+     * and ended (unmapped, or moved whole into a block): maps - unmaps =
+     * large_live + large_cached */
     uint64_t large_maps, large_unmaps;
-    uint64_t large_reuses;  /* served from a cached freed mapping */
+    uint64_t large_reuses;  /* requests served wholly or partly from cached mappings */
     size_t large_cached, large_cached_bytes; /* freed mappings kept for reuse */
     /* everything mapped: arena chunks + large mappings */
     size_t total_mapped, peak_mapped;

@@ -475,6 +475,109 @@ static int cmd_no_retention(void)
     return 0;
 }
 
+/* move-refused: large blocks while the kernel refuses every page move (the
+ * process holds as many kernel mappings as it may, and mremap keeps a
+ * margin below that limit). A block that would be assembled from cached
+ * pieces gets fresh pages, a realloc of a block made of several kernel
+ * mappings copies it, and every piece stays cached; once mappings are free
+ * again, moves resume. Prints what the test asserts on. */
+#define HOGS 100000
+static void *hog[HOGS];
+
+static int resident(const void *p)
+{
+    unsigned char vec[1] = { 0 };
+    if (mincore((void *)((uintptr_t)p & ~(uintptr_t)4095), 4096, vec) != 0)
+        return 0;
+    return vec[0] & 1;
+}
+
+static unsigned char move_pat(size_t i)
+{
+    return (unsigned char)(i * 7 + (i >> 12));
+}
+
+static int large_add_up(void)
+{
+    ma_stats_t s;
+    s.size = sizeof s;
+    ma_stats_get(&s);
+    return s.large_maps - s.large_unmaps == s.large_live + s.large_cached;
+}
+
+static int cmd_move_refused(void)
+{
+    /* x: assembled from pieces of 2, 3 and 4 MiB, so several kernel
+     * mappings; then pieces of 3 and 4 MiB stay cached. */
+    size_t mib[3] = { 2, 3, 4 };
+    char *piece[3];
+    for (int i = 0; i < 3; i++)
+        memset(piece[i] = ma_malloc(mib[i] << 20), 1, mib[i] << 20);
+    for (int i = 0; i < 3; i++)
+        ma_free(piece[i]);
+    size_t xn = 8u << 20;
+    unsigned char *x = ma_malloc(xn);
+    for (size_t i = 0; i < xn; i++)
+        x[i] = move_pat(i);
+    char *a = ma_malloc(3u << 20), *b = ma_malloc(4u << 20);
+    memset(a, 2, 3u << 20);
+    memset(b, 3, 4u << 20);
+    ma_free(a);
+    ma_free(b);
+    /* One-page mappings until the kernel gives no more, alternately
+     * readable and not so that neighbours never merge; then one back, for
+     * the new block's range. */
+    size_t n = 0;
+    while (n < HOGS) {
+        void *h = mmap(NULL, 4096, (n & 1) ? PROT_READ : PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (h == MAP_FAILED)
+            break;
+        hog[n++] = h;
+    }
+    if (n == HOGS || n < 3)
+        return 3;
+    munmap(hog[--n], 4096);
+    char *q = ma_malloc(6u << 20);
+    int fresh_ok = q != NULL && !resident(q + (1u << 20));
+    if (q != NULL) {
+        memset(q, 0x5c, 6u << 20);
+        for (size_t i = 0; i < (6u << 20); i += 4096)
+            fresh_ok &= q[i] == 0x5c;
+    }
+    ma_check();
+    /* Room for the realloc's range only: x's pages cannot move, so they are
+     * copied. */
+    munmap(hog[--n], 4096);
+    munmap(hog[--n], 4096);
+    unsigned char *x2 = ma_realloc(x, 2 * xn);
+    int copy_ok = x2 != NULL;
+    for (size_t i = 0; copy_ok && i < xn; i++)
+        copy_ok = x2[i] == move_pat(i);
+    ma_check();
+    ma_stats_t s;
+    s.size = sizeof s;
+    ma_stats_get(&s);
+    int pieces_kept = s.large_cached == 2 && s.large_cached_bytes >= (7u << 20);
+    int add_up = large_add_up();
+    while (n > 0)
+        munmap(hog[--n], 4096);
+    /* Moves work again: a block from q's and the cached pages. */
+    ma_free(q);
+    char *y = ma_malloc(12u << 20);
+    int moved_later = y != NULL && resident(y) && resident(y + (11u << 20));
+    if (y != NULL)
+        memset(y, 4, 12u << 20);
+    add_up &= large_add_up();
+    ma_free(y);
+    if (x2 != NULL)
+        ma_free(x2);
+    add_up &= large_add_up();
+    ma_check();
+    printf("fresh_ok=%d copy_ok=%d pieces_kept=%d add_up=%d moved_later=%d\n", fresh_ok, copy_ok, pieces_kept, add_up,
+           moved_later);
+    return 0;
+}
+
 /* link KIND MODE: a use-after-free write into the link word of a freed
  * block cached in a bin, a bin's reserve, an arena's quick list or a
  * remote-free stack (KIND: bin, reserve, quick, remote), of the address of
@@ -562,6 +665,8 @@ int main(int argc, char **argv)
         return cmd_link(argv[2], argv[3], (size_t)atol(argv[4]));
     if (argc >= 2 && strcmp(argv[1], "no-retention") == 0)
         return cmd_no_retention();
+    if (argc >= 2 && strcmp(argv[1], "move-refused") == 0)
+        return cmd_move_refused();
     if (argc >= 3 && strcmp(argv[1], "arenas") == 0)
         return cmd_arenas(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "move") == 0)
@@ -590,6 +695,6 @@ int main(int argc, char **argv)
     }
     if (argc >= 3 && strcmp(argv[1], "misuse") == 0)
         return cmd_misuse(argv[2]);
-    fprintf(stderr, "usage: probe arenas T | move STAY | orphan | oom | touch | leak | misuse CASE | no-retention\n");
+    fprintf(stderr, "usage: probe arenas T | move STAY | orphan | oom | touch | leak | misuse CASE | no-retention | move-refused\n");
     return 2;
 }

@@ -1,6 +1,8 @@
 /*
- * test_large.c - the large-object path (direct mappings, mremap), aligned
- * allocations from 16 B to 1 MiB and beyond, and calloc on fresh mappings.
+ * test_large.c - the large-object path (direct mappings, mremap), the cache
+ * of freed mappings and blocks assembled from its pieces, aligned
+ * allocations from 16 B to 1 MiB and beyond, and calloc on fresh and
+ * reused pages.
  */
 #include <sys/mman.h>
 
@@ -119,24 +121,50 @@ Test(large, cached_mappings_stay_resident_then_go_back_when_unused)
     ma_check();
 }
 
-/* At most 16 mappings and max(32 MiB, an eighth of the live large bytes)
- * are kept; beyond that the oldest go. */
+/* Freed mappings are kept up to what was live lately (at least 32 MiB)
+ * and 32 pieces; room is made from the oldest, and the newest is served
+ * first. */
 Test(large, the_cache_is_bounded)
 {
-    char *p[24];
-    for (int i = 0; i < 24; i++)
+    char *p[40];
+    for (int i = 0; i < 20; i++)
         p[i] = ma_malloc(3u << 20);
-    for (int i = 0; i < 24; i++)
+    size_t peak = large_stats().large_bytes;
+    for (int i = 0; i < 20; i++)
         ma_free(p[i]);
     ma_stats_t s = large_stats();
-    cr_assert_leq(s.large_cached_bytes, 32u << 20);
-    cr_assert_geq(s.large_cached_bytes, 24u << 20, "as much as the bound allows is kept");
-    cr_assert_leq(s.large_cached, 16);
+    cr_assert_eq(s.large_cached, 20, "all of a peak's blocks are kept");
+    cr_assert_eq(s.large_cached_bytes, peak);
     cr_assert_eq(s.large_live, 0);
-    /* The oldest went first: the last block freed is still cached. */
     char *q = ma_malloc(3u << 20);
-    cr_assert_eq(q, p[23]);
+    cr_assert_eq(q, p[19], "the newest is served first");
     ma_free(q);
+    ma_trim();
+    for (int i = 0; i < 40; i++)
+        p[i] = ma_malloc(2u << 20);
+    for (int i = 0; i < 40; i++)
+        ma_free(p[i]);
+    s = large_stats();
+    cr_assert_eq(s.large_cached, 32, "at most 32 pieces");
+    cr_assert_eq(page_mapped(p[0]), 0, "the oldest went");
+    cr_assert_eq(page_mapped(p[39]), 1);
+    ma_check();
+}
+
+/* Past the peak, the bound is what was live lately, never less than
+ * 32 MiB: a mapping freed into a full cache keeps only its head. */
+Test(large, the_cache_bound_follows_the_recent_peak)
+{
+    char *small = ma_malloc(20u << 20);
+    memset(small, 1, 20u << 20);
+    ma_free(small);
+    char *big = ma_malloc(40u << 20); /* 20 MiB from the cache, 20 fresh */
+    size_t peak = large_stats().large_peak_bytes;
+    memset(big, 2, 40u << 20);
+    ma_free(big);
+    ma_stats_t s = large_stats();
+    cr_assert_leq(s.large_cached_bytes, peak);
+    cr_assert_geq(s.large_cached_bytes, 40u << 20, "the freed peak is kept");
     ma_check();
 }
 
@@ -251,4 +279,204 @@ Test(large, aligned_small_blocks_leave_a_consistent_arena)
     ma_check();
     ma_thread_cache(0); /* hand the thread's cached blocks back */
     cr_assert_eq(my_stats().in_use, 0);
+}
+
+/* ---- blocks assembled from cached pieces ---- */
+
+/* maps - unmaps counts the mappings that exist: the live blocks and the
+ * cached pieces. */
+static void stats_add_up(void)
+{
+    ma_stats_t s = large_stats();
+    cr_assert_eq(s.large_maps - s.large_unmaps, s.large_live + s.large_cached,
+                 "maps %llu - unmaps %llu != live %zu + cached %zu", (unsigned long long)s.large_maps,
+                 (unsigned long long)s.large_unmaps, s.large_live, s.large_cached);
+}
+
+/* Frees blocks of 2, 3 and 4 MiB, each filled with its own pattern; no
+ * single one can serve 8 MiB. */
+static void cache_three_pieces(char **piece)
+{
+    size_t mib[3] = { 2, 3, 4 };
+    for (int i = 0; i < 3; i++) {
+        piece[i] = ma_malloc(mib[i] << 20);
+        memset(piece[i], 0xa0 + i, mib[i] << 20);
+    }
+    for (int i = 0; i < 3; i++)
+        ma_free(piece[i]);
+    cr_assert_eq(large_stats().large_cached, 3);
+}
+
+/* A request no cached mapping can serve alone takes the pages of several:
+ * the 4 and 3 MiB pieces whole and the tail of the 2 MiB one, which stays
+ * cached with its head. The pages arrive resident (moved, not faulted),
+ * and the block keeps every byte written to it. */
+Test(large, a_block_is_assembled_from_cached_pieces)
+{
+    char *piece[3];
+    cache_three_pieces(piece);
+    ma_stats_t s1 = large_stats();
+    size_t n = (8u << 20) + 12345;
+    char *p = ma_malloc(n);
+    cr_assert_not_null(p);
+    ma_stats_t s2 = large_stats();
+    cr_assert_eq(s2.large_reuses, s1.large_reuses + 1, "served from the cache");
+    cr_assert_eq(s2.large_maps, s1.large_maps + 1, "one new mapping: the block");
+    cr_assert_eq(s2.large_unmaps, s1.large_unmaps + 2, "the two pieces moved whole are gone");
+    cr_assert_eq(s2.large_cached, 1, "the head of the 2 MiB piece stays cached");
+    cr_assert_lt(s2.large_cached_bytes, 2u << 20);
+    for (size_t off = 0; off < n; off += 4096)
+        cr_assert_eq(page_resident(p + off), 1, "page at %zu was moved in, not left to fault", off);
+    cr_assert_eq(page_mapped(piece[1]), 0, "the 3 MiB piece left its old place");
+    stats_add_up();
+    ma_check();
+    fill(p, n, 7);
+    cr_assert(intact(p, n, 7));
+    /* Grown by realloc: its pages move kernel mapping by kernel mapping. */
+    char *q = ma_realloc(p, 3 * n);
+    cr_assert_not_null(q);
+    cr_assert(intact(q, n, 7), "realloc keeps the assembled block's bytes");
+    fill(q, 3 * n, 8);
+    cr_assert(intact(q, 3 * n, 8));
+    stats_add_up();
+    ma_check();
+    /* Shrunk in place, then freed: a piece that serves again. */
+    char *r = ma_realloc(q, n);
+    cr_assert_eq(r, q);
+    cr_assert(intact(r, n, 8));
+    ma_check();
+    ma_free(r);
+    stats_add_up();
+    char *again = ma_malloc(n);
+    cr_assert_eq(again, r, "the freed assembled block is cut to serve again");
+    fill(again, n, 9);
+    cr_assert(intact(again, n, 9));
+    ma_free(again);
+    stats_add_up();
+    ma_check();
+}
+
+/* A cached piece with free address space after it is grown where it lies
+ * (mremap in place): no move, the growth fresh pages of the same kernel
+ * mapping. */
+Test(large, a_piece_with_room_after_it_grows_in_place)
+{
+    /* The background purger starts at the first cached free; its stack is
+     * mapped now, not between the two blocks below. */
+    ma_free(ma_malloc(1u << 20));
+    ma_trim();
+    char *above = ma_malloc(8u << 20);
+    char *a = ma_malloc(4u << 20);
+    memset(a, 0x5a, 4u << 20);
+    ma_free(above);
+    ma_trim(); /* unmaps `above`: the address space after `a` is free if `a` lay below it */
+    ma_free(a);
+    size_t n = 6u << 20;
+    for (size_t off = (4u << 20) + 4096; off < n + 4096; off += 4096)
+        if (page_mapped(a + off))
+            cr_skip_test("the kernel placed the mappings apart; nothing to grow into");
+    ma_stats_t s1 = large_stats();
+    char *p = ma_malloc(n);
+    cr_assert_eq(p, a, "grown where it lay");
+    cr_assert_eq(page_resident(p + (1u << 20)), 1, "its old pages stay");
+    cr_assert_eq(page_resident(p + (5u << 20)), 0, "the growth is fresh");
+    ma_stats_t s2 = large_stats();
+    cr_assert_eq(s2.large_reuses, s1.large_reuses + 1);
+    fill(p, n, 3);
+    cr_assert(intact(p, n, 3));
+    stats_add_up();
+    ma_check();
+    ma_free(p);
+}
+
+/* calloc of an assembled block: the moved pages held old data and are
+ * cleared; the fresh ones past them are zero already. */
+Test(large, calloc_of_an_assembled_block_is_zero)
+{
+    char *piece[3];
+    cache_three_pieces(piece);
+    size_t n = 12u << 20; /* 9 MiB from the cache, the rest fresh */
+    unsigned char *p = ma_calloc(1, n);
+    cr_assert_not_null(p);
+    cr_assert_eq(large_stats().large_cached, 0, "every piece went into the block");
+    cr_assert_eq(page_resident(p + (1u << 20)), 1, "its start is made of moved pages");
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        cr_assert_eq(w, 0, "byte %zu of a calloc'ed block", i);
+    }
+    stats_add_up();
+    ma_check();
+    ma_free(p);
+}
+
+/* A block assembled from pieces that were themselves assembled: the
+ * pieces' own seams are followed when their pages move, and aligned
+ * requests are served the same way. */
+Test(large, assembled_blocks_serve_as_pieces_again)
+{
+    char *piece[3];
+    cache_three_pieces(piece);
+    char *a = ma_malloc(8u << 20);
+    fill(a, 8u << 20, 1);
+    char *b = ma_malloc(5u << 20); /* fresh: the cache is nearly empty */
+    fill(b, 5u << 20, 2);
+    ma_free(a);
+    ma_free(b);
+    stats_add_up();
+    for (int round = 0; round < 4; round++) {
+        size_t align = (size_t)4096 << (round * 3); /* 4 KiB .. 2 MiB */
+        size_t n = (11u << 20) + (size_t)round * 777777;
+        char *p = ma_aligned_alloc(align, n);
+        cr_assert_not_null(p);
+        cr_assert_eq((uintptr_t)p % align, 0);
+        fill(p, n, (unsigned)round);
+        cr_assert(intact(p, n, (unsigned)round));
+        stats_add_up();
+        ma_check();
+        ma_free(p);
+    }
+    ma_check();
+}
+
+/* Assembled or not, cached pages go back once unused for
+ * MEMALLOC_RETAIN_MS (200 ms in make test), with no call. */
+Test(large, assembled_blocks_go_back_when_unused)
+{
+    char *piece[3];
+    cache_three_pieces(piece);
+    char *p = ma_malloc(8u << 20);
+    memset(p, 1, 8u << 20);
+    ma_free(p);
+    cr_assert_geq(large_stats().large_cached_bytes, 8u << 20);
+    int gone = 0;
+    for (int i = 0; i < 200 && !gone; i++) {
+        usleep(50 * 1000);
+        gone = large_stats().large_cached == 0 && !page_mapped(p) && !page_mapped(p + (8u << 20) - 1);
+    }
+    cr_assert(gone, "unused cached pieces are unmapped within 10 s");
+    for (size_t off = 0; off < (8u << 20); off += 4096)
+        cr_assert_eq(page_mapped(p + off), 0, "page at %zu went back", off);
+    stats_add_up();
+    ma_check();
+}
+
+/* Moves the kernel refuses (here: no room for another kernel mapping) fall
+ * back to fresh pages for a new block and to copying for a realloc, and
+ * every piece is kept or unmapped, none lost (tests/probe.c). */
+Test(large, refused_moves_fall_back_cleanly)
+{
+    char *argv[] = { "move-refused", NULL };
+    char *env[] = { "MEMALLOC_RETAIN_MS=60000", NULL };
+    char out[512];
+    cr_assert_eq(run_probe(argv, env, out, sizeof out), 0, "%s", out);
+    unsigned fresh_ok, copy_ok, pieces_kept, add_up, moved_later;
+    cr_assert_eq(sscanf(out, "fresh_ok=%u copy_ok=%u pieces_kept=%u add_up=%u moved_later=%u", &fresh_ok, &copy_ok,
+                        &pieces_kept, &add_up, &moved_later),
+                 5, "%s", out);
+    cr_assert_eq(fresh_ok, 1, "%s", out);
+    cr_assert_eq(copy_ok, 1, "%s", out);
+    cr_assert_eq(pieces_kept, 1, "%s", out);
+    cr_assert_eq(add_up, 1, "%s", out);
+    cr_assert_eq(moved_later, 1, "%s", out);
 }

@@ -1,7 +1,8 @@
 /*
  * test_threads.c - many threads at once, and blocks freed by threads of
  * other arenas: contents stay intact, every free reaches the owning arena,
- * and the owner (not the freeing thread's arena) reuses the block.
+ * and the owner (not the freeing thread's arena) reuses the block; large
+ * blocks cut and assembled from one cache by several threads at once.
  * Also built with ThreadSanitizer by `make test`.
  */
 #include <pthread.h>
@@ -363,4 +364,111 @@ Test(threads, threads_sharing_an_arena_take_turns_at_its_lock, .timeout = 300)
         cr_assert_eq(s.in_use, 0, "arena %u holds nothing", a);
     }
     cr_assert_geq(after - before, (uint64_t)SHARERS * SHARED_OPS, "every malloc took the lock");
+}
+
+/* ---- large blocks from several threads ---- */
+
+/* One word in every 256 bytes of a large block carries its seed. */
+static void stamp_large(char *p, size_t n, uint64_t seed)
+{
+    for (size_t i = 0; i + 8 <= n; i += 256) {
+        uint64_t w = seed ^ i;
+        memcpy(p + i, &w, 8);
+    }
+}
+
+static int stamped_large(const char *p, size_t n, uint64_t seed)
+{
+    for (size_t i = 0; i + 8 <= n; i += 256) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        if (w != (seed ^ i))
+            return 0;
+    }
+    return 1;
+}
+
+static int zero_large(const char *p, size_t n)
+{
+    for (size_t i = 0; i + 8 <= n; i += 256) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        if (w != 0)
+            return 0;
+    }
+    return 1;
+}
+
+static int large_stop;
+
+/* Mallocs, callocs, reallocs and frees blocks of 256 KiB - 6 MiB: the
+ * threads cut and assemble blocks from one cache at once. */
+static void *large_churn(void *arg)
+{
+    uint64_t r = (uintptr_t)arg * 0x9e3779b97f4a7c15ull + 1;
+    enum { SLOTS = 6 };
+    char *p[SLOTS] = { 0 };
+    size_t n[SLOTS] = { 0 };
+    uint64_t seed[SLOTS] = { 0 };
+    for (int i = 0; i < 300; i++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        unsigned k = (unsigned)(r >> 33) % SLOTS;
+        size_t m = (256u << 10) + (size_t)(r >> 17) % (6u << 20);
+        if (p[k] != NULL && !stamped_large(p[k], n[k], seed[k]))
+            return (void *)1;
+        if (p[k] != NULL && (r & 0x300) == 0) {
+            char *q = ma_realloc(p[k], m);
+            if (q == NULL || !stamped_large(q, m < n[k] ? m : n[k], seed[k]))
+                return (void *)1;
+            p[k] = q;
+        } else {
+            ma_free(p[k]);
+            p[k] = (r & 0x400) ? ma_calloc(1, m) : ma_malloc(m);
+            if (p[k] == NULL)
+                return (void *)1;
+            if ((r & 0x400) && !zero_large(p[k], m))
+                return (void *)1;
+        }
+        n[k] = m;
+        seed[k] = r;
+        stamp_large(p[k], m, r);
+    }
+    for (int k = 0; k < SLOTS; k++) {
+        if (p[k] != NULL && !stamped_large(p[k], n[k], seed[k]))
+            return (void *)1;
+        ma_free(p[k]);
+    }
+    return NULL;
+}
+
+static void *large_checker(void *arg)
+{
+    (void)arg;
+    while (!__atomic_load_n(&large_stop, __ATOMIC_RELAXED)) {
+        ma_check();
+        usleep(2000);
+    }
+    return NULL;
+}
+
+Test(threads, large_blocks_cut_and_assembled_by_many_threads, .timeout = 300)
+{
+    pthread_t t[4], checker;
+    cr_assert_eq(pthread_create(&checker, NULL, large_checker, NULL), 0);
+    for (uintptr_t i = 0; i < 4; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, large_churn, (void *)i), 0);
+    for (int i = 0; i < 4; i++) {
+        void *ret;
+        pthread_join(t[i], &ret);
+        cr_assert_null(ret, "thread %d saw corrupted contents", i);
+    }
+    __atomic_store_n(&large_stop, 1, __ATOMIC_RELAXED);
+    pthread_join(checker, NULL);
+    ma_check();
+    ma_stats_t s;
+    s.size = sizeof s;
+    cr_assert_eq(ma_stats_get(&s), 0);
+    cr_assert_eq(s.large_live, 0);
+    cr_assert_gt(s.large_reuses, 0, "blocks were served from the cache");
+    cr_assert_eq(s.large_maps - s.large_unmaps, s.large_cached, "every mapping is counted");
 }
