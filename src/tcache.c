@@ -423,9 +423,11 @@ static void *refill_class(unsigned c, size_t n)
      * as many frees as allocations (sizes that come and go at random)
      * keeps its bound: more blocks would only come back at the next
      * overflow (bench/NOTES.md, "Bins that run empty in a batch grow").
-     * Medium bins grow only on overflow. */
+     * Nor does a thread that has never freed (a producer whose blocks
+     * other threads free): its bins would only hold more of what it hands
+     * out. Medium bins grow only on overflow. */
     uint32_t freed = (uint32_t)ma_tc.frees - ma_tc.freed_at[c];
-    int grow = small && ma_tc.refilled[c] && freed < ma_tc.taken[c];
+    int grow = small && ma_tc.refilled[c] && freed < ma_tc.taken[c] && ma_tc.frees != 0;
     ma_tc.freed_at[c] = (uint32_t)ma_tc.frees;
     ma_tc.used[c] = ma_tc.ops;
     ma_tc.own[c] = 0;

@@ -202,8 +202,10 @@ MA_HIDDEN void tcache_unlock(struct arena *a);
  * spread over the whole range (bench/NOTES.md, "Medium classes"). Every
  * such class starts at a multiple of TC_MEDIUM_GRAIN, so two small tables
  * indexed by size / TC_MEDIUM_GRAIN map a request or a block to its bin. */
+#ifndef TC_MEDIUM_STEP
 #define TC_MEDIUM_STEP 4u
 #define TC_MEDIUM_GRAIN_LOG 11
+#endif
 #define TC_MEDIUM_MAX_BLOCK ((size_t)256 << 10)                /* the block of class TC_NCLASS - 1 */
 #define TC_MEDIUM_MAX_REQUEST (TC_MEDIUM_MAX_BLOCK - B_OVERHEAD)
 #define TC_MEDIUM_SLOTS ((TC_MEDIUM_MAX_BLOCK >> TC_MEDIUM_GRAIN_LOG) + 1)
