@@ -71,43 +71,13 @@ BENCH_OPAQUE void churn_free(void *p)
     free(p);
 }
 
-/* The stamp of a block under 8 bytes: its bytes hold the low bytes of a
- * tag derived from its address and size, written and read through
- * volatile. */
-static inline uint64_t tiny_tag(const void *p, size_t size)
-{
-    return bench_mix((uint64_t)(uintptr_t)p ^ CHURN_SEED) ^ size;
-}
-
 static void *churn_new(size_t size)
 {
     void *p = churn_malloc(size);
     if (p == NULL)
         bench_fail("malloc(%zu) returned NULL", size);
-    if (size >= 8) {
-        bench_stamp(p, size, CHURN_SEED);
-    } else {
-        volatile unsigned char *b = p;
-        uint64_t tag = tiny_tag(p, size);
-        for (size_t i = 0; i < size; i++)
-            b[i] = (unsigned char)(tag >> (8 * i));
-    }
+    bench_stamp(p, size, CHURN_SEED);
     return p;
-}
-
-static void churn_check(const void *p, size_t size, const char *what)
-{
-    if (size >= 8) {
-        bench_check(p, size, CHURN_SEED, what);
-        return;
-    }
-    const volatile unsigned char *b = p;
-    uint64_t tag = tiny_tag(p, size);
-    for (size_t i = 0; i < size; i++) {
-        if (b[i] != (unsigned char)(tag >> (8 * i)))
-            bench_fail("corrupted block %p (%zu bytes, %s): byte %zu is 0x%02x, expected 0x%02x",
-                       p, size, what, i, b[i], (unsigned)(unsigned char)(tag >> (8 * i)));
-    }
 }
 
 /* The churn loop of one window: fill it, N steps, free it. Thread k starts
@@ -122,7 +92,7 @@ static void churn_run(struct churn_window *w)
     for (unsigned long long k = 0; k < w->steps; k++) {
         size_t e = (size_t)((base + k) % TABLE);
         unsigned slot = slot_of[e];
-        churn_check(w->slots[slot], w->size[slot], "churn window block");
+        bench_check(w->slots[slot], w->size[slot], CHURN_SEED, "churn window block");
         churn_free(w->slots[slot]);
         w->size[slot] = sizes[e];
         w->slots[slot] = churn_new(sizes[e]);
@@ -134,7 +104,7 @@ static void churn_run(struct churn_window *w)
         }
     }
     for (size_t i = 0; i < window; i++) {
-        churn_check(w->slots[i], w->size[i], "churn final block");
+        bench_check(w->slots[i], w->size[i], CHURN_SEED, "churn final block");
         churn_free(w->slots[i]);
     }
 }

@@ -101,6 +101,11 @@ BENCH_OPAQUE void bench_stamp(void *p, size_t size, uint64_t seed)
 {
     volatile unsigned char *b = p;
     uint64_t tag = stamp_tag(p, size, seed);
+    if (size < 8) {
+        for (size_t i = 0; i < size; i++)
+            b[i] = (unsigned char)(tag >> (8 * i));
+        return;
+    }
     *(volatile uint64_t *)b = tag;
     if (size < 16)
         return;
@@ -113,6 +118,14 @@ BENCH_OPAQUE void bench_stamp(void *p, size_t size, uint64_t seed)
 static void stamp_verify(const void *p, size_t size, uint64_t tag, const char *what)
 {
     const volatile unsigned char *b = p;
+    if (size < 8) {
+        for (size_t i = 0; i < size; i++) {
+            if (b[i] != (unsigned char)(tag >> (8 * i)))
+                bench_fail("corrupted block %p (%zu bytes, %s): byte %zu is 0x%02x, expected 0x%02x",
+                           p, size, what, i, b[i], (unsigned)(unsigned char)(tag >> (8 * i)));
+        }
+        return;
+    }
     uint64_t got = *(const volatile uint64_t *)b;
     if (got != tag)
         bench_fail("corrupted block %p (%zu bytes, %s): first word %016llx, expected %016llx",

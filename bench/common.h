@@ -72,7 +72,8 @@ static inline uint64_t bench_mix(uint64_t x)
  * 4 KiB page in between (so every page is really touched and counted in
  * the RSS). Two blocks handed out over each other, a block written by
  * someone else, or a block freed and reused early overwrite a stamp, and the
- * check finds it. Blocks must be at least 8 bytes and 8-byte aligned. */
+ * check finds it. A block under 8 bytes holds the tag's low bytes instead
+ * (written and read through volatile); bigger ones must be 8-byte aligned. */
 
 /* Stamps the block p of `size` bytes. */
 void bench_stamp(void *p, size_t size, uint64_t seed);

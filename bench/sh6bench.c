@@ -70,40 +70,6 @@ static size_t min_size = 1, max_size = 1000;
 static int corrupt;
 static pthread_barrier_t start_barrier;
 
-/* ---- stamps, for any size ---- */
-
-static inline uint64_t tiny_tag(const void *p, size_t size)
-{
-    return bench_mix((uint64_t)(uintptr_t)p ^ SH_SEED) ^ (uint64_t)size;
-}
-
-static void block_stamp(void *p, size_t size)
-{
-    if (size >= 8) {
-        bench_stamp(p, size, SH_SEED);
-        return;
-    }
-    volatile unsigned char *b = p;
-    uint64_t tag = tiny_tag(p, size);
-    for (size_t i = 0; i < size; i++)
-        b[i] = (unsigned char)(tag >> (8 * i));
-}
-
-static void block_check(const void *p, size_t size, const char *what)
-{
-    if (size >= 8) {
-        bench_check(p, size, SH_SEED, what);
-        return;
-    }
-    const volatile unsigned char *b = p;
-    uint64_t tag = tiny_tag(p, size);
-    for (size_t i = 0; i < size; i++) {
-        if (b[i] != (unsigned char)(tag >> (8 * i)))
-            bench_fail("corrupted block %p (%zu bytes, %s): byte %zu is 0x%02x, expected 0x%02x",
-                       p, size, what, i, b[i], (unsigned char)(tag >> (8 * i)));
-    }
-}
-
 /* ---- one thread ---- */
 
 struct ring {
@@ -114,7 +80,7 @@ struct ring {
 
 static void ring_free(struct ring *r, size_t i, const char *what)
 {
-    block_check(r->block[i], r->size[i], what);
+    bench_check(r->block[i], r->size[i], SH_SEED, what);
     free(r->block[i]);
     r->block[i] = NULL;
 }
@@ -154,7 +120,7 @@ static void *worker_main(void *arg)
                     if (r.block[fill] != NULL)
                         kept_add(w, &r, r.block[fill], r.size[fill]);
                     void *p = bench_malloc(size);
-                    block_stamp(p, size);
+                    bench_stamp(p, size, SH_SEED);
                     if (armed && size >= 8 && rep >= w->reps / 2) {
                         bench_corrupt(p);
                         armed = 0;
@@ -194,7 +160,7 @@ static void *worker_main(void *arg)
     while (r.kept != NULL) {
         struct kept *next = r.kept->next;
         for (size_t i = 0; i < r.kept->count; i++) {
-            block_check(r.kept->block[i], r.kept->size[i], "sh6bench lost block");
+            bench_check(r.kept->block[i], r.kept->size[i], SH_SEED, "sh6bench lost block");
             free(r.kept->block[i]);
         }
         free(r.kept);
