@@ -87,17 +87,23 @@ static inline int block_rest_plausible(uintptr_t u, size_t size)
     return prev_inuse && ((const uintptr_t *)u)[1] != cached_key((const void *)u);
 }
 
-/* All of them, and not sampled by the profiler (whose blocks take the
- * slow path); returns the block size, or 0 if any check fails. */
-static inline size_t block_plausible(uintptr_t u)
+/* All of them for a block of lo to hi bytes (constants), and not sampled
+ * by the profiler (whose blocks take the slow path); returns the block
+ * size, or 0 if any check fails. Above TC_MAX_BLOCK, which the chunk's
+ * fence covers, the block is first proved to end inside its chunk. */
+static inline size_t block_plausible_in(uintptr_t u, size_t lo, size_t hi)
 {
     size_t h = __atomic_load_n((const size_t *)(u - B_OVERHEAD), __ATOMIC_RELAXED);
     size_t size = h & ~B_FLAGS;
-    if ((h & (B_INUSE | B_SAMPLED)) == B_INUSE && size - B_MIN <= TC_MAX_BLOCK - B_MIN &&
-        block_rest_plausible(u, size))
-        return size;
-    return 0;
+    if ((h & (B_INUSE | B_SAMPLED)) != B_INUSE || size - lo > hi - lo)
+        return 0;
+    if (hi > TC_MAX_BLOCK && (u & (ma_cfg.chunk_size - 1)) + size > ma_cfg.chunk_size)
+        return 0;
+    return block_rest_plausible(u, size) ? size : 0;
 }
+
+/* A small block (the sizes the inline fast paths serve). */
+static inline size_t block_plausible(uintptr_t u) { return block_plausible_in(u, B_MIN, TC_MAX_BLOCK); }
 
 static inline __attribute__((always_inline)) void fast_free(void *p)
 {

@@ -294,21 +294,6 @@ static MA_COLD void free_slow(void *p)
     free_located(p, c, l);
 }
 
-/* The size of medium block u (above TC_MAX_BLOCK, at most
- * TC_MEDIUM_MAX_BLOCK) if its header passes the checks free's fast path
- * makes of a small block (block_plausible), or 0. Its end is first proved
- * to lie inside the chunk, whose fence covers only small blocks. */
-static inline size_t medium_plausible(uintptr_t u)
-{
-    size_t h = __atomic_load_n((const size_t *)(u - B_OVERHEAD), __ATOMIC_RELAXED);
-    size_t size = h & ~B_FLAGS;
-    if ((h & (B_INUSE | B_SAMPLED)) != B_INUSE || size - (TC_MAX_BLOCK + 1) > TC_MEDIUM_MAX_BLOCK - (TC_MAX_BLOCK + 1))
-        return 0;
-    if ((u & (ma_cfg.chunk_size - 1)) + size > ma_cfg.chunk_size || !block_rest_plausible(u, size))
-        return 0;
-    return size;
-}
-
 /* free() that fast_free did not finish: a small block of another arena (or
  * of the thread's own arena while it does not cache) is validated and goes
  * straight onto its owner's remote stack; everything else (NULL, large
@@ -322,7 +307,7 @@ void ma_free_miss(void *p)
         /* A block of the arena this thread caches for that fast_free did
          * not take: a medium one whose header passes the same checks goes
          * to its bin. */
-        size_t size = medium_plausible(u);
+        size_t size = block_plausible_in(u, TC_MAX_BLOCK + 1, TC_MEDIUM_MAX_BLOCK);
         if (ma_likely(size != 0) && tcache_medium_free(p, size))
             return;
     } else if (pagemap_is_chunk(tag)) {

@@ -353,11 +353,16 @@ static void contention_review(void)
         arena_move();
 }
 
+/* Whether arena a holds memory a decay pass would give back: wholly free
+ * chunks beyond the reserve, or megabytes of free blocks. Lock held. */
+static int arena_retaining(const struct arena *a)
+{
+    return a->empty_chunks > a->reserve || a->free_bytes + a->quick_bytes >= ((size_t)8 << 20);
+}
+
 void tcache_unlock(struct arena *a)
 {
-    /* Memory a decay pass would give back: wholly free chunks beyond the
-     * reserve, or megabytes of free blocks. */
-    int retaining = a->empty_chunks > a->reserve || a->free_bytes + a->quick_bytes >= ((size_t)8 << 20);
+    int retaining = arena_retaining(a);
     arena_unlock(a);
     decay_wake(retaining);
     contention_review();
@@ -628,7 +633,7 @@ void tcache_thread_exit(void)
             arena_thread_left(a);
         /* What the arena keeps for the threads to come goes back by age:
          * the purger must be running to see it age. */
-        int retaining = a->empty_chunks > a->reserve || a->free_bytes >= a->chunk_size;
+        int retaining = arena_retaining(a);
         arena_unlock(a);
         decay_wake(retaining);
     }
