@@ -231,6 +231,27 @@ static void free_located(void *p, struct chunk *c, struct large *l)
     large_free(l);
 }
 
+/* A sampled block of the arena this thread caches for (ma_free_miss saw
+ * its chunk's tag): when its header passes the fast path's checks, the
+ * flag aside, the profiler forgets it and it goes where an unsampled block
+ * of its size goes, without the slow path's locate and validation. 0 when
+ * p is not such a block: the slow path then looks at it and names what is
+ * wrong. A second free of it is caught as any other: the first left the
+ * cached key in it. */
+static __attribute__((noinline)) int sample_free_cached(void *p)
+{
+    uintptr_t u = (uintptr_t)p;
+    size_t h = __atomic_load_n((const size_t *)(u - B_OVERHEAD), __ATOMIC_RELAXED);
+    size_t size = h & ~B_FLAGS;
+    if ((h & (B_INUSE | B_SAMPLED)) != (B_INUSE | B_SAMPLED) || size - B_MIN > TC_MEDIUM_MAX_BLOCK - B_MIN ||
+        (u & (ma_cfg.chunk_size - 1)) + size > ma_cfg.chunk_size || !block_rest_plausible(u, size))
+        return 0;
+    struct chunk *c = chunk_of(p, ma_cfg.chunk_size);
+    sample_clear(p, c, NULL);
+    free_located(p, c, NULL);
+    return 1;
+}
+
 /* ---- MEMALLOC_CHECK ---- */
 
 static MA_COLD void *alloc_checked(size_t n, size_t align, int zero)
@@ -306,9 +327,11 @@ void ma_free_miss(void *p)
     if (tag == ma_tc.tag) {
         /* A block of the arena this thread caches for that fast_free did
          * not take: a medium one whose header passes the same checks goes
-         * to its bin. */
+         * to its bin, a block the profiler sampled to the profiler first. */
         size_t size = block_plausible_in(u, TC_MAX_BLOCK + 1, TC_MEDIUM_MAX_BLOCK);
         if (ma_likely(size != 0) && tcache_medium_free(p, size))
+            return;
+        if (ma_unlikely(prof_on) && sample_free_cached(p))
             return;
     } else if (pagemap_is_chunk(tag)) {
         struct arena *a = &ma_arenas[tag - PAGEMAP_CHUNK];

@@ -130,6 +130,19 @@ static int cmd_misuse(const char *what)
         char *p = ma_malloc(40);
         ma_free(p);
         ma_free(p);
+    } else if (strcmp(what, "double-free-sampled") == 0) {
+        /* Run with every allocation sampled: the first free of each block
+         * takes the profiler's way back to the bins, the second must still
+         * be caught. */
+        char *q = ma_malloc(20000), *p = ma_malloc(40);
+        ma_free(q);
+        ma_free(p);
+        ma_free(p);
+    } else if (strcmp(what, "double-free-sampled-medium") == 0) {
+        ma_free(ma_malloc(40)); /* the thread's first allocation starts the countdown */
+        char *q = ma_malloc(20000);
+        ma_free(q);
+        ma_free(q);
     } else if (strcmp(what, "double-free-reserve") == 0) {
         /* 300 blocks of 48 bytes overflow a bin of 256: the first 128 freed
          * become the bin's reserve, which the fast path does not see. */

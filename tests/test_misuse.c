@@ -29,6 +29,12 @@ Test(misuse, double_free_from_another_arena)
     char *env[] = { "MEMALLOC_ARENAS=4", NULL };
     expect_abort("double-free-remote", env, "free(): double free detected");
 }
+Test(misuse, double_free_of_a_sampled_block)
+{
+    char *env[] = { "MEMALLOC_PROF=1", "MEMALLOC_PROF_SAMPLE=1", "MEMALLOC_CHECK=0", NULL };
+    expect_abort("double-free-sampled", env, "free(): double free detected at 0x");
+    expect_abort("double-free-sampled-medium", env, "free(): double free detected at 0x");
+}
 Test(misuse, free_of_a_stack_pointer) { expect_abort("free-stack", no_env, "free(): invalid pointer"); }
 Test(misuse, free_of_a_global) { expect_abort("free-global", no_env, "free(): invalid pointer"); }
 Test(misuse, free_of_an_interior_pointer) { expect_abort("free-interior", no_env, "free(): invalid pointer"); }
