@@ -104,16 +104,21 @@ $(PROBE_DBG): tests/probe.c $(call core,$(DBG_OBJ))
 # Check mode bypasses the thread cache by design (every free verifies its
 # canary), so the cache suite's debug pass runs with MEMALLOC_CHECK=0.
 CRITERION_ARGS ?= --jobs 2 --short-filename
+# The suites about chunk, large-path and statistics mechanics count chunks
+# and place blocks relative to chunk bounds; they run at the smallest chunk
+# (1 MiB, threshold 256 KiB), where a test's few MiB cross many chunks.
+# Every other suite runs at the defaults (4 MiB, 1 MiB).
+UNIT_ENV = MEMALLOC_ARENAS=4 MEMALLOC_RETAIN_MS=200 $$(case "$${t\#\#*/}" in test_arena|test_large|test_stats) echo MEMALLOC_CHUNK_SIZE=1M;; esac)
 
 test: test-unit test-debug test-tsan test-preload test-preload-check $(TEST_EXTRA)
 test-unit: $(UNIT_REL) $(SO)
-	@set -e; for t in $(UNIT_REL); do echo "== $$t"; MEMALLOC_ARENAS=4 MEMALLOC_RETAIN_MS=200 $$t $(CRITERION_ARGS); done
+	@set -e; for t in $(UNIT_REL); do echo "== $$t"; env $(UNIT_ENV) $$t $(CRITERION_ARGS); done
 test-debug: $(UNIT_DBG)
 	@set -e; for t in $(UNIT_DBG); do echo "== $$t (debug build: checks on)"; \
-	  env MEMALLOC_ARENAS=4 MEMALLOC_RETAIN_MS=200 $$( [ "$${t##*/}" = test_tcache ] && echo MEMALLOC_CHECK=0 ) $$t $(CRITERION_ARGS); done
+	  env $(UNIT_ENV) $$( [ "$${t##*/}" = test_tcache ] && echo MEMALLOC_CHECK=0 ) $$t $(CRITERION_ARGS); done
 test-tsan: $(TSAN_TESTS)
 	@set -e; for t in $(TSAN_TESTS); do echo "== $$t (ThreadSanitizer)"; \
-	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" MEMALLOC_ARENAS=4 MEMALLOC_RETAIN_MS=200 $$t; done
+	  env TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" $(UNIT_ENV) $$t; done
 
 # The threaded and forking programs again, with canaries and a full heap
 # check every 64 operations: races between the checker and the allocation

@@ -36,10 +36,13 @@ static struct option options[] = {
      * matters is between threads running at once, and no more threads than
      * CPUs run at once; see README.md for the measurement. */
     { "ARENAS", OPT_COUNT, 0, 1, MA_MAX_ARENAS, "arenas (default: online CPUs)", 0 },
-    { "CHUNK_SIZE", OPT_POW2_SIZE, (uint64_t)1 << 20, (uint64_t)1 << 20, (uint64_t)1 << 30,
+    /* 4 MiB chunks and a 1 MiB threshold: blocks of 256 KiB to 1 MiB
+     * come back from the arena, already resident, instead of being mapped
+     * and faulted in afresh (README.md, "Defaults"). */
+    { "CHUNK_SIZE", OPT_POW2_SIZE, (uint64_t)4 << 20, (uint64_t)1 << 20, (uint64_t)1 << 30,
       "bytes an arena maps at a time (power of two)", 0 },
-    { "MMAP_THRESHOLD", OPT_SIZE, (uint64_t)256 << 10, 4096, (uint64_t)1 << 28,
-      "requests this big or bigger are mapped directly", 0 },
+    { "MMAP_THRESHOLD", OPT_SIZE, (uint64_t)1 << 20, 4096, (uint64_t)1 << 28,
+      "requests this big or bigger are mapped directly (at most a quarter of the chunk size)", 0 },
     { "CHUNK_RESERVE", OPT_COUNT, 1, 0, 1024, "wholly free chunks each arena keeps", 0 },
     { "CHECK", OPT_COUNT, MA_CHECK_DEFAULT, 0, 1, "1: canaries and periodic ma_check", 0 },
     { "CHECK_EVERY", OPT_COUNT, 4096, 1, (uint64_t)1 << 32, "operations between full checks", 0 },
@@ -199,7 +202,9 @@ void config_load(char **envp, unsigned ncpus)
     /* The threshold must leave room for several blocks in a chunk, so that
      * every request below it fits an arena chunk. */
     if (values[O_THRESHOLD] > values[O_CHUNK] / 4) {
-        ma_warn("MEMALLOC_MMAP_THRESHOLD is above a quarter of MEMALLOC_CHUNK_SIZE; using a quarter");
+        /* A default threshold follows a smaller chunk size silently. */
+        if (options[O_THRESHOLD].seen)
+            ma_warn("MEMALLOC_MMAP_THRESHOLD is above a quarter of MEMALLOC_CHUNK_SIZE; using a quarter");
         values[O_THRESHOLD] = values[O_CHUNK] / 4;
     }
 

@@ -24,7 +24,8 @@
 #define TC_MAX_REQUEST (TC_MAX_BLOCK - B_OVERHEAD)   /* largest request they serve */
 #define TC_SLOTS (TC_MAX_BLOCK / 16 + 1)             /* size/16 -> class tables */
 /* Medium blocks, of the classes from QUICK_CLASSES up to TC_NCLASS (8 KiB
- * to 256 KiB, the default mmap threshold), are cached in bins of the same
+ * to 256 KiB; bigger ones up to the mmap threshold come from the arena
+ * under its lock), are cached in bins of the same
  * kind, reached through the miss paths (tcache_medium_pop, free_located):
  * no lock either, a few dozen instructions more than a small block. Their
  * bins hold at most MEDIUM_BIN_BYTES each and TC_MEDIUM_BUDGET in all. */

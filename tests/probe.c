@@ -15,6 +15,17 @@
 
 #include "memalloc.h"
 
+/* The chunk size in effect (MEMALLOC_CHUNK_SIZE or the default): the
+ * calling thread's arena's mapped bytes over its chunks, once it has one. */
+static uintptr_t chunk_bytes(void)
+{
+    ma_free(ma_malloc(16));
+    ma_arena_stats_t s;
+    if (ma_arena_stats_get(ma_thread_arena(), &s) != 0 || s.chunks == 0)
+        abort();
+    return (uintptr_t)(s.mapped / s.chunks);
+}
+
 static pthread_barrier_t barrier;
 static unsigned thread_arena_of[256];
 static int owner_ok[256];
@@ -181,14 +192,14 @@ static int cmd_misuse(const char *what)
          * so it must find nothing plausible and let the slow path name it
          * (a fault here would mean the tail was written or too short). */
         char *p = ma_malloc(64);
-        uintptr_t chunk = (uintptr_t)p & ~(uintptr_t)((1u << 20) - 1);
-        ma_free((void *)(chunk + (1u << 20) - 4096));
+        uintptr_t chunk = (uintptr_t)p & ~(chunk_bytes() - 1);
+        ma_free((void *)(chunk + chunk_bytes() - 4096));
     } else if (strcmp(what, "free-chunk-base") == 0) {
         /* A pointer at a chunk's very start: the fast path reads the 8
          * bytes before it, in the page below the chunk, which must be
          * mapped (the 1 MiB below is otherwise usually unmapped). */
         char *p = ma_malloc(64);
-        uintptr_t chunk = (uintptr_t)p & ~(uintptr_t)((1u << 20) - 1);
+        uintptr_t chunk = (uintptr_t)p & ~(chunk_bytes() - 1);
         ma_free((void *)chunk);
     } else if (strcmp(what, "free-foreign") == 0) {
         void *p = malloc(100); /* the system allocator's block */
@@ -244,8 +255,8 @@ static int cmd_misuse(const char *what)
         printf("%zu\n", ma_usable_size(p + 64));
     } else if (strcmp(what, "usable-chunk-tail") == 0) {
         char *p = ma_malloc(64);
-        uintptr_t chunk = (uintptr_t)p & ~(uintptr_t)((1u << 20) - 1);
-        printf("%zu\n", ma_usable_size((void *)(chunk + (1u << 20) - 4096)));
+        uintptr_t chunk = (uintptr_t)p & ~(chunk_bytes() - 1);
+        printf("%zu\n", ma_usable_size((void *)(chunk + chunk_bytes() - 4096)));
     } else if (strcmp(what, "realloc-invalid") == 0) {
         char buf[64];
         void *q = ma_realloc(buf + 16, 10);

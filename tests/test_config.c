@@ -99,8 +99,40 @@ Test(config, verbose_prints_the_effective_options)
 Test(config, threshold_above_a_quarter_chunk_is_clamped)
 {
     char *argv[] = { "touch", NULL };
-    char *env[] = { "MEMALLOC_VERBOSE=1", "MEMALLOC_MMAP_THRESHOLD=512k", NULL };
+    char *env[] = { "MEMALLOC_VERBOSE=1", "MEMALLOC_CHUNK_SIZE=1M", "MEMALLOC_MMAP_THRESHOLD=512k", NULL };
     cr_assert_eq(run_probe(argv, env, out, sizeof out), 0);
     cr_assert(strstr(out, "using a quarter") != NULL, "%s", out);
     cr_assert(strstr(out, "MEMALLOC_MMAP_THRESHOLD=262144") != NULL, "%s", out);
+}
+
+Test(config, defaults_are_4_mib_chunks_and_a_1_mib_threshold)
+{
+    char *argv[] = { "touch", NULL };
+    char *env[] = { "MEMALLOC_VERBOSE=1", NULL };
+    cr_assert_eq(run_probe(argv, env, out, sizeof out), 0);
+    cr_assert(strstr(out, "MEMALLOC_CHUNK_SIZE=4194304 (default)") != NULL, "%s", out);
+    cr_assert(strstr(out, "MEMALLOC_MMAP_THRESHOLD=1048576 (default)") != NULL, "%s", out);
+}
+
+Test(config, a_smaller_chunk_takes_the_default_threshold_down_silently)
+{
+    char *argv[] = { "touch", NULL };
+    char *env[] = { "MEMALLOC_VERBOSE=1", "MEMALLOC_CHUNK_SIZE=1M", NULL };
+    cr_assert_eq(run_probe(argv, env, out, sizeof out), 0);
+    cr_assert(strstr(out, "MEMALLOC_MMAP_THRESHOLD=262144 (default)") != NULL, "%s", out);
+    cr_assert_null(strstr(out, "using a quarter"), "%s", out);
+}
+
+Test(config, by_default_blocks_below_1_mib_come_from_an_arena)
+{
+    /* (check mode adds a few bytes of canary and size to every request) */
+    size_t below = (1u << 20) - 64;
+    char *p = ma_malloc(below), *q = ma_malloc(1u << 20);
+    cr_assert_geq(ma_arena_of(p), 0, "a block just under 1 MiB is an arena block");
+    cr_assert_eq(ma_arena_of(q), -1, "a 1 MiB block has its own mapping");
+    memset(p, 1, below);
+    memset(q, 2, 1u << 20);
+    ma_free(p);
+    ma_free(q);
+    ma_check();
 }

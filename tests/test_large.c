@@ -173,7 +173,7 @@ Test(large, the_cache_bound_follows_the_recent_peak)
 Test(large, no_retention_gives_back_at_free)
 {
     char *argv[] = { "no-retention", NULL };
-    char *env[] = { "MEMALLOC_RETAIN_MS=0", "MEMALLOC_ARENAS=2", NULL };
+    char *env[] = { "MEMALLOC_RETAIN_MS=0", "MEMALLOC_ARENAS=2", "MEMALLOC_CHUNK_SIZE=1M", NULL };
     char out[512];
     cr_assert_eq(run_probe(argv, env, out, sizeof out), 0, "%s", out);
 }
