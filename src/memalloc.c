@@ -66,7 +66,7 @@ static __attribute__((noinline)) void sample_clear(void *p, struct chunk *c, str
 {
     prof_forget(p);
     if (c != NULL)
-        block_set_sampled(c->arena, block_of(p), 0);
+        block_set_sampled(block_of(p), 0);
     else
         l->sampled = 0;
 }
@@ -82,7 +82,7 @@ static __attribute__((noinline)) void sample_take(void *p, size_t n, const struc
     ma_tc.prof_left = INT64_MAX;
     if (p != NULL && prof_on) {
         if (pagemap_is_chunk(pagemap_get((uintptr_t)p)))
-            block_set_sampled(chunk_of(p, ma_cfg.chunk_size)->arena, block_of(p), 1);
+            block_set_sampled(block_of(p), 1);
         else
             large_lookup(p, "malloc")->sampled = 1;
         prof_record(p, n, from);
