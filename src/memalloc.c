@@ -129,9 +129,16 @@ void *ma_alloc_sampled_from(size_t n, size_t align, int zero, const struct prof_
     /* The block itself neither counts towards nor takes a sample. */
     ma_tc.prof_left = INT64_MAX;
     if (ma_likely(align == 0 && !zero)) {
-        /* ma_malloc's own steps, its count left out: below ma_fast_limit
-         * (0 in check mode) the block is a chunk's. */
-        void *p = n <= TC_MAX_REQUEST ? tcache_pop(n) : NULL;
+        /* ma_malloc's own steps, its count left out: a bin's block if it
+         * holds one, else the miss path. Below ma_fast_limit (0 in check
+         * mode) the block is a chunk's. */
+        void *p;
+        if (n <= TC_MAX_REQUEST)
+            p = tcache_pop(n);
+        else if (n <= TC_MEDIUM_MAX_REQUEST && n < ma_fast_limit)
+            p = tcache_medium_pop(tcache_medium_class(n));
+        else
+            p = NULL;
         if (p == NULL)
             p = ma_malloc_miss(n);
         sample_mark(p, n, n < ma_fast_limit, from);
