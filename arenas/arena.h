@@ -39,7 +39,7 @@
 
 struct block {
     size_t prev_size;     /* guarded by arena->lock, valid while prev is free */
-    size_t head;          /* guarded by arena->lock: size | flags */
+    size_t head;          /* size | flags: guarded by arena->lock, but B_SAMPLED (atomic, by the block's holder) */
     struct block *next;   /* guarded by arena->lock, only while free */
     struct block *prev;   /* guarded by arena->lock, only while free */
 };
@@ -252,17 +252,17 @@ static inline struct block *block_next(const struct block *b)
 {
     return (struct block *)((char *)b + block_size(b));
 }
-/* Sets (on) or clears the profiler's B_SAMPLED flag of allocated block b
- * of arena a. Under a's lock, since the arena rewrites the head's
- * PREV_INUSE bit under it; the bare lock, not arena_lock, whose bookkeeping
- * (the acquisition count that paces decay) counts the engine's own work.
- * The lock must not be held. */
-static inline void block_set_sampled(struct arena *a, struct block *b, int on)
+/* Sets (on) or clears the profiler's B_SAMPLED flag of allocated block b,
+ * by its holder (the thread that was just handed it, or that is freeing
+ * it), without the arena lock: the arena, which may be changing the
+ * head's PREV_INUSE bit meanwhile under its lock, does so by an atomic
+ * read-modify-write too (engine.h), so neither change undoes the other. */
+static inline void block_set_sampled(struct block *b, int on)
 {
-    ma_lock_acquire(&a->lock);
-    size_t h = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
-    __atomic_store_n(&b->head, on ? h | B_SAMPLED : h & ~B_SAMPLED, __ATOMIC_RELAXED);
-    ma_lock_release(&a->lock);
+    if (on)
+        __atomic_fetch_or(&b->head, B_SAMPLED, __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_and(&b->head, ~B_SAMPLED, __ATOMIC_RELAXED);
 }
 static inline int block_sampled(const struct block *b)
 {

@@ -53,7 +53,7 @@ static void *block_carve(struct arena *a, struct block *b, size_t bsize)
     } else {
         hd_set(b, (h & ~B_PURGED) | B_INUSE);
         struct block *n = block_next(b);
-        hd_set(n, hd_get(n) | B_PREV_INUSE);
+        hd_prev_inuse_set(n);
     }
     a->in_use += size;
     if (a->in_use > a->peak_in_use)
@@ -170,7 +170,7 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
             index_insert(a, after, rest);
             a->in_use += size - rest;
         } else {
-            hd_set(after, hd_get(after) | B_PREV_INUSE);
+            hd_prev_inuse_set(after);
             a->in_use += size;
         }
         if (a->in_use > a->peak_in_use)
@@ -213,7 +213,7 @@ void block_release(struct arena *a, struct block *b)
     hd_set(b, size | B_PREV_INUSE);
     struct block *after = (struct block *)((char *)b + size);
     after->prev_size = size;
-    hd_set(after, hd_get(after) & ~B_PREV_INUSE);
+    hd_prev_inuse_clear(after);
 
     if (ma_unlikely(size == chunk_capacity(a->chunk_size))) {
         if (a->empty_chunks >= a->reserve && !chunk_retained(a)) {
@@ -295,7 +295,7 @@ int arena_resize(struct arena *a, void *p, size_t bsize)
             index_remove(a, n, ns);
             hd_set(b, (size + ns) | (h & B_FLAGS));
             struct block *after = block_next(b);
-            hd_set(after, hd_get(after) | B_PREV_INUSE);
+            hd_prev_inuse_set(after);
             a->in_use += ns;
         }
         if (a->in_use > a->peak_in_use)

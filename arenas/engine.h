@@ -8,7 +8,9 @@
  * and written with relaxed atomic accesses because arena_free_remote
  * validates a block of a foreign arena without its lock while the owner may
  * be flipping that head's PREV_INUSE bit; on x86-64 and arm64 a relaxed
- * access is a plain load or store.
+ * access is a plain load or store. The head of a block that may be
+ * allocated and handed out, whose holder may be changing its B_SAMPLED bit,
+ * is only ever changed by an atomic read-modify-write (hd_prev_inuse_*).
  */
 #ifndef MA_ENGINE_H
 #define MA_ENGINE_H
@@ -19,6 +21,17 @@
 
 static inline size_t hd_get(const struct block *b) { return __atomic_load_n(&b->head, __ATOMIC_RELAXED); }
 static inline void hd_set(struct block *b, size_t v) { __atomic_store_n(&b->head, v, __ATOMIC_RELAXED); }
+
+/* Set or clear the PREV_INUSE bit of block b, the neighbour after a block
+ * being carved or released, which may be allocated and handed out: its
+ * holder sets and clears B_SAMPLED in the same word without the lock
+ * (block_set_sampled), so the bit changes by an atomic read-modify-write,
+ * which cannot undo the holder's change as a load and a store could. */
+static inline void hd_prev_inuse_set(struct block *b) { __atomic_fetch_or(&b->head, B_PREV_INUSE, __ATOMIC_RELAXED); }
+static inline void hd_prev_inuse_clear(struct block *b)
+{
+    __atomic_fetch_and(&b->head, ~B_PREV_INUSE, __ATOMIC_RELAXED);
+}
 
 /* ---- the free-list index ---- */
 

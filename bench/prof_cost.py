@@ -95,12 +95,13 @@ REDIS_TESTS = "set,get,lpush"
 REDIS_ARGS = ["-q", "-n", "200000", "-P", "16", "-d", "256", "-t", REDIS_TESTS]
 REDIS_CG_ARGS = ["-q", "-n", "30000", "-P", "16", "-d", "256", "-t", REDIS_TESTS]
 
-# The profiler's own functions, callgrind's inclusive counts: sample_take
-# (a sample's flag, its record and the next interval) and sample_clear (a
-# sampled block's forget and flag). Left out: the few dozen instructions
-# of ma_alloc_sampled's entry, and the slow path a sampled small block's
-# free takes instead of the fast one.
-PROFILER_FUNCTIONS = ["sample_take", "sample_clear"]
+# The profiler's own functions, callgrind's inclusive counts: prof_sample
+# (a sample's record and the next interval) and prof_forget (a sampled
+# block leaving the live set). Left out: the flag's set and clear (one
+# instruction each), the few dozen instructions of ma_alloc_sampled's
+# entry, and the slow path a sampled block's free takes instead of the
+# fast one.
+PROFILER_FUNCTIONS = ["prof_sample", "prof_forget"]
 
 
 def env_for(lib, prof):

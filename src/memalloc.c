@@ -66,28 +66,37 @@ static __attribute__((noinline)) void sample_clear(void *p, struct chunk *c, str
 {
     prof_forget(p);
     if (c != NULL)
-        block_set_sampled(c->arena, block_of(p), 0);
+        block_set_sampled(block_of(p), 0);
     else
         l->sampled = 0;
 }
 
-/* p (n bytes asked, NULL if the allocation failed) is the sample: flagged
- * and recorded, its stack walked from frame `from` (NULL: from here),
- * while nothing allocated meanwhile (the unwinder's own allocations)
- * counts towards or takes a sample; then the count starts again. p was
- * just handed out by this thread, so it needs no validation: the pagemap
- * tells a chunk's block from a large one. */
-static __attribute__((noinline)) void sample_take(void *p, size_t n, const struct prof_frame *from)
+/* Flags p (n bytes asked, NULL if the allocation failed), a block this
+ * thread was just handed, as sampled and records it, its stack walked from
+ * frame `from` (NULL: from here); then the count towards the next sample
+ * starts again. Meanwhile nothing allocated (the unwinder's own
+ * allocations) counts towards or takes a sample. The block needs no
+ * validation: `chunk` says it is a chunk's block, else the pagemap tells
+ * a chunk's block from a large one. */
+static inline __attribute__((always_inline)) void sample_mark(void *p, size_t n, int chunk,
+                                                                const struct prof_frame *from)
 {
     ma_tc.prof_left = INT64_MAX;
     if (p != NULL && prof_on) {
-        if (pagemap_is_chunk(pagemap_get((uintptr_t)p)))
-            block_set_sampled(chunk_of(p, ma_cfg.chunk_size)->arena, block_of(p), 1);
+        if (chunk || pagemap_is_chunk(pagemap_get((uintptr_t)p)))
+            block_set_sampled(block_of(p), 1);
         else
             large_lookup(p, "malloc")->sampled = 1;
-        prof_record(p, n, from);
     }
-    ma_tc.prof_left = prof_next_interval();
+    ma_tc.prof_left = prof_sample(p, n, from);
+}
+
+/* sample_mark out of line: for realloc's block, and for a block from the
+ * API (whose malloc attribute would make gcc take block_of(p) for a read
+ * outside the object). */
+static __attribute__((noinline)) void sample_take(void *p, size_t n, const struct prof_frame *from)
+{
+    sample_mark(p, n, 0, from);
 }
 
 /* The allocation ma_alloc_sampled stands for, made through the API. */
@@ -96,25 +105,45 @@ static void *alloc_as(size_t n, size_t align, int zero)
     return align != 0 ? ma_aligned_alloc(align, n) : zero ? ma_calloc(1, n) : ma_malloc(n);
 }
 
-void *ma_alloc_sampled_from(size_t n, size_t align, int zero, const struct prof_frame *from)
+/* memalloc's own allocation (decay.c): the countdown stays negative, so
+ * every one comes to the sampled path, and none is sampled. */
+static MA_COLD void *alloc_internal(size_t n, size_t align, int zero)
 {
-    if (ma_unlikely(ma_tc.internal)) {
-        /* memalloc's own allocation (decay.c): the countdown stays
-         * negative, so every one comes here. */
-        void *q = decay_internal_alloc(n, align);
-        if (q != NULL) {
-            if (zero)
-                memset(q, 0, n);
-            return q;
-        }
-        ma_tc.internal = 0;
-        q = alloc_as(n, align, zero);
-        ma_tc.internal = 1;
-        ma_tc.prof_left = -1;
+    void *q = decay_internal_alloc(n, align);
+    if (q != NULL) {
+        if (zero)
+            memset(q, 0, n);
         return q;
     }
+    ma_tc.internal = 0;
+    q = alloc_as(n, align, zero);
+    ma_tc.internal = 1;
+    ma_tc.prof_left = -1;
+    return q;
+}
+
+void *ma_alloc_sampled_from(size_t n, size_t align, int zero, const struct prof_frame *from)
+{
+    if (ma_unlikely(ma_tc.internal))
+        return alloc_internal(n, align, zero);
     /* The block itself neither counts towards nor takes a sample. */
     ma_tc.prof_left = INT64_MAX;
+    if (ma_likely(align == 0 && !zero)) {
+        /* ma_malloc's own steps, its count left out: a bin's block if it
+         * holds one, else the miss path. Below ma_fast_limit (0 in check
+         * mode) the block is a chunk's. */
+        void *p;
+        if (n <= TC_MAX_REQUEST)
+            p = tcache_pop(n);
+        else if (n <= TC_MEDIUM_MAX_REQUEST && n < ma_fast_limit)
+            p = tcache_medium_pop(tcache_medium_class(n));
+        else
+            p = NULL;
+        if (p == NULL)
+            p = ma_malloc_miss(n);
+        sample_mark(p, n, n < ma_fast_limit, from);
+        return p;
+    }
     void *p = alloc_as(n, align, zero);
     sample_take(p, n, from);
     return p;
@@ -234,10 +263,11 @@ static void free_located(void *p, struct chunk *c, struct large *l)
 /* A sampled block of the arena this thread caches for (ma_free_miss saw
  * its chunk's tag): when its header passes the fast path's checks, the
  * flag aside, the profiler forgets it and it goes where an unsampled block
- * of its size goes, without the slow path's locate and validation. 0 when
- * p is not such a block: the slow path then looks at it and names what is
- * wrong. A second free of it is caught as any other: the first left the
- * cached key in it. */
+ * of its size goes (a bin, as free_located would put it, which is only
+ * called when the bins refuse it), without the slow path's locate and
+ * validation. 0 when p is not such a block: the slow path then looks at it
+ * and names what is wrong. A second free of it is caught as any other: the
+ * first left the cached key in it. */
 static __attribute__((noinline)) int sample_free_cached(void *p)
 {
     uintptr_t u = (uintptr_t)p;
@@ -246,9 +276,12 @@ static __attribute__((noinline)) int sample_free_cached(void *p)
     if ((h & (B_INUSE | B_SAMPLED)) != (B_INUSE | B_SAMPLED) || size - B_MIN > TC_MEDIUM_MAX_BLOCK - B_MIN ||
         (u & (ma_cfg.chunk_size - 1)) + size > ma_cfg.chunk_size || !block_rest_plausible(u, size))
         return 0;
-    struct chunk *c = chunk_of(p, ma_cfg.chunk_size);
-    sample_clear(p, c, NULL);
-    free_located(p, c, NULL);
+    prof_forget(p);
+    block_set_sampled(block_of(p), 0);
+    if (size <= TC_MAX_BLOCK)
+        tcache_push(p, tcache_class_of(size));
+    else if (!tcache_medium_free(p, size))
+        free_located(p, chunk_of(p, ma_cfg.chunk_size), NULL);
     return 1;
 }
 

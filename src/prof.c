@@ -139,12 +139,14 @@ static inline double prof_uniform(uint64_t bits)
 #define ZIG_R 7.69711747013104972
 #define ZIG_V 0.0039496598225815571993
 /* set once at init: draws j < k of layer i are under the curve, at x =
- * j * w (its width / 2^53); one 16-byte entry, so a draw reads one line */
+ * j * w / prof_rate bytes (w: its width / 2^53, times the rate, so a draw
+ * is in bytes at once); one 16-byte entry, so a draw reads one line */
 static struct zig_layer {
     uint64_t k;
     double w;
 } zig[ZIG_LAYERS];
-static double zig_f[ZIG_LAYERS]; /* set once at init: e^-x[i] */
+static double zig_f[ZIG_LAYERS];    /* set once at init: e^-x[i] */
+static double zig_unit[ZIG_LAYERS]; /* set once at init: the widths / 2^53 (mean 1), for the edges */
 
 static void zig_init(void)
 {
@@ -159,16 +161,20 @@ static void zig_init(void)
     zig_f[ZIG_LAYERS - 1] = 1.0;
     const double two53 = 9007199254740992.0;
     zig[0].k = (uint64_t)(two53 * ZIG_R * zig_f[0] / ZIG_V); /* the base: rectangle of its virtual width */
-    zig[0].w = ZIG_V / zig_f[0] / two53;
+    zig_unit[0] = ZIG_V / zig_f[0] / two53;
     for (unsigned i = 1; i < ZIG_LAYERS; i++) {
         zig[i].k = (uint64_t)(two53 * x[i] / x[i - 1]);
-        zig[i].w = x[i - 1] / two53;
+        zig_unit[i] = x[i - 1] / two53;
     }
+    for (unsigned i = 0; i < ZIG_LAYERS; i++)
+        zig[i].w = zig_unit[i] * prof_rate;
 }
 
-/* The draws that fall outside the rectangles' common part. */
-static MA_COLD double zig_edge(unsigned i, double x)
+/* The draws that fall outside the rectangles' common part: draw j of
+ * layer i. Returns the variate in units of the mean. */
+static double zig_edge(unsigned i, uint64_t j)
 {
+    double x = (double)(int64_t)j * zig_unit[i];
     for (;;) {
         if (i == 0)
             return ZIG_R - prof_log(1.0 - prof_uniform(prof_random())); /* 1 - u in (0, 1] */
@@ -177,36 +183,46 @@ static MA_COLD double zig_edge(unsigned i, double x)
             return x;
         uint64_t u = prof_random();
         i = (unsigned)u & (ZIG_LAYERS - 1);
-        uint64_t j = u >> 11;
-        x = (double)(int64_t)j * zig[i].w;
+        j = u >> 11;
+        x = (double)(int64_t)j * zig_unit[i];
         if (j < zig[i].k)
             return x;
     }
 }
 
-/* An exponential variate of mean 1. The layer comes from the low 8 bits of
- * the draw, the point across it from the top 53. */
-static inline double zig_draw(void)
+/* An edge draw as an interval in bytes, at least 1. */
+static MA_COLD int64_t zig_edge_bytes(unsigned i, uint64_t j)
+{
+    double bytes = zig_edge(i, j) * prof_rate;
+    if (bytes < 1.0)
+        return 1;
+    if (bytes > 9.0e18)
+        return INT64_MAX;
+    return (int64_t)bytes;
+}
+
+/* An exponential variate of mean prof_rate, in whole bytes and at least 1
+ * (a draw below one byte counts as one). The layer comes from the low 8
+ * bits of the draw, the point across it from the top 53. Inside a layer's
+ * common part the variate is below ZIG_R times the rate (at most 2^40), far
+ * from int64_t's limit. */
+static inline int64_t interval_draw(void)
 {
     uint64_t u = prof_random();
     unsigned i = (unsigned)u & (ZIG_LAYERS - 1);
     uint64_t j = u >> 11;
-    double x = (double)(int64_t)j * zig[i].w;
-    if (ma_likely(j < zig[i].k))
-        return x;
-    return zig_edge(i, x);
+    if (ma_likely(j < zig[i].k)) {
+        int64_t bytes = (int64_t)((double)(int64_t)j * zig[i].w);
+        return bytes + (bytes == 0);
+    }
+    return zig_edge_bytes(i, j);
 }
 
 int64_t prof_next_interval(void)
 {
     if (!prof_on)
         return INT64_MAX;
-    double bytes = zig_draw() * prof_rate;
-    if (bytes < 1.0)
-        return 1;
-    if (bytes > 9.0e18)
-        return INT64_MAX;
-    return (int64_t)bytes;
+    return interval_draw();
 }
 
 /* ---- stack capture ---- */
@@ -584,12 +600,12 @@ static __attribute__((noinline)) void record_walked(void *p, size_t n, const str
     }
 }
 
-void prof_record(void *p, size_t n, const struct prof_frame *from)
+/* prof_record's work, p not NULL and profiling on; inline in both of the
+ * functions that record. */
+static inline __attribute__((always_inline)) void record(void *p, size_t n, const struct prof_frame *from)
 {
-    if (!prof_on || p == NULL)
-        return;
-    /* No frame given: this function's own, which stays live while the
-     * stack is walked, and is memalloc's. */
+    /* No frame given: the recording function's own, which stays live
+     * while the stack is walked, and is memalloc's. */
     struct prof_frame here;
     unsigned ours = 0;
     if (from == NULL) {
@@ -605,6 +621,22 @@ void prof_record(void *p, size_t n, const struct prof_frame *from)
     ma_lock_acquire(&prof_lock);
     record_locked(p, n, lw->stack);
     ma_lock_release(&prof_lock);
+}
+
+void prof_record(void *p, size_t n, const struct prof_frame *from)
+{
+    if (!prof_on || p == NULL)
+        return;
+    record(p, n, from);
+}
+
+int64_t prof_sample(void *p, size_t n, const struct prof_frame *from)
+{
+    if (!prof_on)
+        return INT64_MAX;
+    if (p != NULL)
+        record(p, n, from);
+    return interval_draw();
 }
 
 void prof_forget(void *p)

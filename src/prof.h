@@ -39,6 +39,9 @@ struct prof_frame {
  * and the stack's allocated-over-the-run totals. Takes no lock while it
  * unwinds, so an allocation made by the unwinder cannot deadlock. */
 MA_HIDDEN void prof_record(void *p, size_t n, const struct prof_frame *from);
+/* The sampled path's two calls in one: prof_record(p, n, from) when p is
+ * not NULL, then prof_next_interval(). */
+MA_HIDDEN int64_t prof_sample(void *p, size_t n, const struct prof_frame *from);
 /* p, a sampled block, is being freed or moved: drops it from the live set. */
 MA_HIDDEN void prof_forget(void *p);
 /* At exit: writes MEMALLOC_PROF_FILE and MEMALLOC_PROF_SVG if set. */
