@@ -145,6 +145,8 @@ struct qlist {
     size_t bytes;
     uint64_t used;        /* the arena's lock_acquires at the last refill of this class */
     uint64_t puts;        /* flushes parked here since then */
+    uint32_t patience;    /* acquisitions added to QUICK_IDLE_OPS before the class is idle (engine.h) */
+    uint32_t idled;       /* 1: released as idle since its last refill */
 };
 
 /* Classes below CLASS_EXACT_LIMIT: exact 16-byte steps (class c holds
@@ -205,7 +207,6 @@ struct arena {
     int reclaiming;                   /* guarded by lock: in consolidate or purge */
     struct qlist quick[QUICK_CLASSES];/* guarded by lock */
     size_t quick_bytes, quick_blocks; /* guarded by lock */
-    size_t quick_medium;              /* guarded by lock: of quick_bytes, in blocks of 1 KiB or more */
     uint64_t quick_aged;              /* guarded by lock: lock_acquires at the last idle sweep */
     uint64_t idle_releases;           /* guarded by lock: blocks coalesced because their class was idle */
     uint64_t allocs, frees, remote_frees, lock_acquires, lock_waits; /* guarded by lock */

@@ -108,7 +108,7 @@ void arena_check(struct arena *a)
     if (listed != nfree || listed_bytes != free_bytes)
         check_fail("free lists do not hold every free block", a);
     /* ---- quick lists: parked blocks are allocated in the heap, keyed, ours ---- */
-    size_t parked = 0, parked_bytes = 0, parked_medium = 0;
+    size_t parked = 0, parked_bytes = 0;
     for (unsigned c = 0; c < QUICK_CLASSES; c++) {
         const struct qlist *q = &a->quick[c];
         size_t n = 0, bytes = 0;
@@ -139,10 +139,8 @@ void arena_check(struct arena *a)
             check_fail("quick list count or bytes wrong", q->head);
         parked += n;
         parked_bytes += bytes;
-        if (c >= EXACT_CLASSES)
-            parked_medium += bytes;
     }
-    if (parked != a->quick_blocks || parked_bytes != a->quick_bytes || parked_medium != a->quick_medium)
+    if (parked != a->quick_blocks || parked_bytes != a->quick_bytes)
         check_fail("quick list totals disagree with the lists", a);
 
     if (a->free_blocks != nfree || a->free_bytes != free_bytes || a->in_use + a->quick_bytes != in_use ||

@@ -225,31 +225,32 @@ static inline size_t quick_limit(const struct arena *a)
     return ((size_t)4 << 20) + a->mapped / 8;
 }
 
-/* Of those, blocks of 1 KiB and more may be parked up to this much: a few
- * big parked blocks hold as much memory as thousands of small ones and
- * serve only their own class, and the heap spreads around them. */
-#define QUICK_MEDIUM_LIMIT ((size_t)256 << 10)
-
 /* A class no refill has asked for in this many of the arena's lock
- * acquisitions, not counting the flushes that parked blocks of it, is
- * idle: what comes back of it is coalesced at once instead of parked, and
- * what is parked of it goes at the next sweep (one every as many
- * acquisitions). A program whose sizes drift would otherwise keep the
- * quick lists of the sizes it has left full. Measured with the bins'
- * TC_IDLE_OPS (bench/NOTES.md, "Tuning constants"). */
+ * acquisitions, not counting the flushes that parked blocks of it, plus
+ * its patience, is idle: what comes back of it is coalesced at once
+ * instead of parked, and what is parked of it goes at the next sweep (one
+ * every QUICK_IDLE_OPS acquisitions). A program whose sizes drift would
+ * otherwise keep the quick lists of the sizes it has left full. A class
+ * that is refilled again after it was released as idle was not idle, only
+ * used in rounds longer than that (a batch allocated, all of it freed,
+ * then again): its patience doubles, up to QUICK_PATIENCE_MAX, so that its
+ * blocks wait parked for the next round instead of being coalesced and
+ * carved again every round (bench/NOTES.md, "Tuning constants" and
+ * "Patient quick lists"). */
 #ifndef QUICK_IDLE_OPS
 #define QUICK_IDLE_OPS 256u
 #endif
+#define QUICK_PATIENCE_MAX ((uint32_t)1 << 20)
 
 static inline int quick_idle(const struct arena *a, unsigned cls)
 {
     const struct qlist *q = &a->quick[cls];
-    return a->lock_acquires - q->used > q->puts + QUICK_IDLE_OPS;
+    return a->lock_acquires - q->used > q->puts + QUICK_IDLE_OPS + q->patience;
 }
 
 static inline int quick_over(const struct arena *a)
 {
-    return a->quick_bytes > quick_limit(a) || a->quick_medium > QUICK_MEDIUM_LIMIT;
+    return a->quick_bytes > quick_limit(a);
 }
 
 static inline void seg_mark(void *head, void *next, uint32_t count, unsigned cls, size_t bytes)
@@ -269,8 +270,6 @@ static inline void quick_push(struct arena *a, unsigned cls, void *head, uint32_
     q->bytes += bytes;
     a->quick_blocks += count;
     a->quick_bytes += bytes;
-    if (cls >= EXACT_CLASSES)
-        a->quick_medium += bytes;
     a->in_use -= bytes;
 }
 

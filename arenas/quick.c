@@ -63,10 +63,10 @@ static void quick_release(struct arena *a, unsigned cls, int idle)
     uint32_t count = q->count;
     a->quick_blocks -= count;
     a->quick_bytes -= q->bytes;
-    if (cls >= EXACT_CLASSES)
-        a->quick_medium -= q->bytes;
-    if (idle)
+    if (idle) {
         a->idle_releases += count;
+        q->idled = 1;
+    }
     a->in_use += q->bytes; /* parked blocks are not in use; block_release takes them off */
     q->head = NULL;
     q->count = 0;
@@ -105,6 +105,7 @@ void arena_quick_put(struct arena *a, unsigned cls, void *head, uint32_t count, 
     a->quick[cls].puts++;
     if (quick_idle(a, cls)) {
         a->idle_releases += count;
+        a->quick[cls].idled = 1;
         blocks_release(a, head, count);
         return;
     }
@@ -129,6 +130,11 @@ unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head
     struct qlist *q = &a->quick[cls];
     q->used = a->lock_acquires;
     q->puts = 0;
+    if (ma_unlikely(q->idled)) {
+        q->idled = 0;
+        q->patience = q->patience == 0 ? QUICK_IDLE_OPS
+                      : q->patience < QUICK_PATIENCE_MAX ? q->patience * 2 : QUICK_PATIENCE_MAX;
+    }
     if (q->head == NULL || n == 0)
         return 0;
     /* Whole segments while they fit in n, and always the first. Each is
@@ -158,8 +164,6 @@ unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head
     *head = first;
     a->quick_blocks -= got;
     a->quick_bytes -= bytes;
-    if (cls >= EXACT_CLASSES)
-        a->quick_medium -= bytes;
     a->in_use += bytes;
     if (a->in_use > a->peak_in_use)
         a->peak_in_use = a->in_use;

@@ -488,6 +488,36 @@ Test(tcache, blocks_of_a_size_no_longer_allocated_are_coalesced)
     ma_check();
 }
 
+/* A size that is allocated again after the arena coalesced it as idle was
+ * only used in long rounds: the arena's patience with it doubles, so that
+ * after a pause that made it idle once, the same pause leaves its blocks
+ * parked for the next round. */
+Test(tcache, a_size_that_comes_back_after_an_idle_release_is_kept_longer)
+{
+    unsigned me = ma_thread_arena();
+    enum { N = 64, LOCKED = 400 }; /* between QUICK_IDLE_OPS and twice it */
+    void *p[N];
+    static void *held[LOCKED];
+    uint64_t released[2];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++)
+            p[i] = ma_malloc(100); /* round 1: a refill, which ends the idle spell */
+        for (int i = 0; i < N; i++)
+            ma_free(p[i]);
+        uint64_t before = arena_stats(me).idle_releases;
+        for (int i = 0; i < LOCKED; i++)
+            held[i] = ma_aligned_alloc(64, 20000);
+        ma_free(ma_malloc(3000 + 1000 * round)); /* a refill of a size not yet cached sweeps */
+        released[round] = arena_stats(me).idle_releases - before;
+        for (int i = 0; i < LOCKED; i++)
+            ma_free(held[i]);
+        ma_check();
+    }
+    cr_assert_geq(released[0], N, "the first pause coalesced the 100-byte blocks");
+    cr_assert_lt(released[1], N, "the same pause after the size came back left them parked (%llu released)",
+                 (unsigned long long)released[1]);
+}
+
 /* A thread that frees a long batch of one size and then allocates that size
  * again (bench/threadtest's rounds) is not idle in between: its own flushes
  * do not count, so the batch stays parked for the next round. */
