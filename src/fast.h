@@ -32,6 +32,10 @@ MA_HIDDEN __attribute__((noinline)) void *ma_alloc_sampled_from(size_t n, size_t
 MA_HIDDEN void *ma_malloc_miss(size_t n);
 /* free of anything the fast path does not take. */
 MA_HIDDEN void ma_free_miss(void *p);
+/* free of a block whose pagemap byte is the thread's cache tag but which
+ * the inline path did not take (a medium block, mostly); x is its head
+ * as fast_free read it, the previous-in-use bit masked. */
+MA_HIDDEN void ma_free_local(void *p, size_t x);
 /* operator delete with a size in check mode: aborts unless the size is the
  * one the block was asked for, then frees. */
 MA_HIDDEN MA_COLD void ma_free_sized(void *p, size_t n);
@@ -135,6 +139,8 @@ static inline __attribute__((always_inline)) void fast_free(void *p)
             tcache_push(p, tc_free_class[k + B_MIN / 16]);
             return;
         }
+        ma_free_local(p, x);
+        return;
     }
     ma_free_miss(p);
 }

@@ -353,6 +353,20 @@ static MA_COLD void free_slow(void *p)
  * straight onto its owner's remote stack; everything else (NULL, large
  * blocks, check mode with its canary, the own arena's lock, a bad pointer)
  * takes the slow path, which names any problem. */
+void ma_free_local(void *p, size_t x)
+{
+    /* A medium block passes the checks of block_plausible_in on the head
+     * already read: allocated, not sampled, its size in the medium range,
+     * ending inside its chunk, the next block agreeing; then its bin. */
+    uintptr_t u = (uintptr_t)p;
+    size_t size = x - B_INUSE;
+    if (ma_likely((x & B_FLAGS) == B_INUSE) && ma_likely(size - (TC_MAX_BLOCK + 1) <= TC_MEDIUM_MAX_BLOCK - (TC_MAX_BLOCK + 1)) &&
+        ma_likely((u & (ma_cfg.chunk_size - 1)) + size <= ma_cfg.chunk_size) && block_rest_plausible(u, size) &&
+        tcache_medium_free(p, size))
+        return;
+    ma_free_miss(p);
+}
+
 void ma_free_miss(void *p)
 {
     uintptr_t u = (uintptr_t)p;

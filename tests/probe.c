@@ -204,6 +204,23 @@ static int cmd_misuse(const char *what)
     } else if (strcmp(what, "free-foreign") == 0) {
         void *p = malloc(100); /* the system allocator's block */
         ma_free(p);
+    } else if (strcmp(what, "double-free-medium") == 0) {
+        char *p = ma_malloc(20000);
+        ma_free(p);
+        ma_free(p);
+    } else if (strcmp(what, "free-medium-interior") == 0) {
+        char *p = ma_malloc(20000);
+        memset(p, 0, 20000);
+        ma_free(p + 4096);
+    } else if (strcmp(what, "overflow-medium-header") == 0) {
+        /* Two medium blocks carved one after the other: the lower one's
+         * overflow rewrites the upper one's head with a medium-looking
+         * size that runs past the chunk's end. */
+        char *a = ma_malloc(20000), *b = ma_malloc(20000);
+        char *lo = a < b ? a : b, *hi = a < b ? b : a;
+        memset(lo, 0, (size_t)(hi - lo));
+        ((size_t *)hi)[-1] = ((size_t)200 << 10) | 1;
+        ma_free(hi);
     } else if (strcmp(what, "overflow-header") == 0) {
         /* Overflow the lower block far enough to wipe the upper one's head
          * (the thread cache may hand them out in either order). */

@@ -35,6 +35,15 @@ Test(misuse, double_free_of_a_sampled_block)
     expect_abort("double-free-sampled", env, "free(): double free detected at 0x");
     expect_abort("double-free-sampled-medium", env, "free(): double free detected at 0x");
 }
+Test(misuse, double_free_of_a_medium_block) { expect_abort("double-free-medium", no_env, "free(): double free detected at 0x"); }
+Test(misuse, free_of_an_interior_pointer_of_a_medium_block)
+{
+    expect_abort("free-medium-interior", no_env, "free(): invalid pointer");
+}
+Test(misuse, overflow_into_a_medium_blocks_header)
+{
+    expect_abort("overflow-medium-header", no_env, "free(): invalid pointer or corrupted block header");
+}
 Test(misuse, free_of_a_stack_pointer) { expect_abort("free-stack", no_env, "free(): invalid pointer"); }
 Test(misuse, free_of_a_global) { expect_abort("free-global", no_env, "free(): invalid pointer"); }
 Test(misuse, free_of_an_interior_pointer) { expect_abort("free-interior", no_env, "free(): invalid pointer"); }
