@@ -73,30 +73,33 @@ static __attribute__((noinline)) void sample_clear(void *p, struct chunk *c, str
 
 /* Flags p (n bytes asked, NULL if the allocation failed), a block this
  * thread was just handed, as sampled and records it, its stack walked from
- * frame `from` (NULL: from here); then the count towards the next sample
- * starts again. Meanwhile nothing allocated (the unwinder's own
+ * frame (pc, sp, bp) (pc 0: from the profiler's own), and starts the count
+ * towards the next sample again; returns p. The caller has set the count
+ * to INT64_MAX: meanwhile nothing allocated (the unwinder's own
  * allocations) counts towards or takes a sample. The block needs no
  * validation: `chunk` says it is a chunk's block, else the pagemap tells
  * a chunk's block from a large one. */
-static inline __attribute__((always_inline)) void sample_mark(void *p, size_t n, int chunk,
-                                                                const struct prof_frame *from)
+static inline __attribute__((always_inline)) void *sample_mark(void *p, size_t n, int chunk, uintptr_t pc,
+                                                                 uintptr_t sp, uintptr_t bp)
 {
-    ma_tc.prof_left = INT64_MAX;
-    if (p != NULL && prof_on) {
+    if (ma_unlikely(!prof_on))
+        return p;
+    if (p != NULL) {
         if (chunk || pagemap_is_chunk(pagemap_get((uintptr_t)p)))
             block_set_sampled(block_of(p), 1);
         else
             large_lookup(p, "malloc")->sampled = 1;
     }
-    ma_tc.prof_left = prof_sample(p, n, from);
+    return prof_sample(p, n, pc, sp, bp, &ma_tc.prof_left);
 }
 
 /* sample_mark out of line: for realloc's block, and for a block from the
  * API (whose malloc attribute would make gcc take block_of(p) for a read
  * outside the object). */
-static __attribute__((noinline)) void sample_take(void *p, size_t n, const struct prof_frame *from)
+static __attribute__((noinline)) void sample_take(void *p, size_t n, uintptr_t pc, uintptr_t sp, uintptr_t bp)
 {
-    sample_mark(p, n, 0, from);
+    ma_tc.prof_left = INT64_MAX;
+    sample_mark(p, n, 0, pc, sp, bp);
 }
 
 /* The allocation ma_alloc_sampled stands for, made through the API. */
@@ -122,7 +125,7 @@ static MA_COLD void *alloc_internal(size_t n, size_t align, int zero)
     return q;
 }
 
-void *ma_alloc_sampled_from(size_t n, size_t align, int zero, const struct prof_frame *from)
+void *ma_alloc_sampled_at(size_t n, size_t align, int zero, uintptr_t pc, uintptr_t sp, uintptr_t bp)
 {
     if (ma_unlikely(ma_tc.internal))
         return alloc_internal(n, align, zero);
@@ -141,23 +144,22 @@ void *ma_alloc_sampled_from(size_t n, size_t align, int zero, const struct prof_
             p = NULL;
         if (p == NULL)
             p = ma_malloc_miss(n);
-        sample_mark(p, n, n < ma_fast_limit, from);
-        return p;
+        return sample_mark(p, n, n < ma_fast_limit, pc, sp, bp);
     }
     void *p = alloc_as(n, align, zero);
-    sample_take(p, n, from);
+    sample_take(p, n, pc, sp, bp);
     return p;
 }
 
 /* ma_alloc_sampled is reached by a jump (a tail call) from malloc, calloc,
  * aligned_alloc and the ma_* entry points, so on entry its return address
  * and stack pointer are those of the program's call into memalloc. On
- * x86-64 it pushes that frame (return address, stack pointer after the
- * return, rbp: a struct prof_frame) and passes it to
- * ma_alloc_sampled_from: the stack walk starts at the program's frame,
- * instead of walking memalloc's own frames only to drop them. When it is
- * called rather than jumped to, the frame is the caller's inside memalloc,
- * and the walk drops that one as usual. */
+ * x86-64 it passes that frame (return address, stack pointer after the
+ * return, rbp) in the argument registers that follow n, align and zero,
+ * and jumps to ma_alloc_sampled_at: the stack walk starts at the
+ * program's frame, instead of walking memalloc's own frames only to drop
+ * them. When it is called rather than jumped to, the frame is the
+ * caller's inside memalloc, and the walk drops that one as usual. */
 #if defined(__x86_64__)
 __asm__(".text\n"
         ".p2align 4\n"
@@ -166,24 +168,16 @@ __asm__(".text\n"
         ".type ma_alloc_sampled, @function\n"
         "ma_alloc_sampled:\n"
         "  .cfi_startproc\n"
-        "  pushq %rbp\n"          /* frame.bp */
-        "  .cfi_adjust_cfa_offset 8\n"
-        "  leaq 16(%rsp), %rax\n" /* frame.sp: the caller's, once we return */
-        "  pushq %rax\n"
-        "  .cfi_adjust_cfa_offset 8\n"
-        "  pushq 16(%rsp)\n"      /* frame.pc: our return address */
-        "  .cfi_adjust_cfa_offset 8\n"
-        "  movq %rsp, %rcx\n"     /* the stack is 16-byte aligned again */
-        "  call ma_alloc_sampled_from\n"
-        "  addq $24, %rsp\n"
-        "  .cfi_adjust_cfa_offset -24\n"
-        "  ret\n"
+        "  movq (%rsp), %rcx\n" /* pc: our return address */
+        "  leaq 8(%rsp), %r8\n" /* sp: the caller's, once we return */
+        "  movq %rbp, %r9\n"    /* bp */
+        "  jmp ma_alloc_sampled_at\n"
         "  .cfi_endproc\n"
         ".size ma_alloc_sampled, .-ma_alloc_sampled\n");
 #else
 void *ma_alloc_sampled(size_t n, size_t align, int zero)
 {
-    return ma_alloc_sampled_from(n, align, zero, NULL);
+    return ma_alloc_sampled_at(n, align, zero, 0, 0, 0);
 }
 #endif
 
@@ -516,7 +510,7 @@ void *ma_realloc(void *p, size_t n)
         canary_set(q, n, raw_usable(q, qc, ql));
     }
     if (prof_due(n))
-        sample_take(q, n, NULL); /* the resized block, moved or not */
+        sample_take(q, n, 0, 0, 0); /* the resized block, moved or not */
     return q;
 }
 
