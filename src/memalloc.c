@@ -90,7 +90,7 @@ static inline __attribute__((always_inline)) void *sample_mark(void *p, size_t n
         else
             large_lookup(p, "malloc")->sampled = 1;
     }
-    return prof_sample(p, n, pc, sp, bp, &ma_tc.prof_left);
+    return prof_sample(p, n, &ma_tc.prof_left, pc, sp, bp);
 }
 
 /* sample_mark out of line: for realloc's block, and for a block from the
@@ -125,30 +125,42 @@ static MA_COLD void *alloc_internal(size_t n, size_t align, int zero)
     return q;
 }
 
-void *ma_alloc_sampled_at(size_t n, size_t align, int zero, uintptr_t pc, uintptr_t sp, uintptr_t bp)
+/* ma_alloc_sampled_at's cases other than a bin's block: memalloc's own
+ * allocation, an aligned or zeroed one, an empty bin. Out of line, so
+ * that a bin's block is sampled with no call before prof_sample and no
+ * register saved. */
+static __attribute__((noinline)) void *sample_other(size_t n, size_t align, int zero, uintptr_t pc, uintptr_t sp,
+                                                     uintptr_t bp)
 {
     if (ma_unlikely(ma_tc.internal))
         return alloc_internal(n, align, zero);
     /* The block itself neither counts towards nor takes a sample. */
     ma_tc.prof_left = INT64_MAX;
-    if (ma_likely(align == 0 && !zero)) {
-        /* ma_malloc's own steps, its count left out: a bin's block if it
-         * holds one, else the miss path. Below ma_fast_limit (0 in check
-         * mode) the block is a chunk's. */
-        void *p;
-        if (n <= TC_MAX_REQUEST)
-            p = tcache_pop(n);
-        else if (n <= TC_MEDIUM_MAX_REQUEST && n < ma_fast_limit)
-            p = tcache_medium_pop(tcache_medium_class(n));
-        else
-            p = NULL;
-        if (p == NULL)
-            p = ma_malloc_miss(n);
-        return sample_mark(p, n, n < ma_fast_limit, pc, sp, bp);
+    if (align == 0 && !zero) {
+        /* ma_malloc's miss path, its count left out. Below ma_fast_limit
+         * (0 in check mode) the block is a chunk's. */
+        return sample_mark(ma_malloc_miss(n), n, n < ma_fast_limit, pc, sp, bp);
     }
     void *p = alloc_as(n, align, zero);
     sample_take(p, n, pc, sp, bp);
     return p;
+}
+
+void *ma_alloc_sampled_at(size_t n, size_t align, int zero, uintptr_t pc, uintptr_t sp, uintptr_t bp)
+{
+    /* ma_malloc's own steps, its count left out: a bin's block if it
+     * holds one (a chunk's block), else sample_other. */
+    void *p = NULL;
+    if (ma_likely(!ma_tc.internal && align == 0 && !zero)) {
+        if (n <= TC_MAX_REQUEST)
+            p = tcache_pop(n);
+        else if (n <= TC_MEDIUM_MAX_REQUEST && n < ma_fast_limit)
+            p = tcache_medium_pop(tcache_medium_class(n));
+    }
+    if (ma_unlikely(p == NULL))
+        return sample_other(n, align, zero, pc, sp, bp);
+    ma_tc.prof_left = INT64_MAX;
+    return sample_mark(p, n, 1, pc, sp, bp);
 }
 
 /* ma_alloc_sampled is reached by a jump (a tail call) from malloc, calloc,

@@ -650,8 +650,8 @@ void prof_record(void *p, size_t n, const struct prof_frame *from)
  * frame given, or a walk to make. Out of line, as are sample_held and
  * sample_wake, so that the common path calls nothing and keeps few values
  * live: it saves no registers. */
-static __attribute__((noinline)) void *sample_slow(void *p, size_t n, uintptr_t pc, uintptr_t sp, uintptr_t bp,
-                                                    int64_t *left)
+static __attribute__((noinline)) void *sample_slow(void *p, size_t n, int64_t *left, uintptr_t pc, uintptr_t sp,
+                                                    uintptr_t bp)
 {
     if (p != NULL)
         record(p, n, pc, sp, bp);
@@ -685,11 +685,11 @@ static __attribute__((noinline)) void *sample_wake(void *p)
  * generator was seeded by its first interval (tcache_init's
  * prof_next_interval), or by the walk this one replays after a fork reset
  * both. */
-void *prof_sample(void *p, size_t n, uintptr_t pc, uintptr_t sp, uintptr_t bp, int64_t *left)
+void *prof_sample(void *p, size_t n, int64_t *left, uintptr_t pc, uintptr_t sp, uintptr_t bp)
 {
     struct last_walk *lw = &prof_last;
     if (ma_unlikely(p == NULL) || !last_walk_holds(lw, pc, sp, bp))
-        return sample_slow(p, n, pc, sp, bp, left);
+        return sample_slow(p, n, left, pc, sp, bp);
     uint64_t u = prof_mix(prof_rng += PROF_WEYL);
     unsigned i = (unsigned)u & (ZIG_LAYERS - 1);
     uint64_t j = u >> 11;

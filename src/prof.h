@@ -43,8 +43,9 @@ MA_HIDDEN void prof_record(void *p, size_t n, const struct prof_frame *from);
  * not NULL, the frame given in registers (pc 0: from the profiler's own
  * frame, as for a NULL `from`); then the next interval
  * (prof_next_interval()) stored in *left. Returns p, so that the sampled
- * path can end in a jump here. */
-MA_HIDDEN void *prof_sample(void *p, size_t n, uintptr_t pc, uintptr_t sp, uintptr_t bp, int64_t *left);
+ * path can end in a jump here; the frame comes last, in the registers
+ * where ma_alloc_sampled_at receives it. */
+MA_HIDDEN void *prof_sample(void *p, size_t n, int64_t *left, uintptr_t pc, uintptr_t sp, uintptr_t bp);
 /* p, a sampled block, is being freed or moved: drops it from the live set.
  * Profiling on (only then is a block flagged as sampled). */
 MA_HIDDEN void prof_forget(void *p);
