@@ -268,27 +268,36 @@ static void free_located(void *p, struct chunk *c, struct large *l)
 
 /* A sampled block of the arena this thread caches for (ma_free_miss saw
  * its chunk's tag): when its header passes the fast path's checks, the
- * flag aside, the profiler forgets it and it goes where an unsampled block
- * of its size goes (a bin, as free_located would put it, which is only
- * called when the bins refuse it), without the slow path's locate and
- * validation. 0 when p is not such a block: the slow path then looks at it
- * and names what is wrong. A second free of it is caught as any other: the
- * first left the cached key in it. */
-static __attribute__((noinline)) int sample_free_cached(void *p)
+ * flag aside, it goes where an unsampled block of its size goes (a bin, as
+ * free_located would put it, which is only called when the bins refuse
+ * it), without the slow path's locate and validation, and the profiler
+ * forgets it. The bin's block waits for the forget (a jump, the last
+ * step): nothing takes it from the bin before this thread allocates
+ * again; a block going anywhere else is forgotten first, since another
+ * thread may sample it again at once. Any other block takes the slow path,
+ * which looks at it and names what is wrong. A second free of it is caught
+ * as any other: the first left the cached key in it. */
+static MA_COLD void free_slow(void *p);
+
+static __attribute__((noinline)) void sample_free_cached(void *p)
 {
     uintptr_t u = (uintptr_t)p;
     size_t h = __atomic_load_n((const size_t *)(u - B_OVERHEAD), __ATOMIC_RELAXED);
     size_t size = h & ~B_FLAGS;
     if ((h & (B_INUSE | B_SAMPLED)) != (B_INUSE | B_SAMPLED) || size - B_MIN > TC_MEDIUM_MAX_BLOCK - B_MIN ||
-        (u & (ma_cfg.chunk_size - 1)) + size > ma_cfg.chunk_size || !block_rest_plausible(u, size))
-        return 0;
-    prof_forget(p);
+        (u & (ma_cfg.chunk_size - 1)) + size > ma_cfg.chunk_size || !block_rest_plausible(u, size)) {
+        free_slow(p);
+        return;
+    }
     block_set_sampled(block_of(p), 0);
-    if (size <= TC_MAX_BLOCK)
+    if (size <= TC_MAX_BLOCK) {
         tcache_push(p, tcache_class_of(size));
-    else if (!tcache_medium_free(p, size))
+    } else if (!tcache_medium_free(p, size)) {
+        prof_forget(p);
         free_located(p, chunk_of(p, ma_cfg.chunk_size), NULL);
-    return 1;
+        return;
+    }
+    prof_forget(p);
 }
 
 /* ---- MEMALLOC_CHECK ---- */
@@ -370,8 +379,10 @@ void ma_free_miss(void *p)
         size_t size = block_plausible_in(u, TC_MAX_BLOCK + 1, TC_MEDIUM_MAX_BLOCK);
         if (ma_likely(size != 0) && tcache_medium_free(p, size))
             return;
-        if (ma_unlikely(prof_on) && sample_free_cached(p))
+        if (ma_unlikely(prof_on)) {
+            sample_free_cached(p);
             return;
+        }
     } else if (pagemap_is_chunk(tag)) {
         struct arena *a = &ma_arenas[tag - PAGEMAP_CHUNK];
         size_t size;
