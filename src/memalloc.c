@@ -268,15 +268,14 @@ static void free_located(void *p, struct chunk *c, struct large *l)
 
 /* A sampled block of the arena this thread caches for (ma_free_miss saw
  * its chunk's tag): when its header passes the fast path's checks, the
- * flag aside, it goes where an unsampled block of its size goes (a bin, as
- * free_located would put it, which is only called when the bins refuse
- * it), without the slow path's locate and validation, and the profiler
- * forgets it. The bin's block waits for the forget (a jump, the last
- * step): nothing takes it from the bin before this thread allocates
- * again; a block going anywhere else is forgotten first, since another
- * thread may sample it again at once. Any other block takes the slow path,
- * which looks at it and names what is wrong. A second free of it is caught
- * as any other: the first left the cached key in it. */
+ * profiler forgets it and, the flag aside, it goes where an unsampled
+ * block of its size goes (a bin, as free_located would put it, which is
+ * only called when the bins refuse it), without the slow path's locate
+ * and validation. Forgotten first: a bin that overflows hands blocks to
+ * the arena, where another thread may sample this one again at once. Any
+ * other block takes the slow path, which looks at it and names what is
+ * wrong. A second free of it is caught as any other: the first left the
+ * cached key in it. */
 static MA_COLD void free_slow(void *p);
 
 static __attribute__((noinline)) void sample_free_cached(void *p)
@@ -289,15 +288,12 @@ static __attribute__((noinline)) void sample_free_cached(void *p)
         free_slow(p);
         return;
     }
-    block_set_sampled(block_of(p), 0);
-    if (size <= TC_MAX_BLOCK) {
-        tcache_push(p, tcache_class_of(size));
-    } else if (!tcache_medium_free(p, size)) {
-        prof_forget(p);
-        free_located(p, chunk_of(p, ma_cfg.chunk_size), NULL);
-        return;
-    }
     prof_forget(p);
+    block_set_sampled(block_of(p), 0);
+    if (size <= TC_MAX_BLOCK)
+        tcache_push(p, tcache_class_of(size));
+    else if (!tcache_medium_free(p, size))
+        free_located(p, chunk_of(p, ma_cfg.chunk_size), NULL);
 }
 
 /* ---- MEMALLOC_CHECK ---- */
