@@ -551,14 +551,19 @@ struct last_walk {
 #define NO_WALK (~(uintptr_t)0)
 static __thread struct last_walk prof_last __attribute__((tls_model("initial-exec"))) = { .from.pc = NO_WALK };
 
+/* The word the read after a kept trail's last reads: it never holds that
+ * read's value, 1. */
+static const uintptr_t trail_stop = 0;
+
 static inline int last_walk_holds(const struct last_walk *lw, uintptr_t pc, uintptr_t sp, uintptr_t bp)
 {
     if (((lw->from.pc ^ pc) | (lw->from.sp ^ sp) | ((lw->from.bp ^ bp) & lw->bp_mask)) != 0)
         return 0;
-    for (const struct prof_read *r = lw->trail.read, *end = r + lw->trail.n; r < end; r++)
-        if (*(const uintptr_t *)r->addr != r->value)
-            return 0;
-    return 1;
+    /* The trail ends in a read that fails (trail_stop). */
+    const struct prof_read *r = lw->trail.read;
+    while (*(const uintptr_t *)r->addr == r->value)
+        r++;
+    return r->addr == (uintptr_t)&trail_stop;
 }
 
 /* Adds sample p (n bytes, of stack s) to the live set and s's totals.
@@ -608,6 +613,7 @@ static __attribute__((noinline)) void record_walked(void *p, size_t n, uintptr_t
         prof_dropped++;
     ma_lock_release(&prof_lock);
     if (s != NULL && lw->trail.whole) {
+        lw->trail.read[lw->trail.n] = (struct prof_read){ (uintptr_t)&trail_stop, 1 };
         lw->from = from;
         lw->bp_mask = lw->trail.bp_used ? ~(uintptr_t)0 : 0;
         lw->stack = s;

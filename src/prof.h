@@ -109,7 +109,7 @@ struct prof_trail {
     int bp_used;         /* the walk used the starting frame's bp */
     struct prof_read {
         uintptr_t addr, value;
-    } read[PROF_TRAIL];
+    } read[PROF_TRAIL + 1]; /* one more for prof.c's end marker */
 };
 
 /* The fast stack walk (prof_unwind.c) from frame f, which must be a frame
