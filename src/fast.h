@@ -22,12 +22,11 @@
 /* An allocation the profiler samples (prof_due said so): n bytes aligned
  * to align (0: the default), zeroed when zero. */
 MA_HIDDEN MA_COLD void *ma_alloc_sampled(size_t n, size_t align, int zero);
-/* The same, the stack to be walked from frame `from` (prof.h; NULL: from
- * the sampled path's own frame). ma_alloc_sampled passes its caller's
- * frame (memalloc.c). */
-struct prof_frame;
-MA_HIDDEN __attribute__((noinline)) void *ma_alloc_sampled_from(size_t n, size_t align, int zero,
-                                                                const struct prof_frame *from);
+/* The same, the stack to be walked from the frame (pc, sp, bp) (prof.h's
+ * struct prof_frame; pc 0: from the sampled path's own frame).
+ * ma_alloc_sampled passes its caller's frame (memalloc.c). */
+MA_HIDDEN __attribute__((noinline)) void *ma_alloc_sampled_at(size_t n, size_t align, int zero, uintptr_t pc,
+                                                              uintptr_t sp, uintptr_t bp);
 /* malloc when the thread's bin had nothing (or n is not cached). */
 MA_HIDDEN void *ma_malloc_miss(size_t n);
 /* free of anything the fast path does not take. */

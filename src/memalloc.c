@@ -73,30 +73,33 @@ static __attribute__((noinline)) void sample_clear(void *p, struct chunk *c, str
 
 /* Flags p (n bytes asked, NULL if the allocation failed), a block this
  * thread was just handed, as sampled and records it, its stack walked from
- * frame `from` (NULL: from here); then the count towards the next sample
- * starts again. Meanwhile nothing allocated (the unwinder's own
+ * frame (pc, sp, bp) (pc 0: from the profiler's own), and starts the count
+ * towards the next sample again; returns p. The caller has set the count
+ * to INT64_MAX: meanwhile nothing allocated (the unwinder's own
  * allocations) counts towards or takes a sample. The block needs no
  * validation: `chunk` says it is a chunk's block, else the pagemap tells
  * a chunk's block from a large one. */
-static inline __attribute__((always_inline)) void sample_mark(void *p, size_t n, int chunk,
-                                                                const struct prof_frame *from)
+static inline __attribute__((always_inline)) void *sample_mark(void *p, size_t n, int chunk, uintptr_t pc,
+                                                                 uintptr_t sp, uintptr_t bp)
 {
-    ma_tc.prof_left = INT64_MAX;
-    if (p != NULL && prof_on) {
+    if (ma_unlikely(!prof_on))
+        return p;
+    if (p != NULL) {
         if (chunk || pagemap_is_chunk(pagemap_get((uintptr_t)p)))
             block_set_sampled(block_of(p), 1);
         else
             large_lookup(p, "malloc")->sampled = 1;
     }
-    ma_tc.prof_left = prof_sample(p, n, from);
+    return prof_sample(p, n, &ma_tc.prof_left, pc, sp, bp);
 }
 
 /* sample_mark out of line: for realloc's block, and for a block from the
  * API (whose malloc attribute would make gcc take block_of(p) for a read
  * outside the object). */
-static __attribute__((noinline)) void sample_take(void *p, size_t n, const struct prof_frame *from)
+static __attribute__((noinline)) void sample_take(void *p, size_t n, uintptr_t pc, uintptr_t sp, uintptr_t bp)
 {
-    sample_mark(p, n, 0, from);
+    ma_tc.prof_left = INT64_MAX;
+    sample_mark(p, n, 0, pc, sp, bp);
 }
 
 /* The allocation ma_alloc_sampled stands for, made through the API. */
@@ -122,42 +125,53 @@ static MA_COLD void *alloc_internal(size_t n, size_t align, int zero)
     return q;
 }
 
-void *ma_alloc_sampled_from(size_t n, size_t align, int zero, const struct prof_frame *from)
+/* ma_alloc_sampled_at's cases other than a bin's block: memalloc's own
+ * allocation, an aligned or zeroed one, an empty bin. Out of line, so
+ * that a bin's block is sampled with no call before prof_sample and no
+ * register saved. */
+static __attribute__((noinline)) void *sample_other(size_t n, size_t align, int zero, uintptr_t pc, uintptr_t sp,
+                                                     uintptr_t bp)
 {
     if (ma_unlikely(ma_tc.internal))
         return alloc_internal(n, align, zero);
     /* The block itself neither counts towards nor takes a sample. */
     ma_tc.prof_left = INT64_MAX;
-    if (ma_likely(align == 0 && !zero)) {
-        /* ma_malloc's own steps, its count left out: a bin's block if it
-         * holds one, else the miss path. Below ma_fast_limit (0 in check
-         * mode) the block is a chunk's. */
-        void *p;
+    if (align == 0 && !zero) {
+        /* ma_malloc's miss path, its count left out. Below ma_fast_limit
+         * (0 in check mode) the block is a chunk's. */
+        return sample_mark(ma_malloc_miss(n), n, n < ma_fast_limit, pc, sp, bp);
+    }
+    void *p = alloc_as(n, align, zero);
+    sample_take(p, n, pc, sp, bp);
+    return p;
+}
+
+void *ma_alloc_sampled_at(size_t n, size_t align, int zero, uintptr_t pc, uintptr_t sp, uintptr_t bp)
+{
+    /* ma_malloc's own steps, its count left out: a bin's block if it
+     * holds one (a chunk's block), else sample_other. */
+    void *p = NULL;
+    if (ma_likely(!ma_tc.internal && align == 0 && !zero)) {
         if (n <= TC_MAX_REQUEST)
             p = tcache_pop(n);
         else if (n <= TC_MEDIUM_MAX_REQUEST && n < ma_fast_limit)
             p = tcache_medium_pop(tcache_medium_class(n));
-        else
-            p = NULL;
-        if (p == NULL)
-            p = ma_malloc_miss(n);
-        sample_mark(p, n, n < ma_fast_limit, from);
-        return p;
     }
-    void *p = alloc_as(n, align, zero);
-    sample_take(p, n, from);
-    return p;
+    if (ma_unlikely(p == NULL))
+        return sample_other(n, align, zero, pc, sp, bp);
+    ma_tc.prof_left = INT64_MAX;
+    return sample_mark(p, n, 1, pc, sp, bp);
 }
 
 /* ma_alloc_sampled is reached by a jump (a tail call) from malloc, calloc,
  * aligned_alloc and the ma_* entry points, so on entry its return address
  * and stack pointer are those of the program's call into memalloc. On
- * x86-64 it pushes that frame (return address, stack pointer after the
- * return, rbp: a struct prof_frame) and passes it to
- * ma_alloc_sampled_from: the stack walk starts at the program's frame,
- * instead of walking memalloc's own frames only to drop them. When it is
- * called rather than jumped to, the frame is the caller's inside memalloc,
- * and the walk drops that one as usual. */
+ * x86-64 it passes that frame (return address, stack pointer after the
+ * return, rbp) in the argument registers that follow n, align and zero,
+ * and jumps to ma_alloc_sampled_at: the stack walk starts at the
+ * program's frame, instead of walking memalloc's own frames only to drop
+ * them. When it is called rather than jumped to, the frame is the
+ * caller's inside memalloc, and the walk drops that one as usual. */
 #if defined(__x86_64__)
 __asm__(".text\n"
         ".p2align 4\n"
@@ -166,24 +180,16 @@ __asm__(".text\n"
         ".type ma_alloc_sampled, @function\n"
         "ma_alloc_sampled:\n"
         "  .cfi_startproc\n"
-        "  pushq %rbp\n"          /* frame.bp */
-        "  .cfi_adjust_cfa_offset 8\n"
-        "  leaq 16(%rsp), %rax\n" /* frame.sp: the caller's, once we return */
-        "  pushq %rax\n"
-        "  .cfi_adjust_cfa_offset 8\n"
-        "  pushq 16(%rsp)\n"      /* frame.pc: our return address */
-        "  .cfi_adjust_cfa_offset 8\n"
-        "  movq %rsp, %rcx\n"     /* the stack is 16-byte aligned again */
-        "  call ma_alloc_sampled_from\n"
-        "  addq $24, %rsp\n"
-        "  .cfi_adjust_cfa_offset -24\n"
-        "  ret\n"
+        "  movq (%rsp), %rcx\n" /* pc: our return address */
+        "  leaq 8(%rsp), %r8\n" /* sp: the caller's, once we return */
+        "  movq %rbp, %r9\n"    /* bp */
+        "  jmp ma_alloc_sampled_at\n"
         "  .cfi_endproc\n"
         ".size ma_alloc_sampled, .-ma_alloc_sampled\n");
 #else
 void *ma_alloc_sampled(size_t n, size_t align, int zero)
 {
-    return ma_alloc_sampled_from(n, align, zero, NULL);
+    return ma_alloc_sampled_at(n, align, zero, 0, 0, 0);
 }
 #endif
 
@@ -262,27 +268,32 @@ static void free_located(void *p, struct chunk *c, struct large *l)
 
 /* A sampled block of the arena this thread caches for (ma_free_miss saw
  * its chunk's tag): when its header passes the fast path's checks, the
- * flag aside, the profiler forgets it and it goes where an unsampled block
- * of its size goes (a bin, as free_located would put it, which is only
- * called when the bins refuse it), without the slow path's locate and
- * validation. 0 when p is not such a block: the slow path then looks at it
- * and names what is wrong. A second free of it is caught as any other: the
- * first left the cached key in it. */
-static __attribute__((noinline)) int sample_free_cached(void *p)
+ * profiler forgets it and, the flag aside, it goes where an unsampled
+ * block of its size goes (a bin, as free_located would put it, which is
+ * only called when the bins refuse it), without the slow path's locate
+ * and validation. Forgotten first: a bin that overflows hands blocks to
+ * the arena, where another thread may sample this one again at once. Any
+ * other block takes the slow path, which looks at it and names what is
+ * wrong. A second free of it is caught as any other: the first left the
+ * cached key in it. */
+static MA_COLD void free_slow(void *p);
+
+static __attribute__((noinline)) void sample_free_cached(void *p)
 {
     uintptr_t u = (uintptr_t)p;
     size_t h = __atomic_load_n((const size_t *)(u - B_OVERHEAD), __ATOMIC_RELAXED);
     size_t size = h & ~B_FLAGS;
     if ((h & (B_INUSE | B_SAMPLED)) != (B_INUSE | B_SAMPLED) || size - B_MIN > TC_MEDIUM_MAX_BLOCK - B_MIN ||
-        (u & (ma_cfg.chunk_size - 1)) + size > ma_cfg.chunk_size || !block_rest_plausible(u, size))
-        return 0;
+        (u & (ma_cfg.chunk_size - 1)) + size > ma_cfg.chunk_size || !block_rest_plausible(u, size)) {
+        free_slow(p);
+        return;
+    }
     prof_forget(p);
     block_set_sampled(block_of(p), 0);
     if (size <= TC_MAX_BLOCK)
         tcache_push(p, tcache_class_of(size));
     else if (!tcache_medium_free(p, size))
         free_located(p, chunk_of(p, ma_cfg.chunk_size), NULL);
-    return 1;
 }
 
 /* ---- MEMALLOC_CHECK ---- */
@@ -378,8 +389,10 @@ void ma_free_miss(void *p)
         size_t size = block_plausible_in(u, TC_MAX_BLOCK + 1, TC_MEDIUM_MAX_BLOCK);
         if (ma_likely(size != 0) && tcache_medium_free(p, size))
             return;
-        if (ma_unlikely(prof_on) && sample_free_cached(p))
+        if (ma_unlikely(prof_on)) {
+            sample_free_cached(p);
             return;
+        }
     } else if (pagemap_is_chunk(tag)) {
         struct arena *a = &ma_arenas[tag - PAGEMAP_CHUNK];
         size_t size;
@@ -530,7 +543,7 @@ void *ma_realloc(void *p, size_t n)
         canary_set(q, n, raw_usable(q, qc, ql));
     }
     if (prof_due(n))
-        sample_take(q, n, NULL); /* the resized block, moved or not */
+        sample_take(q, n, 0, 0, 0); /* the resized block, moved or not */
     return q;
 }
 

@@ -102,15 +102,24 @@ static MA_COLD void prof_seed(void)
     prof_rng = (uintptr_t)&prof_rng ^ ((uint64_t)os_getpid() << 32) ^ (n * 0xd1342543de82ef95ull) ^ os_now_ms();
 }
 
+/* The generator: a counter stepped by PROF_WEYL (odd, so it runs through
+ * every 64-bit value), multiplied by itself with a constant's bits flipped
+ * into the 128-bit product, whose two halves are folded together. One
+ * multiply where splitmix64's mixer takes two and three shifts; the layer
+ * (the low 8 bits) and the point across it (the top 53) pass chi-square
+ * tests of uniformity alone, together and in successive pairs. */
+#define PROF_WEYL 0x9e3779b97f4a7c15ull
+static inline uint64_t prof_mix(uint64_t z)
+{
+    unsigned __int128 m = (unsigned __int128)z * (z ^ 0xbf58476d1ce4e5b9ull);
+    return (uint64_t)(m >> 64) ^ (uint64_t)m;
+}
+
 static inline uint64_t prof_random(void)
 {
     if (ma_unlikely(prof_rng == 0))
         prof_seed();
-    /* splitmix64: a counter through a strong mixer. */
-    uint64_t z = (prof_rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return prof_mix(prof_rng += PROF_WEYL);
 }
 
 /* A uniform double in [0, 1) from 53 random bits (through int64_t: one
@@ -285,8 +294,8 @@ static MA_COLD void self_locate(void)
 /* memalloc.c's sampled path and malloc's miss path (weak: prof.c does not
  * depend on them being linked, only compares their addresses). */
 MA_HIDDEN extern void *ma_alloc_sampled(size_t n, size_t align, int zero) __attribute__((weak));
-MA_HIDDEN extern void *ma_alloc_sampled_from(size_t n, size_t align, int zero, const struct prof_frame *from)
-    __attribute__((weak));
+MA_HIDDEN extern void *ma_alloc_sampled_at(size_t n, size_t align, int zero, uintptr_t pc, uintptr_t sp,
+                                           uintptr_t bp) __attribute__((weak));
 MA_HIDDEN extern void *ma_malloc_miss(size_t n) __attribute__((weak));
 
 /* The C++ allocation functions, when override.c is linked in. */
@@ -306,7 +315,7 @@ static int is_entry(uintptr_t start)
         (uintptr_t)&posix_memalign, (uintptr_t)&aligned_alloc, (uintptr_t)&valloc,
         (uintptr_t)&ma_malloc, (uintptr_t)&ma_calloc, (uintptr_t)&ma_realloc,
         (uintptr_t)&ma_reallocarray, (uintptr_t)&ma_aligned_alloc, (uintptr_t)&ma_posix_memalign,
-        (uintptr_t)&ma_memdup, (uintptr_t)&ma_alloc_sampled, (uintptr_t)&ma_alloc_sampled_from,
+        (uintptr_t)&ma_memdup, (uintptr_t)&ma_alloc_sampled, (uintptr_t)&ma_alloc_sampled_at,
         (uintptr_t)&ma_malloc_miss,
         (uintptr_t)&_Znwm, (uintptr_t)&_Znam, (uintptr_t)&_ZnwmRKSt9nothrow_t,
         (uintptr_t)&_ZnamRKSt9nothrow_t, (uintptr_t)&_ZnwmSt11align_val_t,
@@ -340,7 +349,7 @@ static __attribute__((noinline)) unsigned capture_stack(struct capture *c, const
     if (c->n == 0) {
         _Unwind_Backtrace(capture_frame, c);
         nstarts = SKIP_ROOM;
-        skip = 3; /* capture_stack, record_walked and prof_record */
+        skip = 3; /* capture_stack, record_walked and prof_record or sample_slow */
     }
     if (mode == SELF_RANGE) {
         /* pc - 1: a return address may be the first byte after a call
@@ -532,21 +541,29 @@ void prof_init(void)
  * address follows from the words before it, so this reads nothing a walk
  * would not. */
 struct last_walk {
-    struct prof_frame from;
-    struct prof_stack *stack; /* the record the walk found; NULL: none kept */
+    struct prof_frame from;   /* from.pc NO_WALK: none kept */
+    uintptr_t bp_mask;        /* ~0 when the walk used from.bp, else 0 */
+    struct prof_stack *stack; /* the record the walk found */
     struct prof_trail trail;
 };
-static __thread struct last_walk prof_last __attribute__((tls_model("initial-exec")));
+/* No walk kept: a pc that neither a frame nor the 0 of no frame given
+ * can be. */
+#define NO_WALK (~(uintptr_t)0)
+static __thread struct last_walk prof_last __attribute__((tls_model("initial-exec"))) = { .from.pc = NO_WALK };
 
-static inline int last_walk_holds(const struct last_walk *lw, const struct prof_frame *from)
+/* The word the read after a kept trail's last reads: it never holds that
+ * read's value, 1. */
+static const uintptr_t trail_stop = 0;
+
+static inline int last_walk_holds(const struct last_walk *lw, uintptr_t pc, uintptr_t sp, uintptr_t bp)
 {
-    if (lw->stack == NULL || lw->from.pc != from->pc || lw->from.sp != from->sp ||
-        (lw->trail.bp_used && lw->from.bp != from->bp))
+    if (((lw->from.pc ^ pc) | (lw->from.sp ^ sp) | ((lw->from.bp ^ bp) & lw->bp_mask)) != 0)
         return 0;
-    for (const struct prof_read *r = lw->trail.read, *end = r + lw->trail.n; r < end; r++)
-        if (*(const uintptr_t *)r->addr != r->value)
-            return 0;
-    return 1;
+    /* The trail ends in a read that fails (trail_stop). */
+    const struct prof_read *r = lw->trail.read;
+    while (*(const uintptr_t *)r->addr == r->value)
+        r++;
+    return r->addr == (uintptr_t)&trail_stop;
 }
 
 /* Adds sample p (n bytes, of stack s) to the live set and s's totals.
@@ -564,21 +581,22 @@ static inline void record_locked(void *p, size_t n, struct prof_stack *s)
     while (live_tab[j].key != 0 && live_tab[j].key != key)
         j = (j + 1) & mask;
     live_used += live_tab[j].key == 0;
+    s->alloc_bytes += n;
     live_tab[j] = (struct live){ key, s, n };
     s->alloc_count++;
-    s->alloc_bytes += n;
 }
 
-/* prof_record's walk from frame `from` (`ours` of its first frames are
- * memalloc's): the stack captured, hashed and found (or added) in the
+/* prof_record's walk from frame (pc, sp, bp) (`ours` of its first frames
+ * are memalloc's): the stack captured, hashed and found (or added) in the
  * stack table; kept as the thread's last walk when its trail fitted. */
-static __attribute__((noinline)) void record_walked(void *p, size_t n, const struct prof_frame *from,
+static __attribute__((noinline)) void record_walked(void *p, size_t n, uintptr_t pc, uintptr_t sp, uintptr_t bp,
                                                      unsigned ours)
 {
     struct last_walk *lw = &prof_last;
-    lw->stack = NULL;
+    const struct prof_frame from = { pc, sp, bp };
+    lw->from.pc = NO_WALK;
     struct capture c;
-    unsigned skip = capture_stack(&c, from, ours, &lw->trail);
+    unsigned skip = capture_stack(&c, &from, ours, &lw->trail);
     unsigned depth = c.n - skip;
     if (depth > PROF_MAX_FRAMES)
         depth = PROF_MAX_FRAMES;
@@ -595,27 +613,32 @@ static __attribute__((noinline)) void record_walked(void *p, size_t n, const str
         prof_dropped++;
     ma_lock_release(&prof_lock);
     if (s != NULL && lw->trail.whole) {
-        lw->from = *from;
+        lw->trail.read[lw->trail.n] = (struct prof_read){ (uintptr_t)&trail_stop, 1 };
+        lw->from = from;
+        lw->bp_mask = lw->trail.bp_used ? ~(uintptr_t)0 : 0;
         lw->stack = s;
     }
 }
 
-/* prof_record's work, p not NULL and profiling on; inline in both of the
- * functions that record. */
-static inline __attribute__((always_inline)) void record(void *p, size_t n, const struct prof_frame *from)
+/* prof_record's work, p not NULL and profiling on, from frame (pc, sp,
+ * bp); inline in both of the functions that record. */
+static inline __attribute__((always_inline)) void record(void *p, size_t n, uintptr_t pc, uintptr_t sp,
+                                                         uintptr_t bp)
 {
     /* No frame given: the recording function's own, which stays live
      * while the stack is walked, and is memalloc's. */
-    struct prof_frame here;
     unsigned ours = 0;
-    if (from == NULL) {
+    if (pc == 0) {
+        struct prof_frame here;
         prof_regs(&here);
-        from = &here;
+        pc = here.pc;
+        sp = here.sp;
+        bp = here.bp;
         ours = 1;
     }
     struct last_walk *lw = &prof_last;
-    if (!last_walk_holds(lw, from)) {
-        record_walked(p, n, from, ours);
+    if (!last_walk_holds(lw, pc, sp, bp)) {
+        record_walked(p, n, pc, sp, bp, ours);
         return;
     }
     ma_lock_acquire(&prof_lock);
@@ -627,22 +650,81 @@ void prof_record(void *p, size_t n, const struct prof_frame *from)
 {
     if (!prof_on || p == NULL)
         return;
-    record(p, n, from);
+    if (from == NULL)
+        record(p, n, 0, 0, 0);
+    else
+        record(p, n, from->pc, from->sp, from->bp);
 }
 
-int64_t prof_sample(void *p, size_t n, const struct prof_frame *from)
+/* prof_sample's paths other than its common one: a failed allocation, no
+ * frame given, or a walk to make. Out of line, as are sample_held and
+ * sample_wake, so that the common path calls nothing and keeps few values
+ * live: it saves no registers. */
+static __attribute__((noinline)) void *sample_slow(void *p, size_t n, int64_t *left, uintptr_t pc, uintptr_t sp,
+                                                    uintptr_t bp)
 {
-    if (!prof_on)
-        return INT64_MAX;
     if (p != NULL)
-        record(p, n, from);
-    return interval_draw();
+        record(p, n, pc, sp, bp);
+    *left = interval_draw();
+    return p;
+}
+
+/* The last walk holds but the common path cannot finish: a draw outside
+ * the layers' common part (the generator was stepped back, so that
+ * interval_draw makes the same draw), the lock taken, or the live set
+ * full (`locked`: the common path holds the lock). */
+static __attribute__((noinline)) void *sample_held(void *p, size_t n, int64_t *left, int locked)
+{
+    if (!locked)
+        ma_lock_acquire(&prof_lock);
+    record_locked(p, n, prof_last.stack);
+    ma_lock_release(&prof_lock);
+    *left = interval_draw();
+    return p;
+}
+
+/* The common path's release of a lock another thread sleeps on. */
+static __attribute__((noinline)) void *sample_wake(void *p)
+{
+    os_futex_wake(&prof_lock.word);
+    return p;
+}
+
+/* The common path: the last walk holds, the draw falls in a layer's
+ * common part, the lock is free and the live set has room. The thread's
+ * generator was seeded by its first interval (tcache_init's
+ * prof_next_interval), or by the walk this one replays after a fork reset
+ * both. */
+void *prof_sample(void *p, size_t n, int64_t *left, uintptr_t pc, uintptr_t sp, uintptr_t bp)
+{
+    struct last_walk *lw = &prof_last;
+    if (ma_unlikely(p == NULL) || !last_walk_holds(lw, pc, sp, bp))
+        return sample_slow(p, n, left, pc, sp, bp);
+    uint64_t u = prof_mix(prof_rng += PROF_WEYL);
+    unsigned i = (unsigned)u & (ZIG_LAYERS - 1);
+    uint64_t j = u >> 11;
+    if (ma_unlikely(j >= zig[i].k)) {
+        prof_rng -= PROF_WEYL;
+        return sample_held(p, n, left, 0);
+    }
+    int64_t bytes = (int64_t)((double)(int64_t)j * zig[i].w);
+    *left = bytes + (bytes == 0);
+    if (ma_unlikely(!ma_lock_try(&prof_lock))) {
+        prof_rng -= PROF_WEYL;
+        return sample_held(p, n, left, 0);
+    }
+    if (ma_unlikely((live_used + 1) * 2 > live_cap)) {
+        prof_rng -= PROF_WEYL;
+        return sample_held(p, n, left, 1);
+    }
+    record_locked(p, n, lw->stack);
+    if (ma_unlikely(__atomic_exchange_n(&prof_lock.word, 0, __ATOMIC_RELEASE) == 2))
+        return sample_wake(p);
+    return p;
 }
 
 void prof_forget(void *p)
 {
-    if (!prof_on)
-        return;
     ma_lock_acquire(&prof_lock);
     size_t j = live_find((uintptr_t)p);
     if (j != SIZE_MAX)
@@ -833,4 +915,5 @@ void prof_fork_child(void)
     prof_lock.word = 0;
     prof_unwind_reset();
     prof_rng = 0;
+    prof_last.from.pc = NO_WALK; /* prof_sample's common path draws unseeded */
 }

@@ -39,10 +39,15 @@ struct prof_frame {
  * and the stack's allocated-over-the-run totals. Takes no lock while it
  * unwinds, so an allocation made by the unwinder cannot deadlock. */
 MA_HIDDEN void prof_record(void *p, size_t n, const struct prof_frame *from);
-/* The sampled path's two calls in one: prof_record(p, n, from) when p is
- * not NULL, then prof_next_interval(). */
-MA_HIDDEN int64_t prof_sample(void *p, size_t n, const struct prof_frame *from);
-/* p, a sampled block, is being freed or moved: drops it from the live set. */
+/* The sampled path's work, profiling on: prof_record(p, n, frame) when p is
+ * not NULL, the frame given in registers (pc 0: from the profiler's own
+ * frame, as for a NULL `from`); then the next interval
+ * (prof_next_interval()) stored in *left. Returns p, so that the sampled
+ * path can end in a jump here; the frame comes last, in the registers
+ * where ma_alloc_sampled_at receives it. */
+MA_HIDDEN void *prof_sample(void *p, size_t n, int64_t *left, uintptr_t pc, uintptr_t sp, uintptr_t bp);
+/* p, a sampled block, is being freed or moved: drops it from the live set.
+ * Profiling on (only then is a block flagged as sampled). */
 MA_HIDDEN void prof_forget(void *p);
 /* At exit: writes MEMALLOC_PROF_FILE and MEMALLOC_PROF_SVG if set. */
 MA_HIDDEN void prof_exit(void);
@@ -104,7 +109,7 @@ struct prof_trail {
     int bp_used;         /* the walk used the starting frame's bp */
     struct prof_read {
         uintptr_t addr, value;
-    } read[PROF_TRAIL];
+    } read[PROF_TRAIL + 1]; /* one more for prof.c's end marker */
 };
 
 /* The fast stack walk (prof_unwind.c) from frame f, which must be a frame
