@@ -38,7 +38,7 @@ static struct option options[] = {
     { "ARENAS", OPT_COUNT, 0, 1, MA_MAX_ARENAS, "arenas (default: online CPUs)", 0 },
     /* 4 MiB chunks and a 1 MiB threshold: blocks of 256 KiB to 1 MiB
      * come back from the arena, already resident, instead of being mapped
-     * and faulted in afresh (README.md, "Defaults"). */
+     * and faulted in afresh (README.md, "How the defaults were chosen"). */
     { "CHUNK_SIZE", OPT_POW2_SIZE, (uint64_t)4 << 20, (uint64_t)1 << 20, (uint64_t)1 << 30,
       "bytes an arena maps at a time (power of two)", 0 },
     { "MMAP_THRESHOLD", OPT_SIZE, (uint64_t)1 << 20, 4096, (uint64_t)1 << 28,

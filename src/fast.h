@@ -33,7 +33,7 @@ MA_HIDDEN void *ma_malloc_miss(size_t n);
 MA_HIDDEN void ma_free_miss(void *p);
 /* free of a block whose pagemap byte is the thread's cache tag but which
  * the inline path did not take (a medium block, mostly); x is its head
- * as fast_free read it, the previous-in-use bit masked. */
+ * as the caller read it. */
 MA_HIDDEN void ma_free_local(void *p, size_t x);
 /* operator delete with a size in check mode: aborts unless the size is the
  * one the block was asked for, then frees. */
@@ -90,19 +90,25 @@ static inline int block_rest_plausible(uintptr_t u, size_t size)
     return prev_inuse && ((const uintptr_t *)u)[1] != cached_key((const void *)u);
 }
 
-/* All of them for a block of lo to hi bytes (constants), and not sampled
- * by the profiler (whose blocks take the slow path); returns the block
- * size, or 0 if any check fails. Above TC_MAX_BLOCK, which the chunk's
- * fence covers, the block is first proved to end inside its chunk. */
-static inline size_t block_plausible_in(uintptr_t u, size_t lo, size_t hi)
+/* All of them for a block of lo to hi bytes (constants) whose head h the
+ * caller has read, and not sampled by the profiler (whose blocks take the
+ * slow path); returns the block size, or 0 if any check fails. Above
+ * TC_MAX_BLOCK, which the chunk's fence covers, the block is first proved
+ * to end inside its chunk. */
+static inline size_t block_head_plausible(uintptr_t u, size_t h, size_t lo, size_t hi)
 {
-    size_t h = __atomic_load_n((const size_t *)(u - B_OVERHEAD), __ATOMIC_RELAXED);
     size_t size = h & ~B_FLAGS;
     if ((h & (B_INUSE | B_SAMPLED)) != B_INUSE || size - lo > hi - lo)
         return 0;
     if (hi > TC_MAX_BLOCK && (u & (ma_cfg.chunk_size - 1)) + size > ma_cfg.chunk_size)
         return 0;
     return block_rest_plausible(u, size) ? size : 0;
+}
+
+/* The same, the head read here. */
+static inline size_t block_plausible_in(uintptr_t u, size_t lo, size_t hi)
+{
+    return block_head_plausible(u, __atomic_load_n((const size_t *)(u - B_OVERHEAD), __ATOMIC_RELAXED), lo, hi);
 }
 
 /* A small block (the sizes the inline fast paths serve). */

@@ -266,8 +266,9 @@ static void free_located(void *p, struct chunk *c, struct large *l)
     large_free(l);
 }
 
-/* A sampled block of the arena this thread caches for (ma_free_miss saw
- * its chunk's tag): when its header passes the fast path's checks, the
+/* A sampled block of the arena this thread caches for (ma_free_local saw
+ * its chunk's tag; h is its head as read there): when its header passes
+ * the fast path's checks, the
  * profiler forgets it and, the flag aside, it goes where an unsampled
  * block of its size goes (a bin, as free_located would put it, which is
  * only called when the bins refuse it), without the slow path's locate
@@ -278,13 +279,10 @@ static void free_located(void *p, struct chunk *c, struct large *l)
  * cached key in it. */
 static MA_COLD void free_slow(void *p);
 
-static __attribute__((noinline)) void sample_free_cached(void *p)
+static __attribute__((noinline)) void sample_free_cached(void *p, size_t h)
 {
-    uintptr_t u = (uintptr_t)p;
-    size_t h = __atomic_load_n((const size_t *)(u - B_OVERHEAD), __ATOMIC_RELAXED);
-    size_t size = h & ~B_FLAGS;
-    if ((h & (B_INUSE | B_SAMPLED)) != (B_INUSE | B_SAMPLED) || size - B_MIN > TC_MEDIUM_MAX_BLOCK - B_MIN ||
-        (u & (ma_cfg.chunk_size - 1)) + size > ma_cfg.chunk_size || !block_rest_plausible(u, size)) {
+    size_t size = (h & B_SAMPLED) ? block_head_plausible((uintptr_t)p, h & ~B_SAMPLED, B_MIN, TC_MEDIUM_MAX_BLOCK) : 0;
+    if (size == 0) {
         free_slow(p);
         return;
     }
@@ -359,40 +357,33 @@ static MA_COLD void free_slow(void *p)
     free_located(p, c, l);
 }
 
+/* A block of the arena this thread caches for that fast_free did not
+ * take: a medium one whose header passes the same checks goes to its bin,
+ * a block the profiler sampled to the profiler first, anything else to
+ * the slow path. */
+void ma_free_local(void *p, size_t x)
+{
+    size_t size = block_head_plausible((uintptr_t)p, x, TC_MAX_BLOCK + 1, TC_MEDIUM_MAX_BLOCK);
+    if (ma_likely(size != 0) && tcache_medium_free(p, size))
+        return;
+    if (ma_unlikely(prof_on))
+        sample_free_cached(p, x);
+    else
+        free_slow(p);
+}
+
 /* free() that fast_free did not finish: a small block of another arena (or
  * of the thread's own arena while it does not cache) is validated and goes
  * straight onto its owner's remote stack; everything else (NULL, large
  * blocks, check mode with its canary, the own arena's lock, a bad pointer)
  * takes the slow path, which names any problem. */
-void ma_free_local(void *p, size_t x)
-{
-    /* A medium block passes the checks of block_plausible_in on the head
-     * already read: allocated, not sampled, its size in the medium range,
-     * ending inside its chunk, the next block agreeing; then its bin. */
-    uintptr_t u = (uintptr_t)p;
-    size_t size = x - B_INUSE;
-    if (ma_likely((x & B_FLAGS) == B_INUSE) && ma_likely(size - (TC_MAX_BLOCK + 1) <= TC_MEDIUM_MAX_BLOCK - (TC_MAX_BLOCK + 1)) &&
-        ma_likely((u & (ma_cfg.chunk_size - 1)) + size <= ma_cfg.chunk_size) && block_rest_plausible(u, size) &&
-        tcache_medium_free(p, size))
-        return;
-    ma_free_miss(p);
-}
-
 void ma_free_miss(void *p)
 {
     uintptr_t u = (uintptr_t)p;
     int tag = pointer_tag(u);
     if (tag == ma_tc.tag) {
-        /* A block of the arena this thread caches for that fast_free did
-         * not take: a medium one whose header passes the same checks goes
-         * to its bin, a block the profiler sampled to the profiler first. */
-        size_t size = block_plausible_in(u, TC_MAX_BLOCK + 1, TC_MEDIUM_MAX_BLOCK);
-        if (ma_likely(size != 0) && tcache_medium_free(p, size))
-            return;
-        if (ma_unlikely(prof_on)) {
-            sample_free_cached(p);
-            return;
-        }
+        ma_free_local(p, __atomic_load_n((const size_t *)(u - B_OVERHEAD), __ATOMIC_RELAXED));
+        return;
     } else if (pagemap_is_chunk(tag)) {
         struct arena *a = &ma_arenas[tag - PAGEMAP_CHUNK];
         size_t size;
