@@ -74,16 +74,18 @@ static __attribute__((noinline)) void sample_clear(void *p, struct chunk *c, str
 /* Flags p (n bytes asked, NULL if the allocation failed), a block this
  * thread was just handed, as sampled and records it, its stack walked from
  * frame (pc, sp, bp) (pc 0: from the profiler's own), and starts the count
- * towards the next sample again; returns p. The caller has set the count
- * to INT64_MAX: meanwhile nothing allocated (the unwinder's own
- * allocations) counts towards or takes a sample. The block needs no
+ * towards the next sample again; returns p. While the stack is walked
+ * the count is INT64_MAX (prof_sample sets it), so that nothing the
+ * unwinder allocates counts towards or takes a sample. The block needs no
  * validation: `chunk` says it is a chunk's block, else the pagemap tells
  * a chunk's block from a large one. */
 static inline __attribute__((always_inline)) void *sample_mark(void *p, size_t n, int chunk, uintptr_t pc,
                                                                  uintptr_t sp, uintptr_t bp)
 {
-    if (ma_unlikely(!prof_on))
+    if (ma_unlikely(!prof_on)) {
+        ma_tc.prof_left = INT64_MAX;
         return p;
+    }
     if (p != NULL) {
         if (chunk || pagemap_is_chunk(pagemap_get((uintptr_t)p)))
             block_set_sampled(block_of(p), 1);
@@ -159,7 +161,7 @@ void *ma_alloc_sampled_at(size_t n, size_t align, int zero, uintptr_t pc, uintpt
     }
     if (ma_unlikely(p == NULL))
         return sample_other(n, align, zero, pc, sp, bp);
-    ma_tc.prof_left = INT64_MAX;
+    /* prof_sample sets the count to INT64_MAX before it walks. */
     return sample_mark(p, n, 1, pc, sp, bp);
 }
 
@@ -279,6 +281,24 @@ static void free_located(void *p, struct chunk *c, struct large *l)
  * cached key in it. */
 static MA_COLD void free_slow(void *p);
 
+/* sample_free_cached's end: p (size bytes, out of the live set) is an
+ * ordinary block again and goes to its bin, or to the arena. */
+static inline void sample_free_to_bin(void *p, size_t size)
+{
+    block_set_sampled(block_of(p), 0);
+    if (size <= TC_MAX_BLOCK)
+        tcache_push(p, tcache_class_of(size));
+    else if (!tcache_medium_free(p, size))
+        free_located(p, chunk_of(p, ma_cfg.chunk_size), NULL);
+}
+
+/* The same, when the live set has to be changed under the profiler's lock. */
+static __attribute__((noinline)) void sample_free_locked(void *p, size_t size)
+{
+    prof_forget_locked((uintptr_t)p);
+    sample_free_to_bin(p, size);
+}
+
 static __attribute__((noinline)) void sample_free_cached(void *p, size_t h)
 {
     size_t size = (h & B_SAMPLED) ? block_head_plausible((uintptr_t)p, h & ~B_SAMPLED, B_MIN, TC_MEDIUM_MAX_BLOCK) : 0;
@@ -286,12 +306,12 @@ static __attribute__((noinline)) void sample_free_cached(void *p, size_t h)
         free_slow(p);
         return;
     }
-    prof_forget(p);
-    block_set_sampled(block_of(p), 0);
-    if (size <= TC_MAX_BLOCK)
-        tcache_push(p, tcache_class_of(size));
-    else if (!tcache_medium_free(p, size))
-        free_located(p, chunk_of(p, ma_cfg.chunk_size), NULL);
+    /* No call on the common path, so that it keeps no frame. */
+    if (ma_unlikely(!prof_forget_fast(p))) {
+        sample_free_locked(p, size);
+        return;
+    }
+    sample_free_to_bin(p, size);
 }
 
 /* ---- MEMALLOC_CHECK ---- */

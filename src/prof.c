@@ -370,15 +370,12 @@ static __attribute__((noinline)) unsigned capture_stack(struct capture *c, const
 
 /* ---- the tables ---- */
 
-/* A sampled block not yet freed. key 0: an empty slot. */
-struct live {
-    uintptr_t key;
-    struct prof_stack *stack;
-    uint64_t n; /* bytes asked */
-};
+struct live_set *prof_live; /* atomic: replaced under prof_lock */
+/* guarded by prof_lock: empty slots an insert may still take, so that the
+ * set stays at most half full, counting LIVE_GONE slots as taken */
+static size_t live_room;
+#define LIVE_FIRST_SLOTS 4096
 
-static struct live *live_tab;   /* guarded by prof_lock: open addressing */
-static size_t live_cap, live_used;
 static struct prof_stack **stack_tab; /* guarded by prof_lock: open addressing */
 static size_t stack_cap, stack_used;
 static size_t stack_bytes;      /* guarded by prof_lock: bytes of all records */
@@ -390,8 +387,7 @@ static uint64_t prof_dropped;   /* guarded by prof_lock: samples lost to a faile
 
 static inline size_t mix(uint64_t h)
 {
-    h *= 0x9e3779b97f4a7c15ull;
-    return (size_t)(h ^ (h >> 29));
+    return prof_hash(h);
 }
 
 static size_t stack_size(unsigned depth)
@@ -399,26 +395,69 @@ static size_t stack_size(unsigned depth)
     return sizeof(struct prof_stack) + depth * sizeof(uintptr_t);
 }
 
-/* Double the live set's (or the stack table's) slots and re-insert every
- * entry; 0, or -1 when the bigger table cannot be mapped (the old one
- * stays). prof_lock held. */
-static int live_grow(void)
+/* Bytes of a live set of `slots` slots. */
+static size_t live_set_bytes(size_t slots)
 {
-    size_t cap = live_cap * 2;
-    struct live *t = os_map(cap * sizeof *t);
-    if (t == NULL)
+    return MA_ALIGN_UP(sizeof(struct live_set) + slots * sizeof(struct live), MA_PAGE_SIZE);
+}
+
+/* Puts (key, stack, n) into set t, whose slots are empty or live (a
+ * rebuild's target). The key is stored last: a removal that finds it
+ * finds the whole entry. prof_lock held. */
+static void live_put(struct live_set *t, uintptr_t key, struct prof_stack *stack, uint64_t n)
+{
+    size_t j = mix(key) & t->mask;
+    while (__atomic_load_n(&t->slot[j].key, __ATOMIC_RELAXED) != LIVE_EMPTY)
+        j = (j + 1) & t->mask;
+    t->slot[j].stack = stack;
+    t->slot[j].n = n;
+    __atomic_store_n(&t->slot[j].key, key, __ATOMIC_RELAXED);
+}
+
+/* Makes room in the live set: the live entries go into a set at most a
+ * quarter full, without the LIVE_GONE slots; the same slots are reused
+ * when they are enough, else a set twice as big (or more) replaces them.
+ * A replaced set is discarded but stays mapped, as a removal may still be
+ * reading it: its zero pages send that removal to the lock. 0, or -1 when
+ * memory cannot be mapped (the set stays as it was). prof_lock held. */
+static int live_rebuild(void)
+{
+    struct live_set *t = prof_live;
+    size_t cap = t->mask + 1, live = 0;
+    for (size_t i = 0; i < cap; i++)
+        live += __atomic_load_n(&t->slot[i].key, __ATOMIC_RELAXED) > LIVE_GONE;
+    size_t ncap = cap;
+    while ((live + 1) * 4 > ncap)
+        ncap *= 2;
+    /* the live entries (removals only ever take some away meanwhile) */
+    size_t scratch_bytes = MA_ALIGN_UP((live + 1) * sizeof(struct live), MA_PAGE_SIZE);
+    struct live *keep = os_map(scratch_bytes);
+    struct live_set *u = ncap == cap ? t : os_map(live_set_bytes(ncap));
+    if (keep == NULL || u == NULL) {
+        if (keep != NULL)
+            os_unmap(keep, scratch_bytes);
         return -1;
-    for (size_t i = 0; i < live_cap; i++) {
-        if (live_tab[i].key == 0)
-            continue;
-        size_t j = mix(live_tab[i].key) & (cap - 1);
-        while (t[j].key != 0)
-            j = (j + 1) & (cap - 1);
-        t[j] = live_tab[i];
     }
-    os_unmap(live_tab, live_cap * sizeof *live_tab);
-    live_tab = t;
-    live_cap = cap;
+    size_t kept = 0;
+    for (size_t i = 0; i < cap; i++) {
+        uintptr_t k = __atomic_fetch_or(&t->slot[i].key, LIVE_MOVED, __ATOMIC_RELAXED);
+        if (k > LIVE_GONE)
+            keep[kept++] = (struct live){ k, t->slot[i].stack, t->slot[i].n };
+    }
+    if (u == t) {
+        for (size_t i = 0; i < cap; i++)
+            __atomic_store_n(&t->slot[i].key, LIVE_EMPTY, __ATOMIC_RELAXED);
+    } else {
+        u->mask = ncap - 1;
+    }
+    for (size_t i = 0; i < kept; i++)
+        live_put(u, keep[i].key, keep[i].stack, keep[i].n);
+    os_unmap(keep, scratch_bytes);
+    if (u != t) {
+        __atomic_store_n(&prof_live, u, __ATOMIC_RELEASE);
+        os_discard(t, live_set_bytes(cap));
+    }
+    live_room = ncap / 2 - kept;
     return 0;
 }
 
@@ -478,36 +517,6 @@ static struct prof_stack *stack_intern(const uintptr_t *pcs, unsigned depth, uin
     return s;
 }
 
-/* Takes the live entry at slot i out and shifts later members of its probe
- * run back, so lookups need no tombstones. prof_lock held. */
-static void live_remove_at(size_t i)
-{
-    size_t mask = live_cap - 1;
-    live_used--;
-    for (size_t j = (i + 1) & mask;; j = (j + 1) & mask) {
-        if (live_tab[j].key == 0)
-            break;
-        size_t home = mix(live_tab[j].key) & mask;
-        /* j's entry may move to i if its home does not lie in (i, j]. */
-        if (((j - home) & mask) >= ((j - i) & mask)) {
-            live_tab[i] = live_tab[j];
-            i = j;
-        }
-    }
-    live_tab[i].key = 0;
-}
-
-static size_t live_find(uintptr_t key)
-{
-    size_t mask = live_cap - 1;
-    for (size_t j = mix(key) & mask;; j = (j + 1) & mask) {
-        if (live_tab[j].key == key)
-            return j;
-        if (live_tab[j].key == 0)
-            return SIZE_MAX;
-    }
-}
-
 /* ---- the hooks ---- */
 
 void prof_init(void)
@@ -517,12 +526,15 @@ void prof_init(void)
         return;
     prof_rate = (double)ma_cfg.prof_sample;
     zig_init();
-    live_cap = 4096;
+    prof_live = os_map(live_set_bytes(LIVE_FIRST_SLOTS));
+    if (prof_live != NULL) {
+        prof_live->mask = LIVE_FIRST_SLOTS - 1;
+        live_room = LIVE_FIRST_SLOTS / 2;
+    }
     stack_cap = 1024;
-    live_tab = os_map(live_cap * sizeof *live_tab);
     stack_tab = os_map(stack_cap * sizeof *stack_tab);
     prof_unwind_init();
-    if (live_tab == NULL || stack_tab == NULL) {
+    if (prof_live == NULL || stack_tab == NULL) {
         ma_warn("cannot map the heap profile's tables; MEMALLOC_PROF is off");
         return;
     }
@@ -566,24 +578,27 @@ static inline int last_walk_holds(const struct last_walk *lw, uintptr_t pc, uint
     return r->addr == (uintptr_t)&trail_stop;
 }
 
-/* Adds sample p (n bytes, of stack s) to the live set and s's totals.
- * One probe run finds either p's entry (a block freed without
- * prof_forget: its sample is stale, and this one takes its slot) or the
- * empty slot that ends the run, where p goes. prof_lock held. */
+/* Adds sample p (n bytes, of stack s) to the live set and s's totals, in
+ * the first slot of its probe run that is empty or LIVE_GONE. p is not in
+ * the set already: every path that frees or moves a sampled block calls
+ * prof_forget first (sample_clear, sample_free_cached). prof_lock held. */
 static inline void record_locked(void *p, size_t n, struct prof_stack *s)
 {
-    if (ma_unlikely((live_used + 1) * 2 > live_cap) && live_grow() != 0) {
+    if (ma_unlikely(live_room == 0) && live_rebuild() != 0) {
         prof_dropped++;
         return;
     }
-    uintptr_t key = (uintptr_t)p;
-    size_t mask = live_cap - 1, j = mix(key) & mask;
-    while (live_tab[j].key != 0 && live_tab[j].key != key)
-        j = (j + 1) & mask;
-    live_used += live_tab[j].key == 0;
+    struct live_set *t = prof_live;
+    uintptr_t key = (uintptr_t)p, k;
+    size_t j = mix(key) & t->mask;
+    while ((k = __atomic_load_n(&t->slot[j].key, __ATOMIC_RELAXED)) > LIVE_GONE)
+        j = (j + 1) & t->mask;
+    live_room -= k == LIVE_EMPTY;
     s->alloc_bytes += n;
-    live_tab[j] = (struct live){ key, s, n };
     s->alloc_count++;
+    t->slot[j].stack = s;
+    t->slot[j].n = n;
+    __atomic_store_n(&t->slot[j].key, key, __ATOMIC_RELAXED);
 }
 
 /* prof_record's walk from frame (pc, sp, bp) (`ours` of its first frames
@@ -663,6 +678,8 @@ void prof_record(void *p, size_t n, const struct prof_frame *from)
 static __attribute__((noinline)) void *sample_slow(void *p, size_t n, int64_t *left, uintptr_t pc, uintptr_t sp,
                                                     uintptr_t bp)
 {
+    /* Nothing the walk allocates counts towards or takes a sample. */
+    *left = INT64_MAX;
     if (p != NULL)
         record(p, n, pc, sp, bp);
     *left = interval_draw();
@@ -713,7 +730,7 @@ void *prof_sample(void *p, size_t n, int64_t *left, uintptr_t pc, uintptr_t sp, 
         prof_rng -= PROF_WEYL;
         return sample_held(p, n, left, 0);
     }
-    if (ma_unlikely((live_used + 1) * 2 > live_cap)) {
+    if (ma_unlikely(live_room == 0)) {
         prof_rng -= PROF_WEYL;
         return sample_held(p, n, left, 1);
     }
@@ -723,12 +740,18 @@ void *prof_sample(void *p, size_t n, int64_t *left, uintptr_t pc, uintptr_t sp, 
     return p;
 }
 
-void prof_forget(void *p)
+void prof_forget_locked(uintptr_t key)
 {
     ma_lock_acquire(&prof_lock);
-    size_t j = live_find((uintptr_t)p);
-    if (j != SIZE_MAX)
-        live_remove_at(j);
+    struct live_set *t = prof_live;
+    uintptr_t k;
+    for (size_t j = mix(key) & t->mask; (k = __atomic_load_n(&t->slot[j].key, __ATOMIC_RELAXED)) != LIVE_EMPTY;
+         j = (j + 1) & t->mask) {
+        if (k == key) {
+            __atomic_store_n(&t->slot[j].key, LIVE_GONE, __ATOMIC_RELAXED);
+            break;
+        }
+    }
     ma_lock_release(&prof_lock);
 }
 
@@ -764,9 +787,10 @@ int prof_snapshot_take(struct prof_snapshot *s)
     }
     /* The live figures, from the live set: each sample stands for the
      * blocks its size makes it likely to have been sampled from. */
-    for (size_t i = 0; i < live_cap; i++) {
-        const struct live *e = &live_tab[i];
-        if (e->key == 0)
+    const struct live_set *t = prof_live;
+    for (size_t i = 0; i <= t->mask; i++) {
+        const struct live *e = &t->slot[i];
+        if (__atomic_load_n(&e->key, __ATOMIC_RELAXED) <= LIVE_GONE)
             continue;
         struct prof_stack *st = s->stacks[e->stack->index];
         double w = prof_weight(e->n);

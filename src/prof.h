@@ -41,14 +41,72 @@ struct prof_frame {
 MA_HIDDEN void prof_record(void *p, size_t n, const struct prof_frame *from);
 /* The sampled path's work, profiling on: prof_record(p, n, frame) when p is
  * not NULL, the frame given in registers (pc 0: from the profiler's own
- * frame, as for a NULL `from`); then the next interval
- * (prof_next_interval()) stored in *left. Returns p, so that the sampled
+ * frame, as for a NULL `from`), with *left INT64_MAX while a stack is
+ * walked; then the next interval (prof_next_interval()) stored in *left.
+ * Returns p, so that the sampled
  * path can end in a jump here; the frame comes last, in the registers
  * where ma_alloc_sampled_at receives it. */
 MA_HIDDEN void *prof_sample(void *p, size_t n, int64_t *left, uintptr_t pc, uintptr_t sp, uintptr_t bp);
-/* p, a sampled block, is being freed or moved: drops it from the live set.
- * Profiling on (only then is a block flagged as sampled). */
-MA_HIDDEN void prof_forget(void *p);
+/* The live set: the sampled blocks not yet freed, by address, in open
+ * addressing. Inserts, rebuilds and snapshots hold prof.c's lock;
+ * prof_forget takes a block out without it, by exchanging its key for
+ * LIVE_GONE, a slot that probes go on past. A rebuild first ors
+ * LIVE_MOVED into every key, so that a removal racing with it fails its
+ * exchange and takes the lock, which the rebuild holds until the set is
+ * whole again. */
+struct live {
+    uintptr_t key;              /* atomic: the block's address, or LIVE_* */
+    struct prof_stack *stack;   /* guarded by the lock */
+    uint64_t n;                 /* guarded by the lock: bytes asked */
+};
+struct live_set {
+    size_t mask;                /* slots - 1 */
+    struct live slot[];
+};
+#define LIVE_EMPTY ((uintptr_t)0)
+#define LIVE_GONE ((uintptr_t)1)
+#define LIVE_MOVED ((uintptr_t)2)
+
+/* atomic: replaced under the lock; a replaced set stays mapped */
+MA_HIDDEN extern struct live_set *prof_live;
+
+/* A key's place in the live set (and a stack's hash step). */
+static inline size_t prof_hash(uint64_t h)
+{
+    h *= 0x9e3779b97f4a7c15ull;
+    return (size_t)(h ^ (h >> 29));
+}
+
+/* prof_forget's way when its exchange did not happen: the set was being
+ * rebuilt, or the key is not in it (a sample dropped for want of memory). */
+MA_HIDDEN void prof_forget_locked(uintptr_t key);
+
+/* p, a sampled block, is being freed or moved: drops it from the live set
+ * without the lock and returns 1, or returns 0 when prof_forget_locked
+ * must do it. Profiling on (only then is a block flagged as sampled).
+ * Inline, so that the free of a sampled block makes no call. */
+static inline int prof_forget_fast(void *p)
+{
+    uintptr_t key = (uintptr_t)p, k;
+    struct live_set *t = __atomic_load_n(&prof_live, __ATOMIC_ACQUIRE);
+    size_t j = prof_hash(key) & t->mask;
+    /* A key with LIVE_MOVED (or the zero pages of a replaced set) ends
+     * the run, as the empty slot does. */
+    while ((k = __atomic_load_n(&t->slot[j].key, __ATOMIC_RELAXED)) != key) {
+        if (k == LIVE_EMPTY || (k & LIVE_MOVED))
+            return 0;
+        j = (j + 1) & t->mask;
+    }
+    return __atomic_compare_exchange_n(&t->slot[j].key, &k, LIVE_GONE, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
+/* p, a sampled block, is being freed or moved: drops it from the live set. */
+static inline void prof_forget(void *p)
+{
+    if (ma_unlikely(!prof_forget_fast(p)))
+        prof_forget_locked((uintptr_t)p);
+}
+
 /* At exit: writes MEMALLOC_PROF_FILE and MEMALLOC_PROF_SVG if set. */
 MA_HIDDEN void prof_exit(void);
 

@@ -2,12 +2,18 @@
  * test_threads.c - many threads at once, and blocks freed by threads of
  * other arenas: contents stay intact, every free reaches the owning arena,
  * and the owner (not the freeing thread's arena) reuses the block; large
- * blocks cut and assembled from one cache by several threads at once.
- * Also built with ThreadSanitizer by `make test`.
+ * blocks cut and assembled from one cache by several threads at once; the
+ * heap profiler's live set, filled by some threads while others take
+ * samples out of it without its lock. Also built with ThreadSanitizer by
+ * `make test`.
  */
 #include <pthread.h>
+#include <sched.h>
 
 #include "testutil.h"
+
+#include "../src/config.h"
+#include "../src/prof.h"
 
 /* ---- many threads, thread-local churn ---- */
 
@@ -471,4 +477,102 @@ Test(threads, large_blocks_cut_and_assembled_by_many_threads, .timeout = 300)
     cr_assert_eq(s.large_live, 0);
     cr_assert_gt(s.large_reuses, 0, "blocks were served from the cache");
     cr_assert_eq(s.large_maps - s.large_unmaps, s.large_cached, "every mapping is counted");
+}
+
+/* ---- the profiler's live set ---- */
+
+/* Each thread files LS_KEYS samples (prof_record) and takes the samples
+ * its neighbour filed out of the set (prof_forget, which takes no lock),
+ * all but every fifth, while the main thread takes snapshots. The set
+ * grows from its first 4096 slots past 32 K and is rebuilt in place as
+ * freed slots pile up, with removals racing against both. At the end it
+ * holds exactly the kept samples. The keys are never dereferenced. */
+#define LS_THREADS 4
+#define LS_KEYS 30000u
+static unsigned ls_filed[LS_THREADS];
+static int ls_stop;
+
+static uintptr_t ls_key(unsigned t, unsigned i) { return ((uintptr_t)(t + 1) << 40) + (uintptr_t)i * 16; }
+static int ls_kept(unsigned i) { return i % 5 == 0; }
+static size_t ls_size(unsigned i) { return 100 + i % 7; }
+
+static void *ls_worker(void *arg)
+{
+    unsigned t = (unsigned)(uintptr_t)arg, from = (t + 1) % LS_THREADS, done = 0;
+    for (unsigned i = 0; i < LS_KEYS || done < LS_KEYS; i++) {
+        if (i < LS_KEYS) {
+            prof_record((void *)ls_key(t, i), ls_size(i), NULL);
+            __atomic_store_n(&ls_filed[t], i + 1, __ATOMIC_RELEASE);
+        } else {
+            sched_yield();
+        }
+        unsigned filed = __atomic_load_n(&ls_filed[from], __ATOMIC_ACQUIRE);
+        for (; done < filed; done++)
+            if (!ls_kept(done))
+                prof_forget((void *)ls_key(from, done));
+    }
+    return NULL;
+}
+
+static void ls_totals(uint64_t *alloc, uint64_t *live, uint64_t *live_bytes)
+{
+    struct prof_snapshot s;
+    cr_assert_eq(prof_snapshot_take(&s), 0);
+    *alloc = *live = *live_bytes = 0;
+    for (size_t k = 0; k < s.nstacks; k++) {
+        *alloc += s.stacks[k]->alloc_count;
+        *live += s.stacks[k]->live_count;
+        *live_bytes += s.stacks[k]->live_bytes;
+    }
+    prof_snapshot_drop(&s);
+}
+
+static void *ls_watcher(void *arg)
+{
+    (void)arg;
+    uint64_t alloc, live, bytes;
+    while (!__atomic_load_n(&ls_stop, __ATOMIC_RELAXED)) {
+        ls_totals(&alloc, &live, &bytes);
+        if (live > alloc)
+            return (void *)1;
+        usleep(1000);
+    }
+    return NULL;
+}
+
+Test(threads, profile_live_set_is_exact_under_lock_free_removals, .timeout = 300)
+{
+    ma_cfg.prof = 1;
+    ma_cfg.prof_sample = (size_t)1 << 30;
+    prof_init();
+    cr_assert(prof_on);
+    /* A block the set does not hold: nothing happens. */
+    prof_forget((void *)(uintptr_t)0x7000);
+    pthread_t t[LS_THREADS], watcher;
+    cr_assert_eq(pthread_create(&watcher, NULL, ls_watcher, NULL), 0);
+    for (uintptr_t i = 0; i < LS_THREADS; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, ls_worker, (void *)i), 0);
+    for (int i = 0; i < LS_THREADS; i++)
+        pthread_join(t[i], NULL);
+    __atomic_store_n(&ls_stop, 1, __ATOMIC_RELAXED);
+    void *ret;
+    pthread_join(watcher, &ret);
+    cr_assert_null(ret, "a snapshot counted more live samples than were filed");
+    uint64_t want_live = 0, want_bytes = 0;
+    for (unsigned i = 0; i < LS_KEYS; i++)
+        if (ls_kept(i)) {
+            want_live += LS_THREADS;
+            want_bytes += LS_THREADS * ls_size(i);
+        }
+    uint64_t alloc, live, bytes;
+    ls_totals(&alloc, &live, &bytes);
+    cr_assert_eq(alloc, (uint64_t)LS_THREADS * LS_KEYS, "%lu samples filed", (unsigned long)alloc);
+    cr_assert_eq(live, want_live, "%lu samples live, %lu kept", (unsigned long)live, (unsigned long)want_live);
+    cr_assert_eq(bytes, want_bytes, "%lu live bytes, %lu kept", (unsigned long)bytes, (unsigned long)want_bytes);
+    /* Taking the kept ones out empties it. */
+    for (unsigned t2 = 0; t2 < LS_THREADS; t2++)
+        for (unsigned i = 0; i < LS_KEYS; i += 5)
+            prof_forget((void *)ls_key(t2, i));
+    ls_totals(&alloc, &live, &bytes);
+    cr_assert_eq(live, 0);
 }
