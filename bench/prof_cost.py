@@ -96,12 +96,13 @@ REDIS_ARGS = ["-q", "-n", "200000", "-P", "16", "-d", "256", "-t", REDIS_TESTS]
 REDIS_CG_ARGS = ["-q", "-n", "30000", "-P", "16", "-d", "256", "-t", REDIS_TESTS]
 
 # The profiler's own functions, callgrind's inclusive counts: prof_sample
-# (a sample's record and the next interval) and prof_forget (a sampled
-# block leaving the live set). Left out: the flag's set and clear (one
-# instruction each), the few dozen instructions of ma_alloc_sampled's
-# entry, and the slow path a sampled block's free takes instead of the
-# fast one.
-PROFILER_FUNCTIONS = ["prof_sample", "prof_forget"]
+# (a sample's record and the next interval), and the two frees of a sampled
+# block, sample_free_cached (the thread's own arena; the live set's removal
+# is inline there) and sample_clear (every other path). The two frees
+# include the block's ordinary free, a few dozen instructions, so the share
+# is a little high. Left out: the flag's set (one instruction) and the few
+# dozen instructions of ma_alloc_sampled's entry.
+PROFILER_FUNCTIONS = ["prof_sample", "sample_free_cached", "sample_clear"]
 
 
 def env_for(lib, prof):
@@ -198,7 +199,7 @@ def measure_instructions(args, rep):
     rep.add("", "**Instructions**, whole program, under callgrind (`valgrind --tool=callgrind "
             "PROGRAM` with `LD_PRELOAD=build/libmemalloc.so`; the fewest of %d runs of each "
             "setting; *profiler's own*: the instructions inside %s, inclusive, in a run with it "
-            "on, as a share of that run's):" % (args.cg_reps, " and ".join(PROFILER_FUNCTIONS)), "",
+            "on, as a share of that run's):" % (args.cg_reps, ", ".join(PROFILER_FUNCTIONS)), "",
             "| program | command | off | on | on vs off | profiler's own | runs of a setting differ by |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for name, cmd, off, on, d, own, sp in rows:
@@ -356,7 +357,7 @@ def measure_redis(args, rep):
                 "about 1%% between runs of one setting); inside the profiler's own functions "
                 "(%s, inclusive): %.2f M, %.3f%% of the run with it on."
                 % (" ".join(REDIS_CG_ARGS), totals[0] / 1e6, totals[1] / 1e6, pct(totals[1], totals[0]),
-                   " and ".join(PROFILER_FUNCTIONS), own / 1e6, 100.0 * own / totals[1]))
+                   ", ".join(PROFILER_FUNCTIONS), own / 1e6, 100.0 * own / totals[1]))
     return rows
 
 
