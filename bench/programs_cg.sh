@@ -5,7 +5,10 @@
 # allocator in turn).
 #
 # Usage: bench/programs_cg.sh [workload...]
-#   workloads: python-json python-dict perl-hash cc1 (default: all)
+#   workloads: python-json python-dict python-pc perl-hash cc1 (default: all)
+#   python-pc: a producer thread builds dicts that a consumer thread takes
+#   from a queue.Queue and drops, so CPython frees them in another thread
+#   than the one that allocated them
 # Environment: MEMALLOC_SO (default build/libmemalloc.so), ALLOCS (default
 # "memalloc glibc jemalloc tcmalloc mimalloc").
 #
@@ -46,6 +49,29 @@ d = [{"k%d" % i: [i, str(i) * 3, {"x": i}]} for i in range(30000)]
 s = json.dumps(d)
 json.loads(s)
 EOF
+cat >"$TMP/producer_consumer.py" <<'EOF'
+import queue
+import threading
+q = queue.Queue(maxsize=256)
+N = 40000
+def produce():
+    for i in range(N):
+        q.put({"id": i, "name": "item%d" % i, "tags": [str(i), str(i * 7)], "payload": b"x" * (i % 300)})
+    q.put(None)
+def consume():
+    total = 0
+    while True:
+        o = q.get()
+        if o is None:
+            break
+        total += len(o["payload"]) + len(o["tags"])
+    assert total > 0
+threads = [threading.Thread(target=produce), threading.Thread(target=consume)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+EOF
 cat >"$TMP/dict_lists.py" <<'EOF'
 d = {}
 for i in range(200000):
@@ -57,6 +83,7 @@ run_workload() { # workload -> runs it (under whatever wraps this call)
     case $1 in
     python-json) PYTHONHASHSEED=0 PYTHONMALLOC=malloc "${@:2}" "$PY" "$TMP/doc_json.py" ;;
     python-dict) PYTHONHASHSEED=0 PYTHONMALLOC=malloc "${@:2}" "$PY" "$TMP/dict_lists.py" ;;
+    python-pc) PYTHONHASHSEED=0 PYTHONMALLOC=malloc "${@:2}" "$PY" "$TMP/producer_consumer.py" ;;
     perl-hash) "${@:2}" perl -e 'my %h; $h{"key$_"} = "v" x ($_ % 50) for 1..100000; my @k = sort keys %h; exit(@k != 100000)' ;;
     cc1) "${@:2}" "$CC1" -quiet -O2 "$TMP/big.c" -o "$TMP/big.s" ;;
     *) echo "unknown workload $1" >&2; exit 2 ;;
@@ -74,7 +101,7 @@ count() { # workload allocator -> instructions
     echo "$out" | sed -n 's/.*Collected : \([0-9]*\).*/\1/p' | tail -1
 }
 
-WORKLOADS=${*:-python-json python-dict perl-hash cc1}
+WORKLOADS=${*:-python-json python-dict python-pc perl-hash cc1}
 for w in $WORKLOADS; do
     line="$w:"
     declare -A n=()
