@@ -19,7 +19,8 @@ the file BENCHMARK.md's "Profiling cost" section is made from
                 off and on interleaved (off on, then on off, ...), --reps
                 repetitions: the medians of each program's CPU time (user +
                 system, which other load on the machine disturbs less) and
-                ops/s. On a busy machine the spread between runs of one
+                ops/s, and the median of the on/off ratios of the two runs
+                of each repetition (made one after the other). On a busy machine the spread between runs of one
                 setting is wider than 3%: read it beside the instruction
                 counts.
   redis         redis-server (Debian's, linked with jemalloc, so memalloc
@@ -227,29 +228,40 @@ def measure_time(args, rep):
             continue
         cmd = [os.path.join(args.bin_dir, prog), "-t", str(t)] + pargs
         v = {0: [], 1: []}
+        pairs = []  # (off, on) of one repetition, run back to back
         for r in range(args.reps):
+            got = {}
             for prof in ((0, 1) if r % 2 == 0 else (1, 0)):
                 x = one_run(args.lib, prof, cmd)
                 if x is not None:
                     v[prof].append(x)
+                    got[prof] = x
+            if len(got) == 2:
+                pairs.append((got[0], got[1]))
         if not v[0] or not v[1]:
             continue
         ops = {k: statistics.median(x[0] for x in v[k]) for k in v}
         cpu = {k: statistics.median(x[1] for x in v[k]) for k in v}
-        row = (name, " ".join([prog, "-t", str(t)] + pargs), cpu[0], cpu[1], pct(cpu[1], cpu[0]),
+        # Each repetition's two runs share the machine's state of the
+        # moment: the median of their ratios is less disturbed by the
+        # load's drift than the ratio of the two medians.
+        paired = pct(statistics.median(on[1] / off[1] for off, on in pairs), 1.0) if pairs else float("nan")
+        row = (name, " ".join([prog, "-t", str(t)] + pargs), cpu[0], cpu[1], pct(cpu[1], cpu[0]), paired,
                ops[0], ops[1], pct(ops[0] / ops[1], 1.0), max(spread([x[1] for x in v[k]]) for k in v))
         rows.append(row)
-        log("  %-22s cpu %.3f %.3f s %+6.2f%%  per op %+6.2f%%  (spread %.0f%%)"
-            % (name, row[2], row[3], row[4], row[7], row[8]))
+        log("  %-22s cpu %.3f %.3f s %+6.2f%%  paired %+6.2f%%  per op %+6.2f%%  (spread %.0f%%)"
+            % (name, row[2], row[3], row[4], row[5], row[8], row[9]))
     rep.add("", "**Time**, the suite's programs at their full sizes (the medians of %d runs of "
-            "each setting, interleaved; CPU time is the process's user + system time; *per op* "
-            "compares the programs' own ops/s):" % args.reps, "",
-            "| program | command | CPU off | CPU on | CPU on vs off | ops/s off | ops/s on | "
+            "each setting, interleaved; CPU time is the process's user + system time; *paired*: "
+            "the median, over the repetitions, of the CPU time of the run with profiling on "
+            "divided by that of the run off made next to it; *per op* compares the programs' own "
+            "ops/s):" % args.reps, "",
+            "| program | command | CPU off | CPU on | CPU on vs off | paired | ops/s off | ops/s on | "
             "per op, on vs off | runs of a setting differ by |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, cmd, c0, c1, dc, o0, o1, do, sp in rows:
-        rep.add("| %s | `%s` | %.3f s | %.3f s | %+.1f%% | %s | %s | %+.1f%% | up to %.0f%% |"
-                % (name, cmd, c0, c1, dc, fmt_rate(o0), fmt_rate(o1), do, sp))
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, cmd, c0, c1, dc, pc, o0, o1, do, sp in rows:
+        rep.add("| %s | `%s` | %.3f s | %.3f s | %+.1f%% | %+.1f%% | %s | %s | %+.1f%% | up to %.0f%% |"
+                % (name, cmd, c0, c1, dc, pc, fmt_rate(o0), fmt_rate(o1), do, sp))
     return rows
 
 
