@@ -385,11 +385,6 @@ static uint64_t prof_dropped;   /* guarded by prof_lock: samples lost to a faile
 
 #define BUMP_CHUNK ((size_t)256 << 10)
 
-static inline size_t mix(uint64_t h)
-{
-    return prof_hash(h);
-}
-
 static size_t stack_size(unsigned depth)
 {
     return sizeof(struct prof_stack) + depth * sizeof(uintptr_t);
@@ -401,17 +396,20 @@ static size_t live_set_bytes(size_t slots)
     return MA_ALIGN_UP(sizeof(struct live_set) + slots * sizeof(struct live), MA_PAGE_SIZE);
 }
 
-/* Puts (key, stack, n) into set t, whose slots are empty or live (a
- * rebuild's target). The key is stored last: a removal that finds it
- * finds the whole entry. prof_lock held. */
-static void live_put(struct live_set *t, uintptr_t key, struct prof_stack *stack, uint64_t n)
+/* Puts (key, stack, n) into set t, in the first slot of its probe run
+ * that is empty or LIVE_GONE; returns 1 when that slot was empty (it
+ * counts against live_room). The key is stored last: a removal that finds
+ * it finds the whole entry. prof_lock held. */
+static inline int live_put(struct live_set *t, uintptr_t key, struct prof_stack *stack, uint64_t n)
 {
-    size_t j = mix(key) & t->mask;
-    while (__atomic_load_n(&t->slot[j].key, __ATOMIC_RELAXED) != LIVE_EMPTY)
+    uintptr_t k;
+    size_t j = prof_hash(key) & t->mask;
+    while ((k = __atomic_load_n(&t->slot[j].key, __ATOMIC_RELAXED)) > LIVE_GONE)
         j = (j + 1) & t->mask;
     t->slot[j].stack = stack;
     t->slot[j].n = n;
     __atomic_store_n(&t->slot[j].key, key, __ATOMIC_RELAXED);
+    return k == LIVE_EMPTY;
 }
 
 /* Makes room in the live set: the live entries go into a set at most a
@@ -470,7 +468,7 @@ static int stack_grow(void)
     for (size_t i = 0; i < stack_cap; i++) {
         if (stack_tab[i] == NULL)
             continue;
-        size_t j = mix(stack_tab[i]->hash) & (cap - 1);
+        size_t j = prof_hash(stack_tab[i]->hash) & (cap - 1);
         while (t[j] != NULL)
             j = (j + 1) & (cap - 1);
         t[j] = stack_tab[i];
@@ -485,14 +483,14 @@ static int stack_grow(void)
  * for it cannot be mapped. prof_lock held. */
 static struct prof_stack *stack_intern(const uintptr_t *pcs, unsigned depth, uint64_t hash)
 {
-    size_t j = mix(hash) & (stack_cap - 1);
+    size_t j = prof_hash(hash) & (stack_cap - 1);
     for (struct prof_stack *s; (s = stack_tab[j]) != NULL; j = (j + 1) & (stack_cap - 1))
         if (s->hash == hash && s->depth == depth && memcmp(s->frames, pcs, depth * sizeof *pcs) == 0)
             return s;
     if ((stack_used + 1) * 2 > stack_cap) {
         if (stack_grow() != 0)
             return NULL;
-        j = mix(hash) & (stack_cap - 1);
+        j = prof_hash(hash) & (stack_cap - 1);
         while (stack_tab[j] != NULL)
             j = (j + 1) & (stack_cap - 1);
     }
@@ -588,17 +586,9 @@ static inline void record_locked(void *p, size_t n, struct prof_stack *s)
         prof_dropped++;
         return;
     }
-    struct live_set *t = prof_live;
-    uintptr_t key = (uintptr_t)p, k;
-    size_t j = mix(key) & t->mask;
-    while ((k = __atomic_load_n(&t->slot[j].key, __ATOMIC_RELAXED)) > LIVE_GONE)
-        j = (j + 1) & t->mask;
-    live_room -= k == LIVE_EMPTY;
     s->alloc_bytes += n;
     s->alloc_count++;
-    t->slot[j].stack = s;
-    t->slot[j].n = n;
-    __atomic_store_n(&t->slot[j].key, key, __ATOMIC_RELAXED);
+    live_room -= (size_t)live_put(prof_live, (uintptr_t)p, s, n);
 }
 
 /* prof_record's walk from frame (pc, sp, bp) (`ours` of its first frames
@@ -618,7 +608,7 @@ static __attribute__((noinline)) void record_walked(void *p, size_t n, uintptr_t
     const uintptr_t *pcs = c.pc + skip;
     uint64_t hash = depth;
     for (unsigned i = 0; i < depth; i++)
-        hash = mix(hash ^ pcs[i]);
+        hash = prof_hash(hash ^ pcs[i]);
 
     ma_lock_acquire(&prof_lock);
     struct prof_stack *s = stack_intern(pcs, depth, hash);
@@ -742,16 +732,10 @@ void *prof_sample(void *p, size_t n, int64_t *left, uintptr_t pc, uintptr_t sp, 
 
 void prof_forget_locked(uintptr_t key)
 {
+    /* Under the lock no rebuild is under way, so no key carries
+     * LIVE_MOVED: the lock-free removal finds the key if the set holds it. */
     ma_lock_acquire(&prof_lock);
-    struct live_set *t = prof_live;
-    uintptr_t k;
-    for (size_t j = mix(key) & t->mask; (k = __atomic_load_n(&t->slot[j].key, __ATOMIC_RELAXED)) != LIVE_EMPTY;
-         j = (j + 1) & t->mask) {
-        if (k == key) {
-            __atomic_store_n(&t->slot[j].key, LIVE_GONE, __ATOMIC_RELAXED);
-            break;
-        }
-    }
+    (void)prof_forget_fast((void *)key);
     ma_lock_release(&prof_lock);
 }
 
