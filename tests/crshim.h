@@ -50,6 +50,7 @@ static inline void shim_register(const char *name, shim_fn fn)
 #define cr_assert_gt(a, b, ...) cr_assert((a) > (b), __VA_ARGS__)
 #define cr_assert_geq(a, b, ...) cr_assert((a) >= (b), __VA_ARGS__)
 #define cr_assert_lt(a, b, ...) cr_assert((a) < (b), __VA_ARGS__)
+#define cr_assert_leq(a, b, ...) cr_assert((a) <= (b), __VA_ARGS__)
 #define cr_assert_null(a, ...) cr_assert((a) == NULL, __VA_ARGS__)
 #define cr_assert_not_null(a, ...) cr_assert((a) != NULL, __VA_ARGS__)
 

@@ -46,16 +46,24 @@ static void *churn(void *arg)
     return NULL;
 }
 
-Test(threads, sixteen_threads_churn_with_intact_contents, .timeout = 300)
+/* Runs fn((void *)i) in n threads at once (i = 0 .. n - 1, n <= 16) and
+ * requires each to return NULL (what it saw was intact). */
+static void run_threads(void *(*fn)(void *), unsigned n)
 {
     pthread_t t[16];
-    for (uintptr_t i = 0; i < 16; i++)
-        cr_assert_eq(pthread_create(&t[i], NULL, churn, (void *)i), 0);
-    for (int i = 0; i < 16; i++) {
+    cr_assert_leq(n, 16);
+    for (uintptr_t i = 0; i < n; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, fn, (void *)i), 0);
+    for (unsigned i = 0; i < n; i++) {
         void *ret;
         pthread_join(t[i], &ret);
-        cr_assert_null(ret, "thread %d saw corrupted contents", i);
+        cr_assert_null(ret, "thread %u saw corrupted contents", i);
     }
+}
+
+Test(threads, sixteen_threads_churn_with_intact_contents, .timeout = 300)
+{
+    run_threads(churn, 16);
     ma_check();
     for (unsigned a = 0; a < ma_arena_count(); a++)
         cr_assert_eq(arena_stats(a).in_use, 0, "arena %u holds nothing", a);
@@ -459,15 +467,9 @@ static void *large_checker(void *arg)
 
 Test(threads, large_blocks_cut_and_assembled_by_many_threads, .timeout = 300)
 {
-    pthread_t t[4], checker;
+    pthread_t checker;
     cr_assert_eq(pthread_create(&checker, NULL, large_checker, NULL), 0);
-    for (uintptr_t i = 0; i < 4; i++)
-        cr_assert_eq(pthread_create(&t[i], NULL, large_churn, (void *)i), 0);
-    for (int i = 0; i < 4; i++) {
-        void *ret;
-        pthread_join(t[i], &ret);
-        cr_assert_null(ret, "thread %d saw corrupted contents", i);
-    }
+    run_threads(large_churn, 4);
     __atomic_store_n(&large_stop, 1, __ATOMIC_RELAXED);
     pthread_join(checker, NULL);
     ma_check();
@@ -548,12 +550,9 @@ Test(threads, profile_live_set_is_exact_under_lock_free_removals, .timeout = 300
     cr_assert(prof_on);
     /* A block the set does not hold: nothing happens. */
     prof_forget((void *)(uintptr_t)0x7000);
-    pthread_t t[LS_THREADS], watcher;
+    pthread_t watcher;
     cr_assert_eq(pthread_create(&watcher, NULL, ls_watcher, NULL), 0);
-    for (uintptr_t i = 0; i < LS_THREADS; i++)
-        cr_assert_eq(pthread_create(&t[i], NULL, ls_worker, (void *)i), 0);
-    for (int i = 0; i < LS_THREADS; i++)
-        pthread_join(t[i], NULL);
+    run_threads(ls_worker, LS_THREADS);
     __atomic_store_n(&ls_stop, 1, __ATOMIC_RELAXED);
     void *ret;
     pthread_join(watcher, &ret);
