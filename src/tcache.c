@@ -72,10 +72,17 @@ static uint64_t check_epoch;           /* atomic: bumped by every ma_check */
  * sweep every as many operations returns every idle bin that holds blocks.
  * A bin the thread allocates from is refilled from time to time; one it
  * only frees into (sizes it no longer allocates) serves nothing
- * (bench/NOTES.md, "Tuning constants"). */
+ * (bench/NOTES.md, "Tuning constants"). A bin that is allocated from again
+ * after such a return was only used in long rounds: its patience, added to
+ * TC_IDLE_OPS, doubles (up to TC_PATIENCE_MAX), as the arena's quick lists'
+ * does (bench/NOTES.md, "Patient bins"). */
 #ifndef TC_IDLE_OPS
 #define TC_IDLE_OPS 256u
 #endif
+
+/* The most a bin's patience grows to: a bin of a class the thread keeps
+ * coming back to is returned only after this many more operations. */
+#define TC_PATIENCE_MAX ((uint32_t)1 << 16)
 
 /* Window of locked operations over which lock waits are counted, and the
  * share of waits beyond which a thread moves to a less loaded arena. */
@@ -196,7 +203,7 @@ void tcache_fork_child(void)
 
 static inline int bin_idle(unsigned c)
 {
-    return ma_tc.ops - ma_tc.used[c] - ma_tc.own[c] > TC_IDLE_OPS;
+    return ma_tc.ops - ma_tc.used[c] - ma_tc.own[c] > TC_IDLE_OPS + ma_tc.patience[c];
 }
 
 /* Bin c is empty: back to its starting bound, its growth returned to the
@@ -379,6 +386,7 @@ static void bin_return(struct arena *a, unsigned c)
     reserve_park(a, c);
     bin_park(a, c, tcache_count(c));
     bin_shrink(c);
+    ma_tc.idled[c] = 1;
 }
 
 /* Upkeep at the start of a refill or flush, lock held. Remote frees of
@@ -436,6 +444,14 @@ static void *refill_class(unsigned c, size_t n)
     ma_tc.freed_at[c] = (uint32_t)ma_tc.frees;
     ma_tc.used[c] = ma_tc.ops;
     ma_tc.own[c] = 0;
+    if (ma_unlikely(ma_tc.idled[c])) {
+        /* Returned as idle, yet allocated from again: the thread uses the
+         * class in rounds longer than its patience (a batch allocated, all
+         * of it freed, then again), so it waits twice as long next time. */
+        ma_tc.idled[c] = 0;
+        uint32_t p = ma_tc.patience[c];
+        ma_tc.patience[c] = p == 0 ? TC_IDLE_OPS : p < TC_PATIENCE_MAX ? 2 * p : TC_PATIENCE_MAX;
+    }
     ma_tc.refilled[c] = 1;
     if (ma_tc.cache_for == a) {
         /* The bin may still hold blocks: realloc comes here directly. */
@@ -589,6 +605,19 @@ void tcache_flush_bin(unsigned c)
         *tcache_head(c) = NULL;
     }
     tcache_unlock(a);
+}
+
+void tcache_medium_trim_push(void *p, unsigned c)
+{
+    struct arena *a = ma_tc.arena;
+    tcache_lock(a);
+    for (unsigned k = TC_NCLASS; k-- > QUICK_CLASSES && ma_tc.medium_held > TC_MEDIUM_BUDGET / 2;)
+        reserve_park(a, k);
+    for (unsigned k = TC_NCLASS; k-- > QUICK_CLASSES && ma_tc.medium_held > TC_MEDIUM_BUDGET / 2;)
+        bin_park(a, k, tcache_count(k));
+    tcache_unlock(a);
+    ma_tc.medium_held += tc_class_size[c];
+    tcache_push(p, c);
 }
 
 void tcache_flush_all(void)

@@ -79,6 +79,8 @@ struct tcache {
     uint32_t swept;           /* ops at the last sweep of idle bins */
     uint32_t used[TC_NCLASS]; /* ops at the last refill of each bin */
     uint32_t own[TC_NCLASS];  /* of the ops since, the bin's own flushes */
+    uint32_t patience[TC_NCLASS]; /* ops added to TC_IDLE_OPS before bin c counts as idle (tcache.c) */
+    uint8_t idled[TC_NCLASS];     /* 1: bin c went back to the arena as idle since its last refill */
     struct arena *hint;       /* the arena of the first block freed before any allocation */
     uint8_t refilled[TC_NCLASS]; /* 1 once the thread has allocated from bin c (since the last full flush) */
     uint32_t freed_at[TC_NCLASS]; /* frees at the last refill of bin c (wraps) */
@@ -251,16 +253,27 @@ static inline void *tcache_medium_pop(unsigned c)
     return p;
 }
 
+/* The medium bins would hold more than TC_MEDIUM_BUDGET with block p, of
+ * bin c: under one acquisition of the lock, blocks go back to the arena,
+ * the biggest classes first, until they hold at most half of it; then p
+ * goes into its bin. */
+MA_HIDDEN MA_COLD void tcache_medium_trim_push(void *p, unsigned c);
+
 /* Caches freed medium block p of `size` bytes (TC_MAX_BLOCK < size <=
  * TC_MEDIUM_MAX_BLOCK), owned by the thread's arena while it caches; 0 if
- * no bin takes it or the thread's medium budget is spent (the caller frees
- * it). */
+ * no bin takes it (the caller frees it). A free that finds the budget
+ * spent trims the bins first, so that a batch of medium frees takes the
+ * lock once per half budget rather than once a block. */
 static inline int tcache_medium_free(void *p, size_t size)
 {
     unsigned c = tc_medium_free_bin[size >> TC_MEDIUM_GRAIN_LOG];
-    size_t held = ma_tc.medium_held + tc_class_size[c];
-    if (ma_unlikely(c == 0 || held > TC_MEDIUM_BUDGET))
+    if (ma_unlikely(c == 0))
         return 0;
+    size_t held = ma_tc.medium_held + tc_class_size[c];
+    if (ma_unlikely(held > TC_MEDIUM_BUDGET)) {
+        tcache_medium_trim_push(p, c); /* a call of its own: no frame on the common path */
+        return 1;
+    }
     ma_tc.medium_held = held;
     tcache_push(p, c);
     return 1;

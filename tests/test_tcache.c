@@ -518,6 +518,71 @@ Test(tcache, a_size_that_comes_back_after_an_idle_release_is_kept_longer)
                  (unsigned long long)released[1]);
 }
 
+/* The thread's own bins have the same patience: a bin returned to the
+ * arena as idle (no refill in TC_IDLE_OPS, 256, of the thread's locked
+ * operations) and then allocated from again waits twice as long before the
+ * next return, so the same pause leaves its blocks in the bin, where the
+ * next allocation finds one without the lock. */
+Test(tcache, a_bin_allocated_from_after_an_idle_return_waits_longer)
+{
+    if (check_mode())
+        return; /* check mode caches nothing */
+    unsigned me = ma_thread_arena();
+    enum { N = 16, LOCKED = 400 }; /* 112-byte blocks: the bin holds 36; 256 < 400 < 512 */
+    void *p[N];
+    static void *held[2][LOCKED]; /* freed at the end: their frees would be locked operations too */
+    uint64_t locks[2];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++)
+            p[i] = ma_malloc(100);
+        for (int i = 0; i < N; i++)
+            ma_free(p[i]);
+        for (int i = 0; i < LOCKED; i++)
+            held[round][i] = ma_aligned_alloc(64, 20000);
+        ma_free(ma_malloc(3000 + 1000 * round)); /* a refill of a size not yet cached sweeps idle bins */
+        uint64_t before = arena_stats(me).lock_acquires;
+        void *q = ma_malloc(100);
+        locks[round] = arena_stats(me).lock_acquires - before - 1;
+        ma_free(q);
+    }
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < LOCKED; i++)
+            ma_free(held[round][i]);
+    ma_check();
+    cr_assert_eq(locks[0], 1, "the first pause returned the 100-byte bin: its next allocation refilled it");
+    cr_assert_eq(locks[1], 0, "the same pause after the bin was used again left it whole (%llu)", (unsigned long long)locks[1]);
+}
+
+/* Freeing a batch of medium blocks (8-256 KiB) bigger than the thread's
+ * medium budget (4 MiB) takes the lock once per half budget: a free that
+ * finds the budget spent hands the biggest classes back to the arena
+ * until the bins hold at most half of it, instead of taking the lock for
+ * every block past the budget. */
+Test(tcache, a_batch_of_medium_frees_past_the_budget_takes_few_locks)
+{
+    if (check_mode())
+        return;
+    unsigned me = ma_thread_arena();
+    enum { N = 600 };
+    static void *p[N];
+    size_t bytes = 0;
+    for (int i = 0; i < N; i++) {
+        size_t n = 9000 + (size_t)i * 7919 % 120000; /* every medium bin from 8 to 128 KiB */
+        cr_assert_not_null(p[i] = ma_malloc(n));
+        memset(p[i], 0x5a, n);
+        bytes += n;
+    }
+    cr_assert_gt(bytes, (size_t)30 << 20, "%zu bytes: many budgets' worth", bytes);
+    uint64_t before = arena_stats(me).lock_acquires;
+    for (int i = 0; i < N; i++)
+        ma_free(p[i]);
+    uint64_t locks = arena_stats(me).lock_acquires - before - 1;
+    /* Each trim frees 2 MiB or more: at most 16 of them for 32 MiB, plus
+     * the overflows of single bins, each of which parks half the bin. */
+    cr_assert_leq(locks, N / 6, "%llu locked operations for %d frees", (unsigned long long)locks, N);
+    ma_check();
+}
+
 /* A thread that frees a long batch of one size and then allocates that size
  * again (bench/threadtest's rounds) is not idle in between: its own flushes
  * do not count, so the batch stays parked for the next round. */
