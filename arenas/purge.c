@@ -138,11 +138,14 @@ void arena_purge_fragmented(struct arena *a)
 #define LEAVE_PURGE_INTERVAL_MS 10
 #endif
 
-/* orphan: the arena has no threads. */
+/* orphan: the arena has no threads. With retention nothing is discarded
+ * here, not even by the remote frees that drain a threadless arena: what
+ * the next thread would reuse stays resident, and the decay passes give
+ * back what stays unused (arena_decay). */
 void leave_purge(struct arena *a, int orphan)
 {
     size_t idle = a->free_bytes + a->quick_bytes;
-    if (a->reclaiming || idle < LEAVE_PURGE_MIN_IDLE || (!orphan && idle < a->mapped - a->mapped / 4) ||
+    if (a->retain_ms != 0 || a->reclaiming || idle < LEAVE_PURGE_MIN_IDLE || (!orphan && idle < a->mapped - a->mapped / 4) ||
         !pass_due(&a->last_leave_purge_ms, LEAVE_PURGE_INTERVAL_MS))
         return;
     arena_consolidate(a);

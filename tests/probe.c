@@ -388,12 +388,13 @@ static int cmd_move(int stay)
  * 1000 bytes for this thread (arena 0), frees some small blocks through its
  * cache, and leaves 9.6 MB of 12 KiB holes between 12 KiB blocks that it
  * keeps; then it exits. Prints whether a hole's page is resident right
- * after the exit (kept for the next thread) and once the arena has had no
+ * after the exit (kept for the next thread), after 50 remote frees into
+ * the threadless arena (still kept), and once the arena has had no
  * thread for three retain intervals (MEMALLOC_RETAIN_MS, which the caller
  * sets), the locks that 100 remote frees into the threadless arena took,
  * the same once a thread has joined it, and the chunks it keeps three
  * intervals after everything is freed. */
-enum { ORPH_BIG = 1600, ORPH_SMALL = 4000, ORPH_BIG_SIZE = 12 * 1024 };
+enum { ORPH_BIG = 1600, ORPH_SMALL = 4000, ORPH_BIG_SIZE = 12 * 1024, ORPH_EARLY = 50 };
 static char *orph_big[ORPH_BIG], *orph_small[ORPH_SMALL];
 static pthread_barrier_t orph_joined, orph_leave;
 
@@ -441,6 +442,13 @@ static int cmd_orphan(void)
     if (mincore(page, 4096, vec) != 0)
         return 1;
     int kept = vec[0] & 1;
+    /* Remote frees into the threadless arena drain it at once; with
+     * retention they discard nothing: the hole is still resident. */
+    for (int i = ORPH_SMALL - ORPH_EARLY; i < ORPH_SMALL; i++)
+        ma_free(orph_small[i]);
+    if (mincore(page, 4096, vec) != 0)
+        return 1;
+    int kept_remote = vec[0] & 1;
     const char *ms = getenv("MEMALLOC_RETAIN_MS");
     unsigned wait_ms = 3 * (unsigned)(ms != NULL ? atoi(ms) : 1000) + 50;
     usleep(wait_ms * 1000u);
@@ -448,7 +456,8 @@ static int cmd_orphan(void)
         return 1;
     ma_arena_stats_t s;
     ma_arena_stats_get(1, &s);
-    printf("threads=%llu kept=%d hole_resident=%d ", (unsigned long long)s.threads, kept, vec[0] & 1);
+    printf("threads=%llu kept=%d kept_remote=%d hole_resident=%d ", (unsigned long long)s.threads, kept, kept_remote,
+           vec[0] & 1);
     uint64_t before = arena1_locks();
     for (int i = 0; i < 100; i++)
         ma_free(orph_small[i]);
@@ -468,7 +477,7 @@ static int cmd_orphan(void)
     pthread_barrier_wait(&orph_leave);
     pthread_join(other, NULL);
     pthread_join(joiner, NULL);
-    for (int i = 200; i < ORPH_SMALL; i++)
+    for (int i = 200; i < ORPH_SMALL - ORPH_EARLY; i++)
         ma_free(orph_small[i]);
     for (int i = 0; i < ORPH_BIG; i += 2)
         ma_free(orph_big[i]);

@@ -383,8 +383,9 @@ Test(tcache, a_contended_thread_moves_only_to_an_emptier_arena, .timeout = 60)
 }
 
 /* An arena whose last thread has exited (tests/probe.c, orphan): it keeps
- * the pages of its free blocks for the next thread, and discards them once
- * it has had no thread for an interval; a remote free into it drains at
+ * the pages of its free blocks for the next thread (remote frees that
+ * drain it discard nothing), and discards them once it has had no thread
+ * for an interval; a remote free into it drains at
  * once (one lock each), a thread that joins it again owns the stacks
  * again (the bound goes back up), and once everything is freed the decay
  * passes leave it no more than its reserve chunk. */
@@ -396,13 +397,16 @@ Test(tcache, an_arena_its_last_thread_left_gives_back_what_it_held)
     int st = run_probe(argv, env, out, sizeof out);
     cr_assert_eq(st, 0, "%s", out);
     unsigned long long threads, orphan_locks, joined_locks, in_use;
-    int kept, resident;
+    int kept, kept_remote, resident;
     size_t chunks;
-    cr_assert_eq(sscanf(out, "threads=%llu kept=%d hole_resident=%d orphan_locks=%llu joined_locks=%llu chunks=%zu in_use=%llu",
-                        &threads, &kept, &resident, &orphan_locks, &joined_locks, &chunks, &in_use),
-                 7, "%s", out);
+    cr_assert_eq(sscanf(out,
+                        "threads=%llu kept=%d kept_remote=%d hole_resident=%d orphan_locks=%llu joined_locks=%llu "
+                        "chunks=%zu in_use=%llu",
+                        &threads, &kept, &kept_remote, &resident, &orphan_locks, &joined_locks, &chunks, &in_use),
+                 8, "%s", out);
     cr_assert_eq(threads, 0, "%s", out);
     cr_assert_eq(kept, 1, "the holes stay resident for the next thread: %s", out);
+    cr_assert_eq(kept_remote, 1, "remote frees that drain the threadless arena discard nothing: %s", out);
     cr_assert_eq(resident, 0, "threadless for an interval, the arena discarded the holes' pages: %s", out);
     cr_assert_geq(orphan_locks, 100, "each remote free drained the threadless arena: %s", out);
     cr_assert_leq(joined_locks, 10, "with a thread again, remote frees wait for it: %s", out);
