@@ -615,9 +615,16 @@ void tcache_medium_trim_push(void *p, unsigned c)
         reserve_park(a, k);
     for (unsigned k = TC_NCLASS; k-- > QUICK_CLASSES && ma_tc.medium_held > TC_MEDIUM_BUDGET / 2;)
         bin_park(a, k, tcache_count(k));
-    tcache_unlock(a);
+    /* p goes into its bin before the unlock, whose contention review may
+     * move the thread to another arena (p is a block of this one); so the
+     * push must not overflow the bin, whose flush would take the lock. */
+    if (ma_tc.room[c] <= 0) {
+        reserve_park(a, c);
+        bin_park(a, c, tcache_count(c));
+    }
     ma_tc.medium_held += tc_class_size[c];
     tcache_push(p, c);
+    tcache_unlock(a);
 }
 
 void tcache_flush_all(void)
