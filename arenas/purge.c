@@ -170,6 +170,5 @@ void arena_orphaned(struct arena *a)
 
 void arena_thread_left(struct arena *a)
 {
-    if (a->retain_ms == 0)
-        leave_purge(a, 0);
+    leave_purge(a, 0);
 }

@@ -380,11 +380,19 @@ void tcache_unlock(struct arena *a)
 static void bin_park(struct arena *a, unsigned c, uint32_t n);
 static void reserve_park(struct arena *a, unsigned c);
 
-/* An idle bin goes back to the arena whole, at its starting bound. Lock held. */
-static void bin_return(struct arena *a, unsigned c)
+/* Parks every block bin c holds, its reserve and the rest. Lock held.
+ * Always inline: out of line, gcc stops inlining bin_return into the
+ * flush paths (churn 64k: 0.12 instructions a pair more). */
+static inline __attribute__((always_inline)) void bin_park_all(struct arena *a, unsigned c)
 {
     reserve_park(a, c);
     bin_park(a, c, tcache_count(c));
+}
+
+/* An idle bin goes back to the arena whole, at its starting bound. Lock held. */
+static void bin_return(struct arena *a, unsigned c)
+{
+    bin_park_all(a, c);
     bin_shrink(c);
     ma_tc.idled[c] = 1;
 }
@@ -618,10 +626,8 @@ void tcache_medium_trim_push(void *p, unsigned c)
     /* p goes into its bin before the unlock, whose contention review may
      * move the thread to another arena (p is a block of this one); so the
      * push must not overflow the bin, whose flush would take the lock. */
-    if (ma_tc.room[c] <= 0) {
-        reserve_park(a, c);
-        bin_park(a, c, tcache_count(c));
-    }
+    if (ma_tc.room[c] <= 0)
+        bin_park_all(a, c);
     ma_tc.medium_held += tc_class_size[c];
     tcache_push(p, c);
     tcache_unlock(a);
@@ -635,10 +641,8 @@ void tcache_flush_all(void)
     tcache_lock(a);
     arena_drain(a);
     counters_merge(a);
-    for (unsigned c = TC_FIRST; c < TC_NCLASS; c++) {
-        reserve_park(a, c);
-        bin_park(a, c, tcache_count(c));
-    }
+    for (unsigned c = TC_FIRST; c < TC_NCLASS; c++)
+        bin_park_all(a, c);
     arena_unlock(a);
     bins_reset();
 }
