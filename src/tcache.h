@@ -129,6 +129,12 @@ static inline void *tcache_pop(size_t n)
 {
     unsigned i = tc_request_bin[n];
     void *p = ma_tc.head[i];
+#if defined(__x86_64__)
+    /* p in the return register from the start: gcc 12 puts it elsewhere
+     * (the thread pointer's offset takes %rax) and spends a move at the
+     * end of malloc. */
+    __asm__("" : "+a"(p));
+#endif
     if (ma_unlikely(p == NULL))
         return NULL;
     void *next = link_get(p);
