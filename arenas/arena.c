@@ -11,6 +11,8 @@
 
 uintptr_t ma_block_key = CACHED_KEY;
 uintptr_t ma_link_key = (CACHED_KEY << 4) | LINK_KEY_LOW;
+/* Zero: decoded with any key it has LINK_KEY_LOW as its low bits. */
+const uintptr_t ma_list_end[2] __attribute__((aligned(MA_ALIGN))) = {0, 0};
 
 void arena_key_init(void)
 {

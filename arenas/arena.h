@@ -96,11 +96,27 @@ MA_HIDDEN void arena_key_init(void);
  * which the pop's alignment check (no extra instruction) turns into an
  * abort; its other bits are random, so a crafted value decodes to an
  * address nobody can choose. The slow paths that walk lists also check a
- * decoded link against the pagemap (link_check). */
+ * decoded link against the pagemap (link_check).
+ *
+ * Such a list ends in LIST_END, not NULL: the address of a read-only zero
+ * word, which decodes (whatever the key) to a misaligned link. An empty
+ * thread-cache bin holds LIST_END as its head, so the malloc fast path
+ * makes one test, the alignment of the link it reads from the head, for
+ * both "bin empty" and "link overwritten" (tcache_pop). link_get and
+ * link_set turn LIST_END into NULL and back, so that every other path
+ * walks lists to NULL; link_raw and link_set_raw do not. */
 #define LINK_KEY_LOW ((uintptr_t)7)
 MA_HIDDEN extern uintptr_t ma_link_key; /* set once at init, before any block is cached */
-static inline void *link_get(const void *p) { return (void *)(*(const uintptr_t *)p ^ ma_link_key); }
-static inline void link_set(void *p, const void *next) { *(uintptr_t *)p = (uintptr_t)next ^ ma_link_key; }
+MA_HIDDEN extern const uintptr_t ma_list_end[2];
+#define LIST_END ((void *)ma_list_end)
+static inline void *link_raw(const void *p) { return (void *)(*(const uintptr_t *)p ^ ma_link_key); }
+static inline void link_set_raw(void *p, const void *next) { *(uintptr_t *)p = (uintptr_t)next ^ ma_link_key; }
+static inline void *link_get(const void *p)
+{
+    void *next = link_raw(p);
+    return next != LIST_END ? next : NULL;
+}
+static inline void link_set(void *p, const void *next) { link_set_raw(p, next != NULL ? next : LIST_END); }
 /* Aborts with "malloc(): corrupted free list at p" unless next, read from
  * block p of the arena with pagemap tag `tag`, is NULL or a 16-byte
  * aligned address in a chunk of that arena. */

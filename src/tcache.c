@@ -16,8 +16,9 @@
 
 /* Initialised, not zero: a thread starts with the tag that matches no
  * granule, so its first free takes the slow path (which sets it up). */
-__thread struct tcache ma_tc __attribute__((tls_model("initial-exec"))) = { .tag = PAGEMAP_NEVER,
-                                                                             .prof_left = INT64_MAX };
+/* Every bin starts empty: its head is LIST_END (arena.h). */
+__thread struct tcache ma_tc __attribute__((tls_model("initial-exec"))) = {
+    .head = {[0 ... TC_NCLASS - TC_FIRST - 1] = LIST_END}, .tag = PAGEMAP_NEVER, .prof_left = INT64_MAX};
 uint8_t tc_request_bin[TC_MAX_REQUEST + 1];
 uint8_t tc_free_class[TC_SLOTS];
 uint32_t tc_class_size[TC_NCLASS];
@@ -415,7 +416,7 @@ static void locked_upkeep(struct arena *a)
     if (ma_tc.ops - ma_tc.swept >= TC_IDLE_OPS) {
         ma_tc.swept = ma_tc.ops;
         for (unsigned c = TC_FIRST; c < TC_NCLASS; c++) {
-            if ((*tcache_head(c) != NULL || ma_tc.reserve_n[c] != 0) && bin_idle(c))
+            if ((*tcache_head(c) != LIST_END || ma_tc.reserve_n[c] != 0) && bin_idle(c))
                 bin_return(a, c);
         }
     }
@@ -572,8 +573,10 @@ static void *blocks_park(struct arena *a, unsigned c, void *first, uint32_t n, i
 /* Cuts the first n blocks off head[c] and parks them. Lock held. */
 static void bin_park(struct arena *a, unsigned c, uint32_t n)
 {
-    if (n != 0)
-        *tcache_head(c) = blocks_park(a, c, *tcache_head(c), n, n == top_count(c));
+    if (n != 0) {
+        void *rest = blocks_park(a, c, *tcache_head(c), n, n == top_count(c));
+        *tcache_head(c) = rest != NULL ? rest : LIST_END;
+    }
 }
 
 /* Parks bin c's reserve whole. Lock held. */
@@ -608,9 +611,9 @@ void tcache_flush_bin(unsigned c)
             reserve_park(a, c);
         else
             bin_park(a, c, tcache_count(c) - ma_tc.max[c] / 2);
-        ma_tc.reserve[c] = *tcache_head(c);
+        ma_tc.reserve[c] = tcache_list(c);
         ma_tc.reserve_n[c] = top_count(c);
-        *tcache_head(c) = NULL;
+        *tcache_head(c) = LIST_END;
     }
     tcache_unlock(a);
 }
@@ -701,7 +704,7 @@ static int list_holds(const void *x, const void *p)
 int tcache_holds(const void *p)
 {
     for (unsigned c = TC_FIRST; c < TC_NCLASS; c++)
-        if (list_holds(*tcache_head(c), p) || list_holds(ma_tc.reserve[c], p))
+        if (list_holds(tcache_list(c), p) || list_holds(ma_tc.reserve[c], p))
             return 1;
     return 0;
 }
@@ -744,7 +747,7 @@ void tcache_check(void)
         uint32_t n = 0, count = tcache_count(c);
         if (ma_tc.reserve_n[c] > count || (ma_tc.reserve_n[c] == 0) != (ma_tc.reserve[c] == NULL))
             ma_fatal("ma_check", "thread cache reserve count wrong", ma_tc.reserve[c]);
-        bin_list_check(c, *tcache_head(c), &n, count);
+        bin_list_check(c, tcache_list(c), &n, count);
         if (ma_tc.reserve[c] != NULL) {
             if (n != count - ma_tc.reserve_n[c])
                 ma_fatal("ma_check", "thread cache reserve count disagrees with its list", ma_tc.reserve[c]);

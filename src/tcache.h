@@ -110,6 +110,22 @@ MA_HIDDEN extern uint8_t tc_free_class[TC_SLOTS];  /* block size/16 -> class it 
 
 MA_HIDDEN MA_COLD MA_NORETURN void tcache_corrupt(const void *p);
 
+/* A pop read a misaligned link from head p: the bin is empty (NULL), or
+ * block p's link was overwritten (an abort). */
+static inline void *tcache_pop_failed(void *p)
+{
+    if (ma_likely(p == LIST_END))
+        return NULL;
+    tcache_corrupt(p);
+}
+
+/* Bin c's list as the slow paths walk it: NULL when it is empty. */
+static inline void *tcache_list(size_t c)
+{
+    void *h = ma_tc.head[c - TC_FIRST];
+    return h != LIST_END ? h : NULL;
+}
+
 /* Blocks bin c holds. */
 static inline uint32_t tcache_count(unsigned c) { return ma_tc.max[c] - (uint32_t)ma_tc.room[c]; }
 
@@ -135,13 +151,12 @@ static inline void *tcache_pop(size_t n)
      * end of malloc. */
     __asm__("" : "+a"(p));
 #endif
-    if (ma_unlikely(p == NULL))
-        return NULL;
-    void *next = link_get(p);
-    /* A use-after-free write over a cached block's link decodes to a
-     * misaligned pointer (arena.h, "free-list links"). */
+    /* An empty bin's head is LIST_END, whose link is misaligned, as is
+     * the link of a cached block a use-after-free write went over (arena.h,
+     * "free-list links"): one test for both. */
+    void *next = link_raw(p);
     if (ma_unlikely((uintptr_t)next & (MA_ALIGN - 1)))
-        tcache_corrupt(p);
+        return tcache_pop_failed(p);
     ma_tc.head[i] = next;
     ((uintptr_t *)p)[1] = 0;
     ma_tc.room[i + TC_FIRST]++;
@@ -166,7 +181,7 @@ static inline void tcache_push_at(void *p, size_t i)
     /* The key first: stored after the link, it would be loaded again
      * (gcc cannot tell that the link's store leaves it unchanged). */
     ((uintptr_t *)p)[1] = cached_key(p);
-    link_set(p, ma_tc.head[i]);
+    link_set_raw(p, ma_tc.head[i]); /* a head is never NULL (LIST_END when empty) */
     ma_tc.head[i] = p;
     ma_tc.frees++;
 #if defined(__x86_64__)
@@ -238,11 +253,9 @@ static inline unsigned tcache_medium_class(size_t n)
 static inline void *tcache_pop_class(unsigned c)
 {
     void *p = *tcache_head(c);
-    if (ma_unlikely(p == NULL))
-        return NULL;
-    void *next = link_get(p);
+    void *next = link_raw(p);
     if (ma_unlikely((uintptr_t)next & (MA_ALIGN - 1)))
-        tcache_corrupt(p);
+        return tcache_pop_failed(p);
     *tcache_head(c) = next;
     ((uintptr_t *)p)[1] = 0;
     ma_tc.room[c]++;

@@ -237,6 +237,16 @@ static int cmd_misuse(const char *what)
         memset(b, 0x42, 16);
         void *c = ma_malloc(100); /* takes b off its list: the check fires */
         printf("%p %p %p\n", (void *)sep, (void *)sep2, c);
+    } else if (strcmp(what, "corrupt-last-link") == 0) {
+        /* The same for the only block of a bin, whose link is the list's
+         * end: a medium bin starts at one block, so the first allocation
+         * of its size leaves it empty and the free makes p its only block. */
+        char *p = ma_malloc(100000);
+        char *q = ma_malloc(100000); /* the bin empty again: a refill */
+        ma_free(p);
+        memset(p, 0, 16);
+        void *c = ma_malloc(100000);
+        printf("%p %p\n", (void *)q, c);
     } else if (strcmp(what, "cache-link-to-stack") == 0) {
         /* Use after free: point a cached block's link at the stack (aligned,
          * so the pop check cannot see it); ma_check must. */

@@ -352,6 +352,7 @@ static void expect_abort(const char *what, const char *message)
 Test(tcache, double_free_of_a_cached_block) { expect_abort("double-free-small", "free(): double free detected"); }
 Test(tcache, double_free_of_a_block_in_a_bins_reserve) { expect_abort("double-free-reserve", "free(): double free detected"); }
 Test(tcache, overwritten_link_caught_on_pop) { expect_abort("corrupt-link", "malloc(): corrupted free list at 0x"); }
+Test(tcache, overwritten_end_of_a_bin_caught_on_pop) { expect_abort("corrupt-last-link", "malloc(): corrupted free list at 0x"); }
 Test(tcache, check_walks_the_cache) { expect_abort("cache-link-to-stack", "ma_check(): thread cache holds a pointer outside every chunk"); }
 /* Another thread's cache: verified by its owner at the refill after the
  * check (the check itself returned, which the output shows first). */
