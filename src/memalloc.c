@@ -344,18 +344,21 @@ static MA_COLD void *malloc_slow(size_t n)
 
 void *ma_malloc_miss(size_t n)
 {
-    /* fast_malloc counted the sizes it serves, not the bigger ones. */
+    /* fast_malloc counted the sizes it serves, not the bigger ones. A
+     * medium request (one range test) whose bin holds a block takes no
+     * lock and makes no call. */
+    if (n - (TC_MAX_REQUEST + 1) < TC_MEDIUM_MAX_REQUEST - TC_MAX_REQUEST) {
+        if (prof_due(n))
+            return ma_alloc_sampled(n, 0, 0);
+        if (ma_unlikely(n >= ma_fast_limit))
+            return malloc_slow(n);
+        void *p = tcache_medium_pop(tcache_medium_class(n));
+        return ma_likely(p != NULL) ? p : alloc_small(n);
+    }
     if (n > TC_MAX_REQUEST && n <= MA_MAX_REQUEST && prof_due(n))
         return ma_alloc_sampled(n, 0, 0);
-    if (ma_likely(n < ma_fast_limit)) {
-        /* A medium request whose bin holds a block: no lock, no call. */
-        if (n <= TC_MEDIUM_MAX_REQUEST && n > TC_MAX_REQUEST) {
-            void *p = tcache_medium_pop(tcache_medium_class(n));
-            if (ma_likely(p != NULL))
-                return p;
-        }
+    if (ma_likely(n < ma_fast_limit))
         return alloc_small(n);
-    }
     return malloc_slow(n);
 }
 

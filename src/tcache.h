@@ -253,6 +253,9 @@ static inline unsigned tcache_medium_class(size_t n)
 static inline void *tcache_pop_class(unsigned c)
 {
     void *p = *tcache_head(c);
+#if defined(__x86_64__)
+    __asm__("" : "+a"(p)); /* as in tcache_pop: the medium malloc returns it */
+#endif
     void *next = link_raw(p);
     if (ma_unlikely((uintptr_t)next & (MA_ALIGN - 1)))
         return tcache_pop_failed(p);
