@@ -40,6 +40,8 @@ void arena_init(struct arena *a, unsigned index, size_t chunk_size, unsigned res
     a->reserve = reserve;
     a->retain_ms = retain_ms;
     a->remote_drain_at = REMOTE_DRAIN_BOUND;
+    for (unsigned c = 0; c < REMOTE_STACKS; c++)
+        a->remote_top[c] = REMOTE_EMPTY;
 }
 
 int arena_lock(struct arena *a)

@@ -117,13 +117,14 @@ static inline void *link_get(const void *p)
     return next != LIST_END ? next : NULL;
 }
 static inline void link_set(void *p, const void *next) { link_set_raw(p, next != NULL ? next : LIST_END); }
-/* Aborts with "malloc(): corrupted free list at p" unless next, read from
- * block p of the arena with pagemap tag `tag`, is NULL or a 16-byte
- * aligned address in a chunk of that arena. */
+/* Aborts with "malloc(): corrupted free list at p" unless next, read raw
+ * (link_raw) from block p of the arena with pagemap tag `tag`, is LIST_END
+ * or a 16-byte aligned address in a chunk of that arena. The walks that
+ * check their links go by count, so they read links raw. */
 static inline void link_check(const void *p, const void *next, int tag)
 {
     uintptr_t u = (uintptr_t)next;
-    if (ma_unlikely(u != 0 && ((u & (MA_ALIGN - 1)) || pagemap_get(u) != tag)))
+    if (ma_unlikely(u != (uintptr_t)LIST_END && ((u & (MA_ALIGN - 1)) || pagemap_get(u) != tag)))
         ma_fatal("malloc", "corrupted free list", p);
 }
 /* The same, for a link followed on a path that cannot afford the pagemap:
@@ -251,6 +252,10 @@ struct arena {
 #define REMOTE_PTR_BITS 48
 #define REMOTE_PTR_MASK (((uintptr_t)1 << REMOTE_PTR_BITS) - 1)
 #define REMOTE_COUNT_MAX ((uintptr_t)0xffff)
+/* An empty stack's word: LIST_END with a count of 0, so that a push links
+ * its block to the top payload as it stands, and a stack a bin takes whole
+ * ends as a bin's list does. */
+#define REMOTE_EMPTY ((uintptr_t)LIST_END)
 static inline void *remote_payload(uintptr_t top) { return (void *)(top & REMOTE_PTR_MASK); }
 static inline uint64_t remote_count(uintptr_t top) { return top >> REMOTE_PTR_BITS; }
 

@@ -29,7 +29,7 @@ static void blocks_release(struct arena *a, void *p, uint32_t count)
     size_t run = 0;
     uint32_t n = 0;
     for (uint32_t i = 0; i < count; i++) {
-        void *next = link_get(p);
+        void *next = link_raw(p);
         link_check(p, next, PAGEMAP_CHUNK + (int)a->index);
         ((uintptr_t *)p)[1] = 0;
         struct block *b = block_of(p);
@@ -118,7 +118,7 @@ void arena_quick_put(struct arena *a, unsigned cls, void *head, uint32_t count, 
 static void *seg_last(const struct arena *a, void *h, uint32_t k)
 {
     for (uint32_t i = 1; i < k; i++) {
-        void *next = link_get(h);
+        void *next = link_raw(h);
         link_check(h, next, PAGEMAP_CHUNK + (int)a->index);
         h = next;
     }

@@ -24,7 +24,7 @@ void arena_free_remote(struct arena *a, void *p, size_t size)
     uintptr_t *top = &a->remote_top[cls];
     uintptr_t old = __atomic_load_n(top, __ATOMIC_RELAXED), pending;
     do {
-        link_set(p, remote_payload(old));
+        link_set_raw(p, remote_payload(old)); /* LIST_END on an empty stack */
         pending = remote_count(old) + (remote_count(old) < REMOTE_COUNT_MAX);
     } while (!__atomic_compare_exchange_n(top, &old, (uintptr_t)p | (pending << REMOTE_PTR_BITS), 1,
                                           __ATOMIC_RELEASE, __ATOMIC_RELAXED));
@@ -51,18 +51,19 @@ void arena_free_remote(struct arena *a, void *p, size_t size)
  * a plain load first, so an empty stack costs no write to a shared line. */
 static inline uintptr_t stack_take(struct arena *a, unsigned cls)
 {
-    if (__atomic_load_n(&a->remote_top[cls], __ATOMIC_RELAXED) == 0)
+    if (__atomic_load_n(&a->remote_top[cls], __ATOMIC_RELAXED) == REMOTE_EMPTY)
         return 0;
-    return __atomic_exchange_n(&a->remote_top[cls], 0, __ATOMIC_ACQUIRE);
+    uintptr_t top = __atomic_exchange_n(&a->remote_top[cls], REMOTE_EMPTY, __ATOMIC_ACQUIRE);
+    return top != REMOTE_EMPTY ? top : 0;
 }
 
 void *arena_remote_take(struct arena *a, unsigned cls, uint32_t max, uint32_t *count)
 {
     uintptr_t top = __atomic_load_n(&a->remote_top[cls], __ATOMIC_RELAXED);
-    if (top == 0 || remote_count(top) > max)
+    if (top == REMOTE_EMPTY || remote_count(top) > max)
         return NULL;
-    top = __atomic_exchange_n(&a->remote_top[cls], 0, __ATOMIC_ACQUIRE);
-    if (top == 0)
+    top = __atomic_exchange_n(&a->remote_top[cls], REMOTE_EMPTY, __ATOMIC_ACQUIRE);
+    if (top == REMOTE_EMPTY)
         return NULL;
     if (!__atomic_load_n(&a->remote_taken[cls], __ATOMIC_RELAXED))
         __atomic_store_n(&a->remote_taken[cls], 1, __ATOMIC_RELAXED);
@@ -83,11 +84,11 @@ void arena_drain_class(struct arena *a, unsigned cls)
     /* Parked for the arena's threads, if it has any. */
     int park = __atomic_load_n(&a->threads, __ATOMIC_RELAXED) != 0;
     uint64_t n = 0;
-    while (p != NULL) {
+    while (p != LIST_END) {
         /* Validated in full when it was pushed; what can have changed since
          * is a second free of it, or a write over it after the free (so the
          * link is checked against the pagemap before it is followed). */
-        void *next = link_get(p);
+        void *next = link_raw(p);
         link_check(p, next, PAGEMAP_CHUNK + (int)a->index);
         struct block *b = block_of(p);
         if (ma_unlikely(!(hd_get(b) & B_INUSE) || ((uintptr_t *)p)[1] != cached_key(p)))
@@ -119,7 +120,7 @@ void arena_drain_class(struct arena *a, unsigned cls)
 void arena_drain_stale(struct arena *a)
 {
     for (unsigned cls = 0; cls < REMOTE_STACKS; cls++) {
-        if (__atomic_load_n(&a->remote_top[cls], __ATOMIC_RELAXED) == 0)
+        if (__atomic_load_n(&a->remote_top[cls], __ATOMIC_RELAXED) == REMOTE_EMPTY)
             continue;
         if (__atomic_load_n(&a->remote_taken[cls], __ATOMIC_RELAXED))
             __atomic_store_n(&a->remote_taken[cls], 0, __ATOMIC_RELAXED);

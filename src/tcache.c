@@ -549,7 +549,7 @@ static void *blocks_park(struct arena *a, unsigned c, void *first, uint32_t n, i
         if (!exact)
             bytes = block_size(block_of(first));
         for (uint32_t i = 1; i < n; i++) {
-            void *next = link_get(last);
+            void *next = link_raw(last);
             link_check(last, next, PAGEMAP_CHUNK + (int)a->index);
             last = next;
             if (!exact)
