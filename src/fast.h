@@ -32,9 +32,11 @@ MA_HIDDEN void *ma_malloc_miss(size_t n);
 /* free of anything the fast path does not take. */
 MA_HIDDEN void ma_free_miss(void *p);
 /* free of a block whose pagemap byte is the thread's cache tag but which
- * the inline path did not take (a medium block, mostly); x is its head
- * as the caller read it. */
+ * the inline path did not take; x is its head as the caller read it. */
 MA_HIDDEN void ma_free_local(void *p, size_t x);
+/* The same for a block whose head the inline path decoded as an allocated,
+ * unsampled medium block (TC_MAX_BLOCK < size <= TC_MEDIUM_MAX_BLOCK). */
+MA_HIDDEN void ma_free_medium(void *p, size_t size);
 /* operator delete with a size in check mode: aborts unless the size is the
  * one the block was asked for, then frees. */
 MA_HIDDEN MA_COLD void ma_free_sized(void *p, size_t n);
@@ -140,8 +142,14 @@ static inline __attribute__((always_inline)) void fast_free(void *p)
                 tcache_push_at(p, k);
                 return;
             }
-        } else if (k <= (TC_MAX_BLOCK - B_MIN) / 16 && block_rest_plausible(u, x - B_INUSE)) {
-            tcache_push(p, tc_free_class[k + B_MIN / 16]);
+        } else if (k <= (TC_MAX_BLOCK - B_MIN) / 16) {
+            if (ma_likely(block_rest_plausible(u, x - B_INUSE))) {
+                tcache_push(p, tc_free_class[k + B_MIN / 16]);
+                return;
+            }
+        } else if (k <= (TC_MEDIUM_MAX_BLOCK - B_MIN) / 16) {
+            /* The same range test said allocated, unsampled, medium. */
+            ma_free_medium(p, x - B_INUSE);
             return;
         }
         ma_free_local(p, x);

@@ -143,17 +143,41 @@ static MA_COLD void *cxx_new_failed(size_t n, size_t align, int nothrow)
     ma_fatal("operator new", "out of memory and no C++ runtime to throw std::bad_alloc", NULL);
 }
 
-static inline void *cxx_new(size_t n, size_t align, int nothrow)
+/* Everything but a pop from the bin: a tail call from the operators, so
+ * that their fast path keeps no frame and no register across a call. */
+static __attribute__((noinline)) void *cxx_new_miss(size_t n, size_t align, int nothrow)
 {
-    void *p = align == 0 ? fast_malloc(n) : ma_aligned_alloc(align, n);
+    void *p = align == 0 ? ma_malloc_miss(n) : ma_aligned_alloc(align, n);
     if (ma_likely(p != NULL))
         return p;
     return cxx_new_failed(n, align, nothrow);
 }
 
+/* A sampled allocation (prof_due said so), also a tail call. */
+static __attribute__((noinline)) void *cxx_new_sampled(size_t n, int nothrow)
+{
+    void *p = ma_alloc_sampled(n, 0, 0);
+    if (ma_likely(p != NULL))
+        return p;
+    return cxx_new_failed(n, 0, nothrow);
+}
+
+/* fast_malloc's work, and new's when it fails. */
+static inline __attribute__((always_inline)) void *cxx_new(size_t n, size_t align, int nothrow)
+{
+    if (ma_likely(align == 0 && n <= TC_MAX_REQUEST)) {
+        if (prof_due(n))
+            return cxx_new_sampled(n, nothrow);
+        void *p = tcache_pop(n);
+        if (ma_likely(p != NULL))
+            return p;
+    }
+    return cxx_new_miss(n, align, nothrow);
+}
+
 /* A delete that passes the size: in check mode (ma_fast_limit is 0 then,
  * and before init) ma_free_sized verifies it against the block. */
-static inline void cxx_delete_sized(void *p, size_t n)
+static inline __attribute__((always_inline)) void cxx_delete_sized(void *p, size_t n)
 {
     if (ma_unlikely(ma_fast_limit == 0))
         ma_free_sized(p, n);

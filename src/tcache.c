@@ -18,7 +18,8 @@
  * granule, so its first free takes the slow path (which sets it up). */
 /* Every bin starts empty: its head is LIST_END (arena.h). */
 __thread struct tcache ma_tc __attribute__((tls_model("initial-exec"))) = {
-    .head = {[0 ... TC_NCLASS - TC_FIRST - 1] = LIST_END}, .tag = PAGEMAP_NEVER, .prof_left = INT64_MAX};
+    .head = {[0 ... TC_NCLASS - TC_FIRST - 1] = LIST_END}, .tag = PAGEMAP_NEVER, .medium_room = TC_MEDIUM_BUDGET,
+    .prof_left = INT64_MAX};
 uint8_t tc_request_bin[TC_MAX_REQUEST + 1];
 uint8_t tc_free_class[TC_SLOTS];
 uint32_t tc_class_size[TC_NCLASS];
@@ -509,7 +510,7 @@ static void *refill_class(unsigned c, size_t n)
         ma_tc.taken[c] = got;
         ma_tc.moved_in += got;
         if (!small)
-            ma_tc.medium_held += (size_t)got * tc_class_size[c];
+            ma_tc.medium_room -= (int64_t)got * tc_class_size[c];
         p = bin_pop(c);
     } else {
         p = arena_alloc(a, block_size_for(n));
@@ -564,7 +565,7 @@ static void *blocks_park(struct arena *a, unsigned c, void *first, uint32_t n, i
         arena_quick_put(a, c, first, n, bytes);
     } else {
         /* No quick lists of medium blocks: they go back to the free lists. */
-        ma_tc.medium_held -= (size_t)n * tc_class_size[c];
+        ma_tc.medium_room += (int64_t)n * tc_class_size[c];
         arena_release_cached(a, first, n);
     }
     return rest;
@@ -622,16 +623,17 @@ void tcache_medium_trim_push(void *p, unsigned c)
 {
     struct arena *a = ma_tc.arena;
     tcache_lock(a);
-    for (unsigned k = TC_NCLASS; k-- > QUICK_CLASSES && ma_tc.medium_held > TC_MEDIUM_BUDGET / 2;)
+    ma_tc.medium_room += tc_class_size[c]; /* p is not in a bin yet */
+    for (unsigned k = TC_NCLASS; k-- > QUICK_CLASSES && ma_tc.medium_room < (int64_t)TC_MEDIUM_BUDGET / 2;)
         reserve_park(a, k);
-    for (unsigned k = TC_NCLASS; k-- > QUICK_CLASSES && ma_tc.medium_held > TC_MEDIUM_BUDGET / 2;)
+    for (unsigned k = TC_NCLASS; k-- > QUICK_CLASSES && ma_tc.medium_room < (int64_t)TC_MEDIUM_BUDGET / 2;)
         bin_park(a, k, tcache_count(k));
     /* p goes into its bin before the unlock, whose contention review may
      * move the thread to another arena (p is a block of this one); so the
      * push must not overflow the bin, whose flush would take the lock. */
     if (ma_tc.room[c] <= 0)
         bin_park_all(a, c);
-    ma_tc.medium_held += tc_class_size[c];
+    ma_tc.medium_room -= tc_class_size[c];
     tcache_push(p, c);
     tcache_unlock(a);
 }
@@ -758,6 +760,6 @@ void tcache_check(void)
         if (c >= QUICK_CLASSES)
             medium += (size_t)count * tc_class_size[c];
     }
-    if (medium != ma_tc.medium_held)
+    if ((int64_t)medium != (int64_t)TC_MEDIUM_BUDGET - ma_tc.medium_room)
         ma_fatal("ma_check", "thread cache medium bytes disagree with its bins", NULL);
 }

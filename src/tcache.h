@@ -90,7 +90,10 @@ struct tcache {
     int off;                  /* 1: this thread does not cache (user or exit) */
     int exited;               /* 1: the exit destructor ran (no longer counted in an arena) */
     int internal;             /* 1: allocations serve memalloc itself (decay.c), from its own buffer */
-    size_t medium_held;       /* sum over medium bins of blocks held x class size */
+    /* TC_MEDIUM_BUDGET minus the bytes the medium bins hold (blocks x
+     * class size): a free tests the sign of its subtraction. Negative past
+     * the budget (a refill may bring more). */
+    int64_t medium_room;
     uint64_t checked;         /* the tc_check_epoch this cache last verified */
     /* Bytes the thread may still allocate before the next profiler sample
      * (prof.h); INT64_MAX while profiling is off or a sample is being
@@ -271,14 +274,14 @@ static inline void *tcache_medium_pop(unsigned c)
 {
     void *p = tcache_pop_class(c);
     if (ma_likely(p != NULL))
-        ma_tc.medium_held -= tc_class_size[c];
+        ma_tc.medium_room += tc_class_size[c];
     return p;
 }
 
 /* The medium bins would hold more than TC_MEDIUM_BUDGET with block p, of
- * bin c: under one acquisition of the lock, blocks go back to the arena,
- * the biggest classes first, until they hold at most half of it; then p
- * goes into its bin. */
+ * bin c (medium_room already counts p): under one acquisition of the lock,
+ * blocks go back to the arena, the biggest classes first, until they hold
+ * at most half of it; then p goes into its bin. */
 MA_HIDDEN MA_COLD void tcache_medium_trim_push(void *p, unsigned c);
 
 /* Caches freed medium block p of `size` bytes (TC_MAX_BLOCK < size <=
@@ -291,12 +294,10 @@ static inline int tcache_medium_free(void *p, size_t size)
     unsigned c = tc_medium_free_bin[size >> TC_MEDIUM_GRAIN_LOG];
     if (ma_unlikely(c == 0))
         return 0;
-    size_t held = ma_tc.medium_held + tc_class_size[c];
-    if (ma_unlikely(held > TC_MEDIUM_BUDGET)) {
+    if (ma_unlikely((ma_tc.medium_room -= tc_class_size[c]) < 0)) {
         tcache_medium_trim_push(p, c); /* a call of its own: no frame on the common path */
         return 1;
     }
-    ma_tc.medium_held = held;
     tcache_push(p, c);
     return 1;
 }
