@@ -449,20 +449,10 @@ void ma_free_sized(void *p, size_t n)
     ma_free(p);
 }
 
-void *ma_calloc(size_t count, size_t size)
+/* calloc of n bytes that the bin did not serve: out of line, so that the
+ * fast path keeps no frame and ends in a jump to memset. */
+static __attribute__((noinline)) void *calloc_miss(size_t n)
 {
-    size_t n;
-    if (ma_unlikely(__builtin_mul_overflow(count, size, &n))) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    if (n <= MA_MAX_REQUEST && prof_due(n))
-        return ma_alloc_sampled(n, 0, 1);
-    if (ma_likely(n <= TC_MAX_REQUEST)) {
-        void *p = tcache_pop(n);
-        if (ma_likely(p != NULL))
-            return memset(p, 0, n);
-    }
     if (ma_likely(n < ma_fast_limit)) {
         void *p = alloc_small(n);
         if (p != NULL)
@@ -473,6 +463,28 @@ void *ma_calloc(size_t count, size_t size)
     if (ma_cfg.check)
         return alloc_checked(n, 0, 1);
     return alloc_raw(n, 0, 1);
+}
+
+/* count * size overflows: NULL + ENOMEM (a call, so calloc keeps no frame). */
+static MA_COLD __attribute__((noinline)) void *calloc_overflow(void)
+{
+    errno = ENOMEM;
+    return NULL;
+}
+
+void *ma_calloc(size_t count, size_t size)
+{
+    size_t n;
+    if (ma_unlikely(__builtin_mul_overflow(count, size, &n)))
+        return calloc_overflow();
+    if (n <= MA_MAX_REQUEST && prof_due(n))
+        return ma_alloc_sampled(n, 0, 1);
+    if (ma_likely(n <= TC_MAX_REQUEST)) {
+        void *p = tcache_pop(n);
+        if (ma_likely(p != NULL))
+            return memset(p, 0, n);
+    }
+    return calloc_miss(n);
 }
 
 /* Growth to at most this many bytes that cannot happen in place moves
