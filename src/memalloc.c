@@ -567,8 +567,10 @@ void *ma_realloc(void *p, size_t n)
                 return NULL;
             }
         } else {
-            q = alloc_raw(need, 0, 0);
-            if (q == NULL)
+            /* A small block from the bin as malloc would pop it (the
+             * profiler counts n below), else the allocation's own path. */
+            q = need <= TC_MAX_REQUEST ? tcache_pop(need) : NULL;
+            if (q == NULL && (q = alloc_raw(need, 0, 0)) == NULL)
                 return NULL;
         }
         memcpy(q, p, keep < n ? keep : n);
