@@ -568,9 +568,15 @@ void *ma_realloc(void *p, size_t n)
             }
         } else {
             /* A small block from the bin as malloc would pop it (the
-             * profiler counts n below), else the allocation's own path. */
+             * profiler counts n below), else the allocation's own path. A
+             * realloc that moves to a bin counts as the bin's use, as a
+             * refill does: growth that moves blocks from one class to the
+             * next would otherwise leave the bin it takes from looking
+             * idle (bin_idle) to a thread that also frees into it. */
             q = need <= TC_MAX_REQUEST ? tcache_pop(need) : NULL;
-            if (q == NULL && (q = alloc_raw(need, 0, 0)) == NULL)
+            if (q != NULL)
+                tcache_mark_used(tc_request_bin[need] + TC_FIRST);
+            else if ((q = alloc_raw(need, 0, 0)) == NULL)
                 return NULL;
         }
         memcpy(q, p, keep < n ? keep : n);

@@ -168,6 +168,14 @@ static inline void *tcache_pop(size_t n)
 
 MA_HIDDEN MA_COLD void tcache_flush_bin(unsigned c);
 
+/* Bin c was used as a refill uses it: it does not count as idle for
+ * another TC_IDLE_OPS (plus its patience) of the thread's locked operations. */
+static inline void tcache_mark_used(unsigned c)
+{
+    ma_tc.used[c] = ma_tc.ops;
+    ma_tc.own[c] = 0;
+}
+
 /* The bin a free block of `size` bytes (B_MIN..TC_MAX_BLOCK) goes to: below
  * 1 KiB the class is the size in 16-byte units, no table. */
 static inline size_t tcache_class_of(size_t size)
