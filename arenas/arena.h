@@ -419,7 +419,8 @@ MA_HIDDEN void arena_quick_put(struct arena *a, unsigned cls, void *head, uint32
  * class) into the free lists, as free would. Lock held. */
 MA_HIDDEN void arena_release_cached(struct arena *a, void *head, uint32_t count);
 /* Moves up to n parked blocks of class cls (at least one segment) onto the
- * list *head (keys kept). Returns how many. Lock held. */
+ * list *head (keys kept), which ends in LIST_END and is LIST_END when empty
+ * (a thread-cache bin). Returns how many. Lock held. */
 MA_HIDDEN unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head);
 /* Coalesces what is parked of every idle class (see QUICK_IDLE_OPS), if a
  * sweep is due. Lock held. */

@@ -159,9 +159,8 @@ unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head
     }
     q->count -= got;
     q->bytes -= bytes;
-    /* An empty list (a thread-cache bin holds LIST_END) needs no walk:
-     * the last segment already ends the list. */
-    if (*head != NULL && *head != LIST_END)
+    /* An empty list needs no walk: the last segment already ends it. */
+    if (*head != LIST_END)
         link_set(seg_last(a, prev, prev_k), *head);
     *head = first;
     a->quick_blocks -= got;

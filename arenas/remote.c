@@ -47,14 +47,14 @@ void arena_free_remote(struct arena *a, void *p, size_t size)
 
 /* ---- the owner's side ---- */
 
-/* Empties remote stack cls and returns its old word (0 if it was empty):
- * a plain load first, so an empty stack costs no write to a shared line. */
+/* Empties remote stack cls and returns its old word (REMOTE_EMPTY if it
+ * was empty): a plain load first, so an empty stack costs no write to a
+ * shared line. */
 static inline uintptr_t stack_take(struct arena *a, unsigned cls)
 {
     if (__atomic_load_n(&a->remote_top[cls], __ATOMIC_RELAXED) == REMOTE_EMPTY)
-        return 0;
-    uintptr_t top = __atomic_exchange_n(&a->remote_top[cls], REMOTE_EMPTY, __ATOMIC_ACQUIRE);
-    return top != REMOTE_EMPTY ? top : 0;
+        return REMOTE_EMPTY;
+    return __atomic_exchange_n(&a->remote_top[cls], REMOTE_EMPTY, __ATOMIC_ACQUIRE);
 }
 
 void *arena_remote_take(struct arena *a, unsigned cls, uint32_t max, uint32_t *count)
@@ -79,7 +79,7 @@ void *arena_remote_take(struct arena *a, unsigned cls, uint32_t max, uint32_t *c
 void arena_drain_class(struct arena *a, unsigned cls)
 {
     void *p = remote_payload(stack_take(a, cls));
-    if (p == NULL)
+    if (p == LIST_END)
         return;
     /* Parked for the arena's threads, if it has any. */
     int park = __atomic_load_n(&a->threads, __ATOMIC_RELAXED) != 0;

@@ -92,6 +92,14 @@ static inline int block_rest_plausible(uintptr_t u, size_t size)
     return prev_inuse && ((const uintptr_t *)u)[1] != cached_key((const void *)u);
 }
 
+/* A block of `size` bytes at u, in a chunk (the pagemap said so), ends
+ * inside it: needed above TC_MAX_BLOCK, which the chunk's fence covers,
+ * before the next block's head is read. */
+static inline int block_ends_in_chunk(uintptr_t u, size_t size)
+{
+    return (u & (ma_cfg.chunk_size - 1)) + size <= ma_cfg.chunk_size;
+}
+
 /* All of them for a block of lo to hi bytes (constants) whose head h the
  * caller has read, and not sampled by the profiler (whose blocks take the
  * slow path); returns the block size, or 0 if any check fails. Above
@@ -102,7 +110,7 @@ static inline size_t block_head_plausible(uintptr_t u, size_t h, size_t lo, size
     size_t size = h & ~B_FLAGS;
     if ((h & (B_INUSE | B_SAMPLED)) != B_INUSE || size - lo > hi - lo)
         return 0;
-    if (hi > TC_MAX_BLOCK && (u & (ma_cfg.chunk_size - 1)) + size > ma_cfg.chunk_size)
+    if (hi > TC_MAX_BLOCK && !block_ends_in_chunk(u, size))
         return 0;
     return block_rest_plausible(u, size) ? size : 0;
 }

@@ -400,8 +400,7 @@ void ma_free_medium(void *p, size_t size)
     /* The rest of block_head_plausible's checks: the block ends inside its
      * chunk, the next block says it is in use, it carries no cached key. */
     uintptr_t u = (uintptr_t)p;
-    if (ma_likely((u & (ma_cfg.chunk_size - 1)) + size <= ma_cfg.chunk_size && block_rest_plausible(u, size)) &&
-        tcache_medium_free(p, size))
+    if (ma_likely(block_ends_in_chunk(u, size) && block_rest_plausible(u, size)) && tcache_medium_free(p, size))
         return;
     ma_free_local(p, size | B_INUSE);
 }

@@ -452,8 +452,7 @@ static void *refill_class(unsigned c, size_t n)
     uint32_t freed = (uint32_t)ma_tc.frees - ma_tc.freed_at[c];
     int grow = small && ma_tc.refilled[c] && freed < ma_tc.taken[c] && ma_tc.frees != 0;
     ma_tc.freed_at[c] = (uint32_t)ma_tc.frees;
-    ma_tc.used[c] = ma_tc.ops;
-    ma_tc.own[c] = 0;
+    tcache_mark_used(c);
     if (ma_unlikely(ma_tc.idled[c])) {
         /* Returned as idle, yet allocated from again: the thread uses the
          * class in rounds longer than its patience (a batch allocated, all
@@ -538,13 +537,14 @@ static inline uint32_t top_count(unsigned c) { return tcache_count(c) - ma_tc.re
 
 /* Parks the first n (>= 1) of the blocks linked from `first` on the
  * arena's quick list of class c, as one segment, and returns the block that
- * followed them. `whole`: they are all of a NULL-terminated list, so below
- * 1 KiB nothing is walked (above it the walk sums their bytes). Lock held. */
+ * followed them (LIST_END if none). `whole`: they are the whole list, so
+ * below 1 KiB nothing is walked (above it the walk sums their bytes). Lock
+ * held. */
 static void *blocks_park(struct arena *a, unsigned c, void *first, uint32_t n, int whole)
 {
     int exact = c < EXACT_CLASSES;
     size_t bytes = (size_t)n * tc_class_size[c];
-    void *rest = NULL;
+    void *rest = LIST_END;
     if (!exact || !whole) {
         void *last = first;
         if (!exact)
@@ -556,7 +556,7 @@ static void *blocks_park(struct arena *a, unsigned c, void *first, uint32_t n, i
             if (!exact)
                 bytes += block_size(block_of(last));
         }
-        rest = link_get(last);
+        rest = link_raw(last);
         link_set(last, NULL);
     }
     ma_tc.room[c] += (int32_t)n;
@@ -574,10 +574,8 @@ static void *blocks_park(struct arena *a, unsigned c, void *first, uint32_t n, i
 /* Cuts the first n blocks off head[c] and parks them. Lock held. */
 static void bin_park(struct arena *a, unsigned c, uint32_t n)
 {
-    if (n != 0) {
-        void *rest = blocks_park(a, c, *tcache_head(c), n, n == top_count(c));
-        *tcache_head(c) = rest != NULL ? rest : LIST_END;
-    }
+    if (n != 0)
+        *tcache_head(c) = blocks_park(a, c, *tcache_head(c), n, n == top_count(c));
 }
 
 /* Parks bin c's reserve whole. Lock held. */

@@ -143,10 +143,11 @@ static inline int prof_due(size_t n)
     return ma_unlikely((ma_tc.prof_left -= (int64_t)n) < 0);
 }
 
-/* Pops a block for an n-byte request (n <= TC_MAX_REQUEST), or NULL. */
-static inline void *tcache_pop(size_t n)
+/* Pops the head of bin i + TC_FIRST, or NULL. Indexed as head[] is, so
+ * that the fast paths address the arrays with i plus a constant (as
+ * tcache_push_at does). */
+static inline void *tcache_pop_at(size_t i)
 {
-    unsigned i = tc_request_bin[n];
     void *p = ma_tc.head[i];
 #if defined(__x86_64__)
     /* p in the return register from the start: gcc 12 puts it elsewhere
@@ -165,6 +166,12 @@ static inline void *tcache_pop(size_t n)
     ma_tc.room[i + TC_FIRST]++;
     return p;
 }
+
+/* Pops a block for an n-byte request (n <= TC_MAX_REQUEST), or NULL. */
+static inline void *tcache_pop(size_t n) { return tcache_pop_at(tc_request_bin[n]); }
+
+/* Pops the head of bin c, or NULL. */
+static inline void *tcache_pop_class(unsigned c) { return tcache_pop_at(c - TC_FIRST); }
 
 MA_HIDDEN MA_COLD void tcache_flush_bin(unsigned c);
 
@@ -258,22 +265,6 @@ MA_HIDDEN extern uint32_t tc_class_size[TC_NCLASS];  /* block size a refill of c
 static inline unsigned tcache_medium_class(size_t n)
 {
     return tc_medium_request_bin[(n + B_OVERHEAD + ((size_t)1 << TC_MEDIUM_GRAIN_LOG) - 1) >> TC_MEDIUM_GRAIN_LOG];
-}
-
-/* Pops the head of bin c, or NULL: tcache_pop's work, by class. */
-static inline void *tcache_pop_class(unsigned c)
-{
-    void *p = *tcache_head(c);
-#if defined(__x86_64__)
-    __asm__("" : "+a"(p)); /* as in tcache_pop: the medium malloc returns it */
-#endif
-    void *next = link_raw(p);
-    if (ma_unlikely((uintptr_t)next & (MA_ALIGN - 1)))
-        return tcache_pop_failed(p);
-    *tcache_head(c) = next;
-    ((uintptr_t *)p)[1] = 0;
-    ma_tc.room[c]++;
-    return p;
 }
 
 /* Pops a block of medium bin c, or NULL, keeping the count of bytes the
