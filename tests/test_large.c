@@ -362,19 +362,40 @@ Test(large, a_block_is_assembled_from_cached_pieces)
 Test(large, a_piece_with_room_after_it_grows_in_place)
 {
     /* The background purger starts at the first cached free; its stack is
-     * mapped now, not between the two blocks below. */
+     * mapped now, not between the blocks below. */
     ma_free(ma_malloc(1u << 20));
     ma_trim();
-    char *above = ma_malloc(8u << 20);
-    char *a = ma_malloc(4u << 20);
-    memset(a, 0x5a, 4u << 20);
-    ma_free(above);
-    ma_trim(); /* unmaps `above`: the address space after `a` is free if `a` lay below it */
-    ma_free(a);
+    /* A 4 MiB block mapped right below an 8 MiB one that is then unmapped
+     * has free address space after it. The kernel maps top-down into the
+     * highest gap that fits, so either may land in an older gap instead:
+     * then both are kept (filling those gaps) and the pair is mapped again,
+     * until the small one lies right below the big one. */
     size_t n = 6u << 20;
-    for (size_t off = (4u << 20) + 4096; off < n + 4096; off += 4096)
-        if (page_mapped(a + off))
-            cr_skip_test("the kernel placed the mappings apart; nothing to grow into");
+    char *kept[32];
+    unsigned nkept = 0;
+    char *a = NULL;
+    while (a == NULL && nkept + 2 <= sizeof kept / sizeof kept[0]) {
+        char *above = ma_malloc(8u << 20);
+        char *b = ma_malloc(4u << 20);
+        cr_assert(above != NULL && b != NULL);
+        if (above > b && (size_t)(above - b) < n) { /* adjacent mappings */
+            ma_free(above);
+            ma_trim(); /* unmaps `above` */
+            int room = 1;
+            for (size_t off = (4u << 20) + 4096; room && off < n + 4096; off += 4096)
+                room = !page_mapped(b + off);
+            if (room)
+                a = b;
+            else
+                kept[nkept++] = b;
+        } else {
+            kept[nkept++] = b;
+            kept[nkept++] = above;
+        }
+    }
+    cr_assert_not_null(a, "no 4 MiB block with free address space after it in %u tries", nkept);
+    memset(a, 0x5a, 4u << 20);
+    ma_free(a);
     ma_stats_t s1 = large_stats();
     char *p = ma_malloc(n);
     cr_assert_eq(p, a, "grown where it lay");
@@ -387,6 +408,8 @@ Test(large, a_piece_with_room_after_it_grows_in_place)
     stats_add_up();
     ma_check();
     ma_free(p);
+    while (nkept > 0)
+        ma_free(kept[--nkept]);
 }
 
 /* calloc of an assembled block: the moved pages held old data and are
