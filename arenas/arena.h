@@ -160,10 +160,6 @@ struct qlist {
     void *head;           /* payloads linked through their first word */
     uint32_t count;
     size_t bytes;
-    uint64_t used;        /* the arena's lock_acquires at the last refill of this class */
-    uint64_t puts;        /* flushes parked here since then */
-    uint32_t patience;    /* acquisitions added to QUICK_IDLE_OPS before the class is idle (engine.h) */
-    uint32_t idled;       /* 1: released as idle since its last refill */
 };
 
 /* Classes below CLASS_EXACT_LIMIT: exact 16-byte steps (class c holds
@@ -224,8 +220,7 @@ struct arena {
     int reclaiming;                   /* guarded by lock: in consolidate or purge */
     struct qlist quick[QUICK_CLASSES];/* guarded by lock */
     size_t quick_bytes, quick_blocks; /* guarded by lock */
-    uint64_t quick_aged;              /* guarded by lock: lock_acquires at the last idle sweep */
-    uint64_t idle_releases;           /* guarded by lock: blocks coalesced because their class was idle */
+    uint64_t idle_releases;           /* guarded by lock: blocks thread caches gave back as idle */
     uint64_t allocs, frees, remote_frees, lock_acquires, lock_waits; /* guarded by lock */
     unsigned threads;                 /* atomic: threads whose arena this is (steers moves; 0: orphaned) */
     /* ---- remote frees: written by any thread ---- */
@@ -413,8 +408,10 @@ MA_HIDDEN void arena_print(struct arena *a, struct ma_buf *b);
 
 /* Parks a NULL-terminated list of count cached blocks of class cls (each
  * keyed, `bytes` in all) on the quick list; coalesces everything parked if
- * that passes the limit. Lock held. */
-MA_HIDDEN void arena_quick_put(struct arena *a, unsigned cls, void *head, uint32_t count, size_t bytes);
+ * that passes the limit (quick_over). `idle`: a thread cache gives them back because the
+ * thread has not asked for their size lately (counted; without retention
+ * they are coalesced at once instead of parked). Lock held. */
+MA_HIDDEN void arena_quick_put(struct arena *a, unsigned cls, void *head, uint32_t count, size_t bytes, int idle);
 /* Releases a NULL-terminated list of count cached blocks (keyed, of any
  * class) into the free lists, as free would. Lock held. */
 MA_HIDDEN void arena_release_cached(struct arena *a, void *head, uint32_t count);
@@ -422,9 +419,6 @@ MA_HIDDEN void arena_release_cached(struct arena *a, void *head, uint32_t count)
  * list *head (keys kept), which ends in LIST_END and is LIST_END when empty
  * (a thread-cache bin). Returns how many. Lock held. */
 MA_HIDDEN unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head);
-/* Coalesces what is parked of every idle class (see QUICK_IDLE_OPS), if a
- * sweep is due. Lock held. */
-MA_HIDDEN void arena_quick_sweep(struct arena *a);
 /* Coalesces every parked block into the free lists. Lock held. */
 MA_HIDDEN void arena_consolidate(struct arena *a);
 

@@ -61,11 +61,26 @@ static void *block_carve(struct arena *a, struct block *b, size_t bsize)
     return block_payload(b);
 }
 
+/* index_take(a, need) for a block of bsize bytes, except that a free block
+ * bigger than that by CARVE_REST or more is carved only once what is parked
+ * has been coalesced, if more than carve_reuse_min() is (engine.h): parked
+ * memory is reused before a big free block, often fresh pages, is cut. */
+static struct block *index_take_reusing(struct arena *a, size_t need, size_t bsize)
+{
+    struct block *b = index_take(a, need);
+    if (b != NULL && a->quick_bytes > carve_reuse_min(a) && block_size(b) - bsize >= CARVE_REST) {
+        index_insert(a, b, block_size(b));
+        arena_consolidate(a);
+        b = index_take(a, need);
+    }
+    return b;
+}
+
 /* A free block of at least bsize bytes out of the index, mapping a new
  * chunk if none is left; NULL if that fails. */
 static struct block *block_find(struct arena *a, size_t bsize)
 {
-    struct block *b = index_take(a, bsize);
+    struct block *b = index_take_reusing(a, bsize, bsize);
     if (ma_unlikely(b == NULL)) {
         /* Take what other threads freed and coalesce what is parked
          * before asking the OS for more. */
@@ -97,7 +112,7 @@ void *arena_alloc_growing(struct arena *a, size_t bsize)
 {
     /* A free block with as much again after the new one, if there is one,
      * so the next growth finds the free space in place; else the best fit. */
-    struct block *b = index_take(a, 2 * bsize);
+    struct block *b = index_take_reusing(a, 2 * bsize, bsize);
     if (b == NULL)
         return arena_alloc(a, bsize);
     a->allocs++;

@@ -214,43 +214,30 @@ MA_HIDDEN void leave_purge(struct arena *a, int orphan);
 
 /* ---- quick lists (quick.c) ---- */
 
-/* Parked bytes beyond which everything parked is coalesced. Parking never
- * makes the heap grow (block_find coalesces before mapping a chunk), so the
- * limit only bounds memory held back from the OS: chunks whose blocks are
- * all parked cannot be unmapped. Big enough that a program freeing a few
- * megabytes per round does not coalesce every round (bench/NOTES.md,
+/* Parked blocks are coalesced when the arena needs their space, not when
+ * they arrive: before it maps a chunk (block_find), before it carves from a
+ * free block bigger than the request by CARVE_REST while more than
+ * carve_reuse_min() is parked (block.c: reuse comes before fresh or big
+ * space), at every decay pass, and, without retention, past a limit
+ * (quick_over).
+ * So memory a program frees and no longer asks for (a free-only phase, the
+ * sizes it has left behind, its teardown at exit) is coalesced only if
+ * something needs it (bench/NOTES.md, "Parked blocks coalesced on demand"). */
+#define CARVE_REST ((size_t)64 << 10)
+static inline size_t carve_reuse_min(const struct arena *a)
+{
+    return ((size_t)256 << 10) + a->mapped / 64;
+}
+
+/* Whether so much is parked that all of it is to be coalesced. With
+ * retention never: the decay passes coalesce what is parked, as they give
+ * back what stays unused. Without it, parked memory is memory kept from
+ * the OS: the limit bounds that, and is big enough that a program freeing a
+ * few megabytes per round does not coalesce every round (bench/NOTES.md,
  * "Tuning constants"). */
-static inline size_t quick_limit(const struct arena *a)
-{
-    return ((size_t)4 << 20) + a->mapped / 8;
-}
-
-/* A class no refill has asked for in this many of the arena's lock
- * acquisitions, not counting the flushes that parked blocks of it, plus
- * its patience, is idle: what comes back of it is coalesced at once
- * instead of parked, and what is parked of it goes at the next sweep (one
- * every QUICK_IDLE_OPS acquisitions). A program whose sizes drift would
- * otherwise keep the quick lists of the sizes it has left full. A class
- * that is refilled again after it was released as idle was not idle, only
- * used in rounds longer than that (a batch allocated, all of it freed,
- * then again): its patience doubles, up to QUICK_PATIENCE_MAX, so that its
- * blocks wait parked for the next round instead of being coalesced and
- * carved again every round (bench/NOTES.md, "Tuning constants" and
- * "Patient quick lists"). */
-#ifndef QUICK_IDLE_OPS
-#define QUICK_IDLE_OPS 256u
-#endif
-#define QUICK_PATIENCE_MAX ((uint32_t)1 << 20)
-
-static inline int quick_idle(const struct arena *a, unsigned cls)
-{
-    const struct qlist *q = &a->quick[cls];
-    return a->lock_acquires - q->used > q->puts + QUICK_IDLE_OPS + q->patience;
-}
-
 static inline int quick_over(const struct arena *a)
 {
-    return a->quick_bytes > quick_limit(a);
+    return a->retain_ms == 0 && a->quick_bytes > ((size_t)4 << 20) + a->mapped / 8;
 }
 
 static inline void seg_mark(void *head, void *next, uint32_t count, unsigned cls, size_t bytes)

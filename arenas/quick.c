@@ -54,19 +54,14 @@ static void blocks_release(struct arena *a, void *p, uint32_t count)
         run_release(a, lo, run, n);
 }
 
-/* Coalesces the blocks of quick list cls into the free lists (idle: because
- * the class is idle, which the statistics count). */
-static void quick_release(struct arena *a, unsigned cls, int idle)
+/* Coalesces the blocks of quick list cls into the free lists. */
+static void quick_release(struct arena *a, unsigned cls)
 {
     struct qlist *q = &a->quick[cls];
     void *p = q->head;
     uint32_t count = q->count;
     a->quick_blocks -= count;
     a->quick_bytes -= q->bytes;
-    if (idle) {
-        a->idle_releases += count;
-        q->idled = 1;
-    }
     a->in_use += q->bytes; /* parked blocks are not in use; block_release takes them off */
     q->head = NULL;
     q->count = 0;
@@ -90,24 +85,14 @@ void arena_release_cached(struct arena *a, void *head, uint32_t count)
     blocks_release(a, head, count);
 }
 
-void arena_quick_sweep(struct arena *a)
+void arena_quick_put(struct arena *a, unsigned cls, void *head, uint32_t count, size_t bytes, int idle)
 {
-    if (a->lock_acquires - a->quick_aged < QUICK_IDLE_OPS)
-        return;
-    a->quick_aged = a->lock_acquires;
-    for (unsigned c = 0; c < QUICK_CLASSES; c++)
-        if (a->quick[c].head != NULL && quick_idle(a, c))
-            quick_release(a, c, 1);
-}
-
-void arena_quick_put(struct arena *a, unsigned cls, void *head, uint32_t count, size_t bytes)
-{
-    a->quick[cls].puts++;
-    if (quick_idle(a, cls)) {
+    if (idle) {
         a->idle_releases += count;
-        a->quick[cls].idled = 1;
-        blocks_release(a, head, count);
-        return;
+        if (a->retain_ms == 0) {
+            blocks_release(a, head, count);
+            return;
+        }
     }
     quick_push(a, cls, head, count, bytes);
     if (ma_unlikely(quick_over(a)))
@@ -128,13 +113,6 @@ static void *seg_last(const struct arena *a, void *h, uint32_t k)
 unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head)
 {
     struct qlist *q = &a->quick[cls];
-    q->used = a->lock_acquires;
-    q->puts = 0;
-    if (ma_unlikely(q->idled)) {
-        q->idled = 0;
-        q->patience = q->patience == 0 ? QUICK_IDLE_OPS
-                      : q->patience < QUICK_PATIENCE_MAX ? q->patience * 2 : QUICK_PATIENCE_MAX;
-    }
     if (q->head == NULL || n == 0)
         return 0;
     /* Whole segments while they fit in n, and always the first. Each is
@@ -175,5 +153,5 @@ void arena_consolidate(struct arena *a)
 {
     for (unsigned c = 0; c < QUICK_CLASSES; c++)
         if (a->quick[c].head != NULL)
-            quick_release(a, c, 0);
+            quick_release(a, c);
 }

@@ -96,7 +96,7 @@ void arena_drain_class(struct arena *a, unsigned cls)
         if (ma_unlikely(++n > a->mapped / B_MIN))
             ma_fatal("free", "remote-free stack is a cycle", p);
         size_t size = block_size(b);
-        if (size <= QUICK_MAX_BLOCK && park && !quick_idle(a, arena_class_of(size))) {
+        if (size <= QUICK_MAX_BLOCK && park) {
             /* Parked like a thread cache's flush, no coalescing per block;
              * it keeps the key it was pushed with (the parked key). */
             /* Totals kept per block: block_release below may purge or
@@ -105,8 +105,6 @@ void arena_drain_class(struct arena *a, unsigned cls)
             quick_push(a, arena_class_of(size), p, 1, size);
         } else {
             ((uintptr_t *)p)[1] = 0;
-            if (size <= QUICK_MAX_BLOCK)
-                a->idle_releases++;
             block_release(a, b);
         }
         p = next;

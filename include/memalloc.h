@@ -154,7 +154,7 @@ typedef struct ma_arena_stats {
     uint64_t lock_acquires; /* times the arena lock was taken */
     uint64_t lock_waits;    /* of those, times the lock was busy */
     uint64_t threads;       /* threads whose arena this is now */
-    uint64_t idle_releases; /* freed blocks coalesced at once because no thread had asked for their size lately */
+    uint64_t idle_releases; /* blocks thread caches gave back because their thread had not asked for their size lately */
     double fragmentation;   /* 1 - largest_free / free (0 when nothing is free) */
     uint64_t free_by_class[MA_STATS_CLASSES]; /* free blocks per power-of-two class */
 } ma_arena_stats_t;

@@ -76,8 +76,8 @@ static uint64_t check_epoch;           /* atomic: bumped by every ma_check */
  * only frees into (sizes it no longer allocates) serves nothing
  * (bench/NOTES.md, "Tuning constants"). A bin that is allocated from again
  * after such a return was only used in long rounds: its patience, added to
- * TC_IDLE_OPS, doubles (up to TC_PATIENCE_MAX), as the arena's quick lists'
- * does (bench/NOTES.md, "Patient bins"). */
+ * TC_IDLE_OPS, doubles (up to TC_PATIENCE_MAX) (bench/NOTES.md, "Patient
+ * bins"). */
 #ifndef TC_IDLE_OPS
 #define TC_IDLE_OPS 256u
 #endif
@@ -391,12 +391,13 @@ static inline __attribute__((always_inline)) void bin_park_all(struct arena *a, 
     bin_park(a, c, tcache_count(c));
 }
 
-/* An idle bin goes back to the arena whole, at its starting bound. Lock held. */
+/* An idle bin goes back to the arena whole, at its starting bound, marked
+ * idle (which blocks_park tells the arena). Lock held. */
 static void bin_return(struct arena *a, unsigned c)
 {
+    ma_tc.idled[c] = 1;
     bin_park_all(a, c);
     bin_shrink(c);
-    ma_tc.idled[c] = 1;
 }
 
 /* Upkeep at the start of a refill or flush, lock held. Remote frees of
@@ -407,7 +408,7 @@ static void bin_return(struct arena *a, unsigned c)
  * them: walking it here, block by block under the lock, would touch lines
  * the freeing CPUs had just written (bench/NOTES.md, "The periodic drain
  * leaves stacks that bins take whole"). Idle bins (TC_IDLE_OPS) go back to
- * the arena, and the arena's idle quick lists to its free lists. */
+ * the arena. */
 static void locked_upkeep(struct arena *a)
 {
     if (ma_tc.lock_ops == CONTENTION_WINDOW) {
@@ -421,7 +422,6 @@ static void locked_upkeep(struct arena *a)
                 bin_return(a, c);
         }
     }
-    arena_quick_sweep(a);
 }
 
 /* Pops the head of bin c, small or medium, or NULL. */
@@ -538,8 +538,8 @@ static inline uint32_t top_count(unsigned c) { return tcache_count(c) - ma_tc.re
 /* Parks the first n (>= 1) of the blocks linked from `first` on the
  * arena's quick list of class c, as one segment, and returns the block that
  * followed them (LIST_END if none). `whole`: they are the whole list, so
- * below 1 KiB nothing is walked (above it the walk sums their bytes). Lock
- * held. */
+ * below 1 KiB nothing is walked (above it the walk sums their bytes). A bin
+ * not refilled since it went back as idle parks them as idle. Lock held. */
 static void *blocks_park(struct arena *a, unsigned c, void *first, uint32_t n, int whole)
 {
     int exact = c < EXACT_CLASSES;
@@ -562,7 +562,7 @@ static void *blocks_park(struct arena *a, unsigned c, void *first, uint32_t n, i
     ma_tc.room[c] += (int32_t)n;
     ma_tc.moved_out += n;
     if (c < QUICK_CLASSES) {
-        arena_quick_put(a, c, first, n, bytes);
+        arena_quick_put(a, c, first, n, bytes, ma_tc.idled[c]);
     } else {
         /* No quick lists of medium blocks: they go back to the free lists. */
         ma_tc.medium_room += (int64_t)n * tc_class_size[c];

@@ -462,9 +462,8 @@ static void uncached_pairs(int n)
 
 /* A size the thread no longer allocates: once the thread has done enough
  * locked operations of other sizes (TC_IDLE_OPS, 256), its bin goes back to
- * the arena, and the arena, where nobody refills that size either,
- * coalesces the blocks instead of parking them. */
-Test(tcache, blocks_of_a_size_no_longer_allocated_are_coalesced)
+ * the arena as idle (parked there until the arena needs the space). */
+Test(tcache, the_bin_of_a_size_no_longer_allocated_goes_back_to_the_arena)
 {
     unsigned me = ma_thread_arena();
     enum { N = 64 };
@@ -483,7 +482,7 @@ Test(tcache, blocks_of_a_size_no_longer_allocated_are_coalesced)
         held[i] = ma_aligned_alloc(64, 20000);
     cr_assert_eq(arena_stats(me).idle_releases, before, "only a refill or a flush sweeps");
     ma_free(ma_malloc(3000)); /* a refill of another size sweeps */
-    cr_assert_geq(arena_stats(me).idle_releases, before + N, "the 100-byte blocks were coalesced");
+    cr_assert_geq(arena_stats(me).idle_releases, before + N, "the 100-byte bin went back to the arena");
     for (int i = 0; i < LOCKED; i++)
         ma_free(held[i]);
     ma_check();
@@ -493,34 +492,37 @@ Test(tcache, blocks_of_a_size_no_longer_allocated_are_coalesced)
     ma_check();
 }
 
-/* A size that is allocated again after the arena coalesced it as idle was
- * only used in long rounds: the arena's patience with it doubles, so that
- * after a pause that made it idle once, the same pause leaves its blocks
- * parked for the next round. */
-Test(tcache, a_size_that_comes_back_after_an_idle_release_is_kept_longer)
+/* What thread caches give back is parked in the arena uncoalesced, and
+ * coalesced when the arena needs the space: before a big free block (here
+ * the rest of the chunk) is cut for another size, so that size lands in the
+ * memory the first one left. */
+Test(tcache, parked_blocks_are_reused_before_a_big_free_block_is_cut)
 {
-    unsigned me = ma_thread_arena();
-    enum { N = 64, LOCKED = 400 }; /* between QUICK_IDLE_OPS and twice it */
-    void *p[N];
-    static void *held[LOCKED];
-    uint64_t released[2];
-    for (int round = 0; round < 2; round++) {
-        for (int i = 0; i < N; i++)
-            p[i] = ma_malloc(100); /* round 1: a refill, which ends the idle spell */
-        for (int i = 0; i < N; i++)
-            ma_free(p[i]);
-        uint64_t before = arena_stats(me).idle_releases;
-        for (int i = 0; i < LOCKED; i++)
-            held[i] = ma_aligned_alloc(64, 20000);
-        ma_free(ma_malloc(3000 + 1000 * round)); /* a refill of a size not yet cached sweeps */
-        released[round] = arena_stats(me).idle_releases - before;
-        for (int i = 0; i < LOCKED; i++)
-            ma_free(held[i]);
-        ma_check();
+    if (check_mode())
+        return; /* check mode caches nothing: every free coalesces */
+    enum { N = 8192, M = 256 }; /* 8192 208-byte blocks: 1.6 MiB, most of it parked */
+    static void *p[N], *q[M];
+    char *lo = NULL, *hi = NULL;
+    for (int i = 0; i < N; i++) {
+        p[i] = ma_malloc(200);
+        cr_assert_not_null(p[i]);
+        if (lo == NULL || (char *)p[i] < lo)
+            lo = p[i];
+        if ((char *)p[i] + 200 > hi)
+            hi = (char *)p[i] + 200;
     }
-    cr_assert_geq(released[0], N, "the first pause coalesced the 100-byte blocks");
-    cr_assert_lt(released[1], N, "the same pause after the size came back left them parked (%llu released)",
-                 (unsigned long long)released[1]);
+    for (int i = 0; i < N; i++)
+        ma_free(p[i]);
+    unsigned inside = 0;
+    for (int k = 0; k < M; k++) {
+        q[k] = ma_malloc(3000);
+        cr_assert_not_null(q[k]);
+        inside += (char *)q[k] >= lo && (char *)q[k] < hi;
+    }
+    cr_assert_geq(inside, M / 2, "%u of %d 3000-byte blocks in the space the 200-byte ones left", inside, M);
+    for (int k = 0; k < M; k++)
+        ma_free(q[k]);
+    ma_check();
 }
 
 /* The thread's own bins have the same patience: a bin returned to the
@@ -678,9 +680,10 @@ Test(tcache, a_refill_does_not_carve_blocks_of_the_next_class_up)
     ma_check();
 }
 
-/* A bin given back to the arena is released a run of neighbours at a time
- * (blocks carved in one batch and freed in order lie next to each other in
- * the bin's list, in either direction). Whatever the order, and around
+/* A bin given back to the arena is parked as one segment and released (here
+ * by ma_trim) a run of neighbours at a time (blocks carved in one batch and
+ * freed in order lie next to each other in the bin's list, in either
+ * direction). Whatever the order, and around
  * blocks that stay allocated, every byte comes back: with everything freed
  * and trimmed, nothing is left in use, and the blocks kept meanwhile are
  * intact. order 0: freed first to last (the bin lists them last to first);
