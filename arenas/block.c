@@ -169,16 +169,20 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
             k--;
             rest += bsize;
         }
-        size_t flags = h & B_PREV_INUSE;
-        char *at = (char *)b;
-        for (size_t i = 0; i < k; i++) {
-            struct block *x = (struct block *)at;
-            hd_set(x, bsize | B_INUSE | flags);
-            flags = B_PREV_INUSE;
-            batch_append(&first, &last, block_payload(x));
-            at += bsize;
+        /* Each block keyed and linked to the one after it, the keys read
+         * once (the stores could alias them); the first joins the batch,
+         * the last is linked by what follows. */
+        uintptr_t key = cached_key(NULL), link_key = ma_link_key;
+        char *pay = (char *)block_payload(b);
+        batch_append(&first, &last, pay);
+        hd_set(b, bsize | B_INUSE | (h & B_PREV_INUSE));
+        for (size_t i = 1; i < k; i++, pay += bsize) {
+            hd_set(block_of(pay + bsize), bsize | B_INUSE | B_PREV_INUSE);
+            ((uintptr_t *)(pay + bsize))[1] = key;
+            *(uintptr_t *)pay = (uintptr_t)(pay + bsize) ^ link_key;
         }
-        struct block *after = (struct block *)at;
+        last = pay;
+        struct block *after = (struct block *)((char *)b + k * bsize);
         if (rest >= B_MIN) {
             hd_set(after, rest | B_PREV_INUSE);
             block_next(after)->prev_size = rest;
