@@ -69,7 +69,7 @@ static struct block *index_take_reusing(struct arena *a, size_t need, size_t bsi
 {
     struct block *b = index_take(a, need);
     if (b != NULL && a->quick_bytes > carve_reuse_min(a) && block_size(b) - bsize >= CARVE_REST) {
-        index_insert(a, b, block_size(b));
+        index_link(a, b, block_size(b));
         arena_consolidate(a);
         b = index_take(a, need);
     }
@@ -172,8 +172,8 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
         /* Each block keyed and linked to the one after it, the keys read
          * once (the stores could alias them); the first joins the batch,
          * the last is linked by what follows. */
-        uintptr_t key = cached_key(NULL), link_key = ma_link_key;
         char *pay = (char *)block_payload(b);
+        uintptr_t key = cached_key(pay), link_key = ma_link_key;
         batch_append(&first, &last, pay);
         hd_set(b, bsize | B_INUSE | (h & B_PREV_INUSE));
         for (size_t i = 1; i < k; i++, pay += bsize) {

@@ -47,9 +47,10 @@ static inline void block_stamp(const struct arena *a, struct block *b, size_t si
 }
 static inline uint64_t block_stamp_of(const struct block *b) { return ((const uint64_t *)b)[4]; }
 
-static inline void index_insert(struct arena *a, struct block *b, size_t size)
+/* Links free block b into its list, its stamp as it is: a block taken out
+ * and put straight back (block.c, index_take_reusing) keeps its age. */
+static inline void index_link(struct arena *a, struct block *b, size_t size)
 {
-    block_stamp(a, b, size);
     unsigned c = arena_class_of(size);
     struct block *h = a->heads[c];
     b->next = h;
@@ -63,6 +64,12 @@ static inline void index_insert(struct arena *a, struct block *b, size_t size)
     a->heads[c] = b;
     a->free_bytes += size;
     a->free_blocks++;
+}
+
+static inline void index_insert(struct arena *a, struct block *b, size_t size)
+{
+    block_stamp(a, b, size);
+    index_link(a, b, size);
 }
 
 /* The checks glibc keeps on every unlink: a neighbour must point back.
