@@ -220,6 +220,10 @@ struct arena {
     int reclaiming;                   /* guarded by lock: in consolidate or purge */
     struct qlist quick[QUICK_CLASSES];/* guarded by lock */
     size_t quick_bytes, quick_blocks; /* guarded by lock */
+    /* guarded by lock: bytes realloc's growth has cut from big free blocks
+     * since the last consolidation without coalescing what is parked
+     * (block.c, arena_alloc_growing) */
+    size_t grow_cut;
     uint64_t idle_releases;           /* guarded by lock: blocks thread caches gave back as idle */
     uint64_t allocs, frees, remote_frees, lock_acquires, lock_waits; /* guarded by lock */
     unsigned threads;                 /* atomic: threads whose arena this is (steers moves; 0: orphaned) */

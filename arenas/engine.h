@@ -225,7 +225,8 @@ MA_HIDDEN void leave_purge(struct arena *a, int orphan);
  * they arrive: before it maps a chunk (block_find), before it carves from a
  * free block bigger than the request by CARVE_REST while more than
  * carve_reuse_min() is parked (block.c: reuse comes before fresh or big
- * space), at every decay pass, and, without retention, past a limit
+ * space; realloc's growth waits until it has cut GROW_PATIENCE bytes per
+ * parked block), at every decay pass, and, without retention, past a limit
  * (quick_over).
  * So memory a program frees and no longer asks for (a free-only phase, the
  * sizes it has left behind, its teardown at exit) is coalesced only if

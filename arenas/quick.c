@@ -151,6 +151,7 @@ unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head
 
 void arena_consolidate(struct arena *a)
 {
+    a->grow_cut = 0;
     for (unsigned c = 0; c < QUICK_CLASSES; c++)
         if (a->quick[c].head != NULL)
             quick_release(a, c);

@@ -525,6 +525,60 @@ Test(tcache, parked_blocks_are_reused_before_a_big_free_block_is_cut)
     ma_check();
 }
 
+/* realloc's growth coalesces a crowd of small parked blocks only once it
+ * has cut 64 bytes per parked block from big free blocks (GROW_PATIENCE,
+ * arenas/block.c): one growth that moves leaves them parked; growth that
+ * adds up to that much coalesces them. free_blocks counts parked blocks
+ * one by one, and a run of them coalesced as one. */
+Test(tcache, realloc_growth_coalesces_parked_blocks_once_it_has_cut_enough)
+{
+    if (check_mode())
+        return; /* check mode caches nothing: every free coalesces */
+    enum { N = 8192, MOVES = 24, GROWN = 60000 }; /* 8192 208-byte blocks: 1.6 MiB, most of it parked */
+    static void *p[N];
+    void *x[MOVES], *y[MOVES];
+    for (int i = 0; i < N; i++) {
+        p[i] = ma_malloc(200);
+        cr_assert_not_null(p[i]);
+    }
+    /* Pairs of neighbours from one bin: x[k] cannot grow in place. */
+    for (int k = 0; k < MOVES; k++) {
+        do {
+            x[k] = ma_malloc(3000);
+            y[k] = ma_malloc(3000);
+            cr_assert(x[k] != NULL && y[k] != NULL);
+        } while ((char *)y[k] != (char *)x[k] + ma_usable_size(x[k]) + 8);
+    }
+    for (int i = 0; i < N; i++)
+        ma_free(p[i]);
+    size_t parked = my_stats().free_blocks;
+    cr_assert_geq(parked, N / 2, "the 200-byte blocks are parked one by one: %zu free blocks", parked);
+
+    fill(x[0], 3000, 1);
+    void *moved = ma_realloc(x[0], GROWN);
+    cr_assert(moved != NULL && moved != x[0], "a block with an allocated neighbour moves to grow");
+    cr_assert(intact(moved, 3000, 1));
+    x[0] = moved;
+    size_t after_one = my_stats().free_blocks;
+    cr_assert_geq(after_one + 64, parked, "one growth of 60 KB left them parked: %zu free blocks, %zu before", after_one,
+                  parked);
+
+    /* 24 growths of 60 KB cut 1.4 MB, more than 64 bytes for each of the
+     * parked blocks: at some point they were coalesced. */
+    for (int k = 1; k < MOVES; k++) {
+        moved = ma_realloc(x[k], GROWN);
+        cr_assert(moved != NULL && moved != x[k], "growth %d moved", k);
+        x[k] = moved;
+    }
+    size_t after_all = my_stats().free_blocks;
+    cr_assert_lt(after_all, parked / 4, "enough growth coalesced them: %zu free blocks, %zu before", after_all, parked);
+    for (int k = 0; k < MOVES; k++) {
+        ma_free(x[k]);
+        ma_free(y[k]);
+    }
+    ma_check();
+}
+
 /* The thread's own bins have the same patience: a bin returned to the
  * arena as idle (no refill in TC_IDLE_OPS, 256, of the thread's locked
  * operations) and then allocated from again waits twice as long before the
