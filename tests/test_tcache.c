@@ -579,6 +579,33 @@ Test(tcache, realloc_growth_coalesces_parked_blocks_once_it_has_cut_enough)
     ma_check();
 }
 
+/* Every small size, on a dirty block between two live neighbours: calloc
+ * zeroes all n bytes and nothing of the neighbours (the smallest sizes are
+ * zeroed in whole words, src/memalloc.c zero_small). The bin hands the
+ * freed block straight back. */
+Test(tcache, calloc_of_small_sizes_zeroes_exactly_its_block)
+{
+    for (size_t n = 1; n <= 80; n++) {
+        unsigned char *a = ma_malloc(n), *b = ma_malloc(n), *c = ma_malloc(n);
+        cr_assert(a != NULL && b != NULL && c != NULL);
+        fill(a, ma_usable_size(a), 1);
+        memset(b, 0xa5, ma_usable_size(b));
+        fill(c, ma_usable_size(c), 3);
+        ma_free(b);
+        unsigned char *z = ma_calloc(1, n);
+        cr_assert_not_null(z);
+        if (!check_mode())
+            cr_assert_eq(z, b, "the bin gives the dirty block back to calloc(1, %zu)", n);
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(z[i], 0, "byte %zu of calloc(1, %zu)", i, n);
+        cr_assert(intact(a, ma_usable_size(a), 1) && intact(c, ma_usable_size(c), 3), "neighbours of calloc(1, %zu)", n);
+        ma_check();
+        ma_free(a);
+        ma_free(z);
+        ma_free(c);
+    }
+}
+
 /* The thread's own bins have the same patience: a bin returned to the
  * arena as idle (no refill in TC_IDLE_OPS, 256, of the thread's locked
  * operations) and then allocated from again waits twice as long before the
