@@ -541,9 +541,13 @@ Test(tcache, realloc_growth_coalesces_parked_blocks_once_it_has_cut_enough)
         p[i] = ma_malloc(200);
         cr_assert_not_null(p[i]);
     }
-    /* Pairs of neighbours from one bin: x[k] cannot grow in place. */
+    /* Pairs of neighbours from one bin: x[k] cannot grow in place. A pair
+     * that is not adjacent is kept allocated and another drawn, a bounded
+     * number of times. */
     for (int k = 0; k < MOVES; k++) {
+        int tries = 0;
         do {
+            cr_assert_lt(tries++, 64, "no adjacent pair of 3000-byte blocks in 64 draws");
             x[k] = ma_malloc(3000);
             y[k] = ma_malloc(3000);
             cr_assert(x[k] != NULL && y[k] != NULL);
