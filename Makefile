@@ -61,8 +61,13 @@ $(BUILD)/tsan/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(LIBFLAGS) -O1 -g -fsanitize=thread -c $< -o $@
 
+# libgcc's unwinder (the profiler's _Unwind_Find_FDE and _Unwind_Backtrace)
+# is linked in, hidden, rather than loading libgcc_s.so into every program:
+# a program that never profiles would map and fault in its pages for
+# nothing (bench/NOTES.md, "Fixed memory").
 $(SO): $(REL_OBJ)
-	$(CC) -shared -pthread -Wl,-soname,libmemalloc.so -Wl,-z,now -Wl,-Bsymbolic-functions -o $@ $^
+	$(CC) -shared -pthread -static-libgcc -Wl,--exclude-libs,ALL -Wl,-soname,libmemalloc.so -Wl,-z,now \
+		-Wl,-Bsymbolic-functions -o $@ $^
 $(LIB): $(REL_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
