@@ -56,6 +56,42 @@ Test(tcache, medium_requests_fit_their_bins_and_pairs_take_no_lock)
     ma_check();
 }
 
+/* The block of the smallest class that holds an n-byte request (n up to 8
+ * KiB): exact 16-byte classes below 1 KiB, 16 per power of two above. */
+static size_t class_block_for(size_t n)
+{
+    size_t s = (n + 8 + 15) & ~(size_t)15;
+    if (s < 32)
+        s = 32;
+    if (s < 1024)
+        return s;
+    unsigned fl = 63u - (unsigned)__builtin_clzl(s);
+    size_t step = (size_t)1 << (fl - 4);
+    return (s + step - 1) / step * step;
+}
+
+/* The fast path finds a request's bin in a table indexed by the request's
+ * size: every size from 0 to the largest it serves gets the smallest
+ * block that holds it, whether the bin is empty (a refill carves it) or
+ * holds a block freed a moment ago. */
+Test(tcache, every_small_request_gets_the_smallest_block_that_holds_it)
+{
+    if (check_mode())
+        return; /* check mode's blocks carry canaries */
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t n = 0; n <= 8192 - 8; n++) {
+            char *p = ma_malloc(n);
+            cr_assert_not_null(p);
+            size_t u = ma_usable_size(p);
+            cr_assert_eq(u, class_block_for(n) - 8, "request %zu: usable %zu, want %zu", n, u, class_block_for(n) - 8);
+            if (n != 0)
+                p[n - 1] = 1;
+            ma_free(p);
+        }
+    }
+    ma_check();
+}
+
 struct remote_job {
     void **blocks;
     int n;
