@@ -448,11 +448,21 @@ void ma_free_sized(void *p, size_t n)
     ma_free(p);
 }
 
+/* calloc of at least this many bytes takes the large path even below the
+ * mmap threshold: a fresh mapping is zero already, so nothing is written
+ * and only the pages the program touches become resident, where an arena
+ * block would be cleared whole (CPython callocs 384 KiB at start and
+ * touches a third of it). A reused mapping is cleared as an arena block
+ * would be. */
+#define CALLOC_MAP_MIN ((size_t)128 << 10)
+
 /* calloc of n bytes that the bin did not serve: out of line, so that the
  * fast path keeps no frame and ends in a jump to memset. */
 static __attribute__((noinline)) void *calloc_miss(size_t n)
 {
     if (ma_likely(n < ma_fast_limit)) {
+        if (n >= CALLOC_MAP_MIN)
+            return large_alloc(n, 0, 1);
         void *p = alloc_small(n);
         if (p != NULL)
             memset(p, 0, n);

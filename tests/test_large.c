@@ -190,6 +190,36 @@ Test(large, calloc_of_fresh_mapping_is_zero)
     }
 }
 
+/* A calloc of 128 KiB or more below the threshold is a mapping of its
+ * own: fresh, it is zero without being written, so its pages stay out of
+ * memory until the program touches them; reused after a free (the freed
+ * mapping is cached), it is cleared. */
+Test(large, a_big_calloc_below_the_threshold_leaves_its_pages_untouched)
+{
+    if (check_mode())
+        return; /* check mode serves every calloc through its checked path */
+    size_t n = 160u << 10; /* above 128 KiB, below this suite's 256 KiB threshold */
+    for (int round = 0; round < 3; round++) {
+        unsigned char *p = ma_calloc(1, n);
+        cr_assert_not_null(p);
+        cr_assert_eq(ma_arena_of(p), -1, "round %d: a mapping of its own", round);
+        if (round == 0) {
+            uintptr_t lo = ((uintptr_t)p + 4095) & ~(uintptr_t)4095, hi = ((uintptr_t)p + n) & ~(uintptr_t)4095;
+            unsigned char vec[64];
+            cr_assert_eq(mincore((void *)lo, hi - lo, vec), 0);
+            unsigned resident = 0;
+            for (size_t i = 0; i < (hi - lo) / 4096; i++)
+                resident += vec[i] & 1;
+            cr_assert_eq(resident, 0, "%u of %zu pages written by calloc", resident, (hi - lo) / 4096);
+        }
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(p[i], 0, "round %d: byte %zu", round, i);
+        memset(p, 0xee, n);
+        ma_free(p);
+    }
+    ma_check();
+}
+
 Test(large, realloc_grows_by_mremap_and_keeps_contents)
 {
     size_t n = 300u << 10;
