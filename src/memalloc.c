@@ -522,7 +522,62 @@ void *ma_calloc(size_t count, size_t size)
  * compact (bench/NOTES.md, "Tuning constants"). */
 #define REALLOC_BIN_MOVE_MAX ((size_t)1024)
 
+static __attribute__((noinline)) void *realloc_slow(void *p, size_t n);
+
+/* realloc of a small block p of the arena this thread caches for to n
+ * bytes (at most REALLOC_BIN_MOVE_MAX), when its header passes free's fast
+ * checks (block_plausible: allocated, unsampled, the next block agreeing,
+ * no cached key), without realloc_slow's full validation: what it would
+ * do with such a block, done here. A size the block still fits, wasting
+ * at most an eighth, keeps it; a shrink by more, or growth into a free
+ * next block, resizes it in place under the arena lock; growth that
+ * cannot happen in place moves through the bins, with no lock. NULL when
+ * none of that serves (an empty bin, a resize refused): realloc_slow
+ * decides. */
+static __attribute__((noinline)) void *realloc_small(void *p, size_t n)
+{
+    size_t size = block_plausible((uintptr_t)p);
+    if (ma_unlikely(size == 0))
+        return NULL;
+    size_t usable = size - B_OVERHEAD;
+    void *q = NULL;
+    if (n <= usable && usable - n <= usable / 8) {
+        q = p;
+    } else if (n < usable || !(__atomic_load_n(&block_next(block_of(p))->head, __ATOMIC_RELAXED) & B_INUSE)) {
+        struct arena *a = ma_tc.cache_for; /* the tag said p is one of its blocks */
+        arena_lock(a);
+        int ok = arena_resize(a, p, block_size_for(n));
+        arena_unlock(a);
+        if (ok)
+            q = p;
+    }
+    if (q == NULL && n > usable) {
+        q = tcache_pop(n);
+        if (q == NULL)
+            return NULL;
+        tcache_mark_used(tc_request_bin[n] + TC_FIRST);
+        memcpy(q, p, usable);
+        tcache_push(p, tcache_class_of(size));
+    }
+    if (q != NULL && prof_due(n))
+        sample_take(q, n, 0, 0, 0); /* the resized block, moved or not */
+    return q;
+}
+
 void *ma_realloc(void *p, size_t n)
+{
+    /* Two tests before the small path: the size, then the pointer's
+     * pagemap byte against the thread's cache tag (which no pointer
+     * matches in check mode or while the thread does not cache). */
+    if (n <= REALLOC_BIN_MOVE_MAX && pointer_tag((uintptr_t)p) == ma_tc.tag) {
+        void *q = realloc_small(p, n);
+        if (ma_likely(q != NULL))
+            return q;
+    }
+    return realloc_slow(p, n);
+}
+
+static __attribute__((noinline)) void *realloc_slow(void *p, size_t n)
 {
     if (p == NULL)
         return ma_malloc(n);

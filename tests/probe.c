@@ -288,6 +288,19 @@ static int cmd_misuse(const char *what)
         char buf[64];
         void *q = ma_realloc(buf + 16, 10);
         printf("%p\n", q);
+    } else if (strcmp(what, "realloc-freed-grow") == 0 || strcmp(what, "realloc-freed-fit") == 0) {
+        /* The block sits in the thread's bin, marked cached: realloc's
+         * small path must refuse it, whether the new size fits the block
+         * or needs a move. */
+        char *p = ma_malloc(40);
+        ma_free(p);
+        void *q = ma_realloc(p, strcmp(what, "realloc-freed-grow") == 0 ? 400 : 40);
+        printf("%p\n", q);
+    } else if (strcmp(what, "realloc-interior") == 0) {
+        char *p = ma_malloc(200);
+        memset(p, 0, 200);
+        void *q = ma_realloc(p + 64, 100);
+        printf("%p\n", q);
     } else {
         return 2;
     }

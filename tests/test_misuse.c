@@ -53,6 +53,15 @@ Test(misuse, free_of_another_allocators_block) { expect_abort("free-foreign", no
 Test(misuse, overflow_into_the_next_header) { expect_abort("overflow-header", no_env, "free(): invalid pointer or corrupted block header"); }
 Test(misuse, corrupted_free_list_link) { expect_abort("corrupt-link", no_env, "malloc(): corrupted free list at 0x"); }
 Test(misuse, realloc_of_an_invalid_pointer) { expect_abort("realloc-invalid", no_env, "realloc(): invalid pointer"); }
+Test(misuse, realloc_of_a_freed_block_to_a_bigger_size)
+{
+    expect_abort("realloc-freed-grow", no_env, "realloc(): block is not allocated (already freed?)");
+}
+Test(misuse, realloc_of_a_freed_block_to_a_size_it_fits)
+{
+    expect_abort("realloc-freed-fit", no_env, "realloc(): block is not allocated (already freed?)");
+}
+Test(misuse, realloc_of_an_interior_pointer) { expect_abort("realloc-interior", no_env, "realloc(): invalid pointer"); }
 Test(misuse, usable_size_of_a_freed_block)
 {
     expect_abort("usable-freed", no_env, "malloc_usable_size(): block is not allocated (already freed?)");

@@ -736,6 +736,37 @@ Test(tcache, a_size_freed_in_a_long_batch_stays_parked_for_its_next_round)
 /* A block that realloc has to move for growth comes from the arena's free
  * space, not from a bin (whose blocks sit next to each other), so that the
  * next growth finds room after it. */
+/* realloc's small path (a small block of the thread's own arena, sizes up
+ * to 1 KiB) does what the full path would: a size the block fits keeps it,
+ * growth next to an allocated block moves through the bins without the
+ * lock and sends the old block to its bin, and a shrink by more than an
+ * eighth stays in place and gives the tail back. */
+Test(tcache, realloc_of_a_small_block_keeps_moves_or_shrinks_it_as_the_full_path_would)
+{
+    unsigned me = ma_thread_arena();
+    ma_free(ma_malloc(400)); /* warm the bin the growth moves to */
+    char *p = ma_malloc(100); /* from a bin: its neighbour is a cached block */
+    fill(p, 100, 5);
+    uint64_t locks = arena_stats(me).lock_acquires;
+    char *q = ma_realloc(p, 95);
+    cr_assert_eq(q, p, "95 bytes fit the block of 100 with less than an eighth to spare");
+    char *r = ma_realloc(q, 400);
+    /* Only the statistics call itself takes the lock. */
+    cr_assert_eq(arena_stats(me).lock_acquires, locks + 1);
+    cr_assert_neq(r, p, "the cached neighbour forces a move");
+    cr_assert(intact(r, 95, 5));
+    char *again = ma_malloc(100);
+    cr_assert_eq(again, p, "the old block went back to its bin");
+    ma_free(again);
+    fill(r, 400, 6);
+    char *s = ma_realloc(r, 40);
+    cr_assert_eq(s, r, "a shrink stays in place");
+    cr_assert_lt(ma_usable_size(s), 400 - 400 / 8, "the tail went back (usable %zu)", ma_usable_size(s));
+    cr_assert(intact(s, 40, 6));
+    ma_free(s);
+    ma_check();
+}
+
 Test(tcache, a_block_moved_by_realloc_growth_grows_in_place_next)
 {
     char *p = ma_malloc(1500); /* from a bin: its neighbour is a cached block */
