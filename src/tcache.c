@@ -111,9 +111,9 @@ void tcache_init(void)
     for (unsigned k = 0; k < TC_SLOTS; k++)
         tc_free_class[k] = (uint8_t)arena_class_of((size_t)k * 16 < B_MIN ? B_MIN : (size_t)k * 16);
     /* Requests of n bytes share a block size (block_size_for) in runs of
-     * 16: each run's bin is worked out once and stored over the run, so
-     * that setting up the 8 KiB table costs a process a few thousand
-     * instructions at start rather than a quarter of a million. */
+     * 16: each run's bin is worked out once and stored over the run. Every
+     * process pays for this table at start, so it is filled per block
+     * size, not per request. */
     for (size_t size = B_MIN; size <= TC_MAX_BLOCK; size += MA_ALIGN) {
         size_t lo = size == B_MIN ? 0 : size - B_OVERHEAD - (MA_ALIGN - 1), hi = size - B_OVERHEAD;
         unsigned floor_c = arena_class_of(size);
