@@ -522,6 +522,48 @@ void *ma_calloc(size_t count, size_t size)
  * compact (bench/NOTES.md, "Tuning constants"). */
 #define REALLOC_BIN_MOVE_MAX ((size_t)1024)
 
+/* realloc of chunk block p (of arena a, `usable` bytes) to `need` bytes
+ * without moving it: p if it still fits, wasting at most an eighth, or if
+ * arena_resize shrinks it or grows it into a free next block; NULL if it
+ * must move. */
+static inline void *resize_in_place(void *p, struct arena *a, size_t usable, size_t need)
+{
+    if (need <= usable && usable - need <= usable / 8) {
+        /* Still fits, wasting at most an eighth: no lock. A shrink by
+         * more goes to the arena and gives the tail back (programs such
+         * as Redis shrink buffers with realloc and size them by
+         * malloc_usable_size; keeping half a block made its RSS 2x). */
+        return p;
+    }
+    if (need < ma_cfg.mmap_threshold &&
+        (need < usable || !(__atomic_load_n(&block_next(block_of(p))->head, __ATOMIC_RELAXED) & B_INUSE))) {
+        /* Growing in place needs the next block free: a glance at its
+         * head first (an atomic read, as free's fast path makes), so a
+         * block hemmed in by an allocated neighbour moves without
+         * taking the lock; arena_resize decides under it. */
+        arena_lock(a);
+        int ok = arena_resize(a, p, block_size_for(need));
+        arena_unlock(a);
+        if (ok)
+            return p;
+    }
+    return NULL;
+}
+
+/* The bin's block for a realloc that moves to `need` bytes, as malloc
+ * would pop it (the profiler counts n at the end of realloc), or NULL. A
+ * realloc that moves to a bin counts as the bin's use, as a refill does:
+ * growth that moves blocks from one class to the next would otherwise
+ * leave the bin it takes from looking idle (bin_idle) to a thread that
+ * also frees into it. */
+static inline void *bin_pop_moving(size_t need)
+{
+    void *q = need <= TC_MAX_REQUEST ? tcache_pop(need) : NULL;
+    if (q != NULL)
+        tcache_mark_used(tc_request_bin[need] + TC_FIRST);
+    return q;
+}
+
 static __attribute__((noinline)) void *realloc_slow(void *p, size_t n);
 
 /* realloc of a small block p of the arena this thread caches for to n
@@ -540,22 +582,12 @@ static __attribute__((noinline)) void *realloc_small(void *p, size_t n)
     if (ma_unlikely(size == 0))
         return NULL;
     size_t usable = size - B_OVERHEAD;
-    void *q = NULL;
-    if (n <= usable && usable - n <= usable / 8) {
-        q = p;
-    } else if (n < usable || !(__atomic_load_n(&block_next(block_of(p))->head, __ATOMIC_RELAXED) & B_INUSE)) {
-        struct arena *a = ma_tc.cache_for; /* the tag said p is one of its blocks */
-        arena_lock(a);
-        int ok = arena_resize(a, p, block_size_for(n));
-        arena_unlock(a);
-        if (ok)
-            q = p;
-    }
+    /* The tag said p is a block of the arena the thread caches for. */
+    void *q = resize_in_place(p, ma_tc.cache_for, usable, n);
     if (q == NULL && n > usable) {
-        q = tcache_pop(n);
+        q = bin_pop_moving(n);
         if (q == NULL)
             return NULL;
-        tcache_mark_used(tc_request_bin[n] + TC_FIRST);
         memcpy(q, p, usable);
         tcache_push(p, tcache_class_of(size));
     }
@@ -606,26 +638,7 @@ static __attribute__((noinline)) void *realloc_slow(void *p, size_t n)
 
     void *q = NULL;
     if (c != NULL) {
-        if (need <= usable && usable - need <= usable / 8) {
-            /* Still fits, wasting at most an eighth: no lock. A shrink by
-             * more goes to the arena and gives the tail back (programs such
-             * as Redis shrink buffers with realloc and size them by
-             * malloc_usable_size; keeping half a block made its RSS 2x). */
-            q = p;
-        } else if (need < ma_cfg.mmap_threshold &&
-                   (need < usable ||
-                    !(__atomic_load_n(&block_next(block_of(p))->head, __ATOMIC_RELAXED) & B_INUSE))) {
-            /* Growing in place needs the next block free: a glance at its
-             * head first (an atomic read, as free's fast path makes), so a
-             * block hemmed in by an allocated neighbour moves without
-             * taking the lock; arena_resize decides under it. */
-            struct arena *a = c->arena;
-            arena_lock(a);
-            int ok = arena_resize(a, p, block_size_for(need));
-            arena_unlock(a);
-            if (ok)
-                q = p;
-        }
+        q = resize_in_place(p, c->arena, usable, need);
     } else if (need >= ma_cfg.mmap_threshold) {
         q = large_realloc(l, need);
         if (q == NULL)
@@ -650,16 +663,9 @@ static __attribute__((noinline)) void *realloc_slow(void *p, size_t n)
                 return NULL;
             }
         } else {
-            /* A small block from the bin as malloc would pop it (the
-             * profiler counts n below), else the allocation's own path. A
-             * realloc that moves to a bin counts as the bin's use, as a
-             * refill does: growth that moves blocks from one class to the
-             * next would otherwise leave the bin it takes from looking
-             * idle (bin_idle) to a thread that also frees into it. */
-            q = need <= TC_MAX_REQUEST ? tcache_pop(need) : NULL;
-            if (q != NULL)
-                tcache_mark_used(tc_request_bin[need] + TC_FIRST);
-            else if ((q = alloc_raw(need, 0, 0)) == NULL)
+            /* A small block from the bin, else the allocation's own path. */
+            q = bin_pop_moving(need);
+            if (q == NULL && (q = alloc_raw(need, 0, 0)) == NULL)
                 return NULL;
         }
         memcpy(q, p, keep < n ? keep : n);
