@@ -94,10 +94,13 @@ static inline int block_rest_plausible(uintptr_t u, size_t size)
 
 /* A block of `size` bytes at u, in a chunk (the pagemap said so), ends
  * inside it: needed above TC_MAX_BLOCK, which the chunk's fence covers,
- * before the next block's head is read. */
+ * before the next block's head is read. A chunk is a whole number of
+ * pagemap regions (at least one, aligned), so a block that ends in the
+ * region it starts in needs no look at the chunk size. */
 static inline int block_ends_in_chunk(uintptr_t u, size_t size)
 {
-    return (u & (ma_cfg.chunk_size - 1)) + size <= ma_cfg.chunk_size;
+    return ma_likely(((u ^ (u + size - 1)) >> MA_REGION_SHIFT) == 0) ||
+           (u & (ma_cfg.chunk_size - 1)) + size <= ma_cfg.chunk_size;
 }
 
 /* All of them for a block of lo to hi bytes (constants) whose head h the

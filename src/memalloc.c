@@ -206,7 +206,7 @@ static void *alloc_small(size_t n)
         if (n <= TC_MAX_REQUEST)
             return tcache_refill(n);
         unsigned c = n <= TC_MEDIUM_MAX_REQUEST ? tcache_medium_class(n) : 0;
-        if (c != 0)
+        if (c != 0 && c != TC_NOBIN) /* TC_NOBIN: a slot the limit cuts through */
             return tcache_medium_alloc(c);
     }
     tcache_lock(a);
@@ -350,10 +350,12 @@ void *ma_malloc_miss(size_t n)
     if (n - (TC_MAX_REQUEST + 1) < TC_MEDIUM_MAX_REQUEST - TC_MAX_REQUEST) {
         if (prof_due(n))
             return ma_alloc_sampled(n, 0, 0);
-        if (ma_unlikely(n >= ma_fast_limit))
-            return malloc_slow(n);
+        /* A request at or above ma_fast_limit maps to TC_NOBIN, whose pop
+         * fails: the limit is tested only on the way out. */
         void *p = tcache_medium_pop(tcache_medium_class(n));
-        return ma_likely(p != NULL) ? p : alloc_small(n);
+        if (ma_likely(p != NULL))
+            return p;
+        return ma_likely(n < ma_fast_limit) ? alloc_small(n) : malloc_slow(n);
     }
     if (n > TC_MAX_REQUEST && n <= MA_MAX_REQUEST && prof_due(n))
         return ma_alloc_sampled(n, 0, 0);

@@ -62,6 +62,7 @@ void process_init(void)
         stats_init();
         prof_init();
         ma_fast_limit = ma_cfg.check ? 0 : ma_cfg.mmap_threshold;
+        tcache_set_limit(ma_fast_limit);
         if (ma_cfg.verbose)
             config_print(2);
         __atomic_store_n(&ma_ready, 1, __ATOMIC_RELEASE);
@@ -82,6 +83,7 @@ int process_mallopt(int param, int value)
         if (early && value >= 4096 && (size_t)value <= ma_cfg.chunk_size / 4) {
             ma_cfg.mmap_threshold = (size_t)value;
             ma_fast_limit = ma_cfg.check ? 0 : ma_cfg.mmap_threshold;
+            tcache_set_limit(ma_fast_limit);
             ok = 1;
         }
         break;

@@ -18,12 +18,12 @@
  * granule, so its first free takes the slow path (which sets it up). */
 /* Every bin starts empty: its head is LIST_END (arena.h). */
 __thread struct tcache ma_tc __attribute__((tls_model("initial-exec"))) = {
-    .head = {[0 ... TC_NCLASS - TC_FIRST - 1] = LIST_END}, .tag = PAGEMAP_NEVER, .medium_room = TC_MEDIUM_BUDGET,
+    .head = {[0 ... TC_NCLASS - TC_FIRST] = LIST_END}, .tag = PAGEMAP_NEVER, .medium_room = TC_MEDIUM_BUDGET,
     .prof_left = INT64_MAX};
 uint8_t tc_request_bin[TC_MAX_REQUEST + 1];
 uint8_t tc_free_class[TC_SLOTS];
 uint32_t tc_class_size[TC_NCLASS];
-uint8_t tc_medium_request_bin[TC_MEDIUM_SLOTS];
+uint8_t tc_medium_request_bin[TC_MEDIUM_SLOTS] = {[0 ... TC_MEDIUM_SLOTS - 1] = TC_NOBIN};
 uint8_t tc_medium_free_bin[TC_MEDIUM_SLOTS];
 static uint32_t bin_base[TC_NCLASS];   /* a bin's starting bound (bin_blocks of BIN_BYTES) */
 static uint32_t bin_cap[TC_NCLASS];    /* the most it may grow to (of BIN_GROW_BYTES) */
@@ -120,15 +120,11 @@ void tcache_init(void)
         memset(&tc_request_bin[lo], (uint8_t)((arena_class_lo(floor_c) < size ? floor_c + 1 : floor_c) - TC_FIRST),
                hi - lo + 1);
     }
-    /* Medium bins: the first coarse class at or above a request's block,
-     * the last at or below a freed block's size. Blocks just above
-     * TC_MAX_BLOCK fall below the first medium bin: not cached (0). */
+    /* Medium bins: the last coarse class at or below a freed block's size.
+     * Blocks just above TC_MAX_BLOCK fall below the first medium bin: not
+     * cached (0). The request table waits for the limit. */
     for (size_t k = 0; k < TC_MEDIUM_SLOTS; k++) {
-        size_t bytes = k << TC_MEDIUM_GRAIN_LOG;
-        unsigned down = arena_class_of(bytes), up = down + (arena_class_lo(down) < bytes);
-        up = tcache_medium_floor(up + TC_MEDIUM_STEP - 1);
-        down = tcache_medium_floor(down);
-        tc_medium_request_bin[k] = (uint8_t)(bytes > TC_MAX_BLOCK && up < TC_NCLASS ? up : 0);
+        unsigned down = tcache_medium_floor(arena_class_of(k << TC_MEDIUM_GRAIN_LOG));
         tc_medium_free_bin[k] = (uint8_t)(down >= QUICK_CLASSES && down < TC_NCLASS ? down : 0);
     }
     for (unsigned c = 0; c < TC_NCLASS; c++) {
@@ -144,6 +140,21 @@ void tcache_init(void)
             bin_base[c] = 1;
             bin_cap[c] = n != 0 ? n : 1;
         }
+    }
+}
+
+void tcache_set_limit(size_t limit)
+{
+    /* The first coarse class at or above a request's block; TC_NOBIN for
+     * a slot whose biggest request reaches the limit. */
+    for (size_t k = 0; k < TC_MEDIUM_SLOTS; k++) {
+        size_t bytes = k << TC_MEDIUM_GRAIN_LOG;
+        unsigned down = arena_class_of(bytes), up = down + (arena_class_lo(down) < bytes);
+        up = tcache_medium_floor(up + TC_MEDIUM_STEP - 1);
+        unsigned c = bytes > TC_MAX_BLOCK && up < TC_NCLASS ? up : 0;
+        if (bytes - B_OVERHEAD >= limit)
+            c = TC_NOBIN;
+        tc_medium_request_bin[k] = (uint8_t)c;
     }
 }
 
@@ -513,8 +524,13 @@ static void *refill_class(unsigned c, size_t n)
         ma_tc.room[c] -= (int32_t)got;
         ma_tc.taken[c] = got;
         ma_tc.moved_in += got;
-        if (!small)
-            ma_tc.medium_room -= (int64_t)got * tc_class_size[c];
+        if (!small) {
+            /* The blocks carved (a carve may leave one a little bigger
+             * than its class) lead the bin: their bytes leave the budget. */
+            void *q = *tcache_head(c);
+            for (unsigned i = 0; i < got; i++, q = link_raw(q))
+                ma_tc.medium_room -= (int64_t)block_size(block_of(q));
+        }
         p = bin_pop(c);
     } else {
         p = arena_alloc(a, block_size_for(n));
@@ -570,7 +586,7 @@ static void *blocks_park(struct arena *a, unsigned c, void *first, uint32_t n, i
         arena_quick_put(a, c, first, n, bytes, ma_tc.idled[c]);
     } else {
         /* No quick lists of medium blocks: they go back to the free lists. */
-        ma_tc.medium_room += (int64_t)n * tc_class_size[c];
+        ma_tc.medium_room += (int64_t)bytes;
         arena_release_cached(a, first, n);
     }
     return rest;
@@ -622,11 +638,11 @@ void tcache_flush_bin(unsigned c)
     tcache_unlock(a);
 }
 
-void tcache_medium_trim_push(void *p, unsigned c)
+void tcache_medium_trim_push(void *p, unsigned c, size_t size)
 {
     struct arena *a = ma_tc.arena;
     tcache_lock(a);
-    ma_tc.medium_room += tc_class_size[c]; /* p is not in a bin yet */
+    ma_tc.medium_room += (int64_t)size; /* p is not in a bin yet */
     for (unsigned k = TC_NCLASS; k-- > QUICK_CLASSES && ma_tc.medium_room < (int64_t)TC_MEDIUM_BUDGET / 2;)
         reserve_park(a, k);
     for (unsigned k = TC_NCLASS; k-- > QUICK_CLASSES && ma_tc.medium_room < (int64_t)TC_MEDIUM_BUDGET / 2;)
@@ -636,7 +652,7 @@ void tcache_medium_trim_push(void *p, unsigned c)
      * push must not overflow the bin, whose flush would take the lock. */
     if (ma_tc.room[c] <= 0)
         bin_park_all(a, c);
-    ma_tc.medium_room -= tc_class_size[c];
+    ma_tc.medium_room -= (int64_t)size;
     tcache_push(p, c);
     tcache_unlock(a);
 }
@@ -722,7 +738,7 @@ void tcache_check_all(void)
 
 /* Verifies the blocks of one list of bin c (its head list or its
  * reserve), counting them on from *n; aborts beyond `count` in all. */
-static void bin_list_check(unsigned c, void *x, uint32_t *n, uint32_t count)
+static void bin_list_check(unsigned c, void *x, uint32_t *n, uint32_t count, size_t *bytes)
 {
     for (; x != NULL; x = link_get(x)) {
         if (++*n > count)
@@ -738,6 +754,7 @@ static void bin_list_check(unsigned c, void *x, uint32_t *n, uint32_t count)
         if (block_size(b) < tc_class_size[c] || (c < EXACT_CLASSES && block_size(b) != tc_class_size[c]) ||
             ((const uintptr_t *)x)[1] != cached_key(x))
             ma_fatal("ma_check", "thread cache block in the wrong bin or unmarked", x);
+        *bytes += block_size(b);
     }
 }
 
@@ -750,18 +767,19 @@ void tcache_check(void)
         if (ma_tc.room[c] > (int32_t)ma_tc.max[c])
             ma_fatal("ma_check", "thread cache bin count below zero", *tcache_head(c));
         uint32_t n = 0, count = tcache_count(c);
+        size_t bytes = 0;
         if (ma_tc.reserve_n[c] > count || (ma_tc.reserve_n[c] == 0) != (ma_tc.reserve[c] == NULL))
             ma_fatal("ma_check", "thread cache reserve count wrong", ma_tc.reserve[c]);
-        bin_list_check(c, tcache_list(c), &n, count);
+        bin_list_check(c, tcache_list(c), &n, count, &bytes);
         if (ma_tc.reserve[c] != NULL) {
             if (n != count - ma_tc.reserve_n[c])
                 ma_fatal("ma_check", "thread cache reserve count disagrees with its list", ma_tc.reserve[c]);
-            bin_list_check(c, ma_tc.reserve[c], &n, count);
+            bin_list_check(c, ma_tc.reserve[c], &n, count, &bytes);
         }
         if (n != count)
             ma_fatal("ma_check", "thread cache count disagrees with its bin", *tcache_head(c));
         if (c >= QUICK_CLASSES)
-            medium += (size_t)count * tc_class_size[c];
+            medium += bytes;
     }
     if ((int64_t)medium != (int64_t)TC_MEDIUM_BUDGET - ma_tc.medium_room)
         ma_fatal("ma_check", "thread cache medium bytes disagree with its bins", NULL);

@@ -49,7 +49,9 @@
  * by class. */
 #define TC_FIRST (B_MIN / 16) /* the smallest class: blocks of B_MIN bytes */
 struct tcache {
-    void *head[TC_NCLASS - TC_FIRST]; /* head[c - TC_FIRST]: payloads of class c, linked through their first word */
+    /* head[c - TC_FIRST]: payloads of class c, linked through their first
+     * word; the last is TC_NOBIN's, always empty. */
+    void *head[TC_NCLASS + 1 - TC_FIRST];
     int32_t room[TC_NCLASS];  /* max[c] - blocks held (in head[] and reserve[]) */
     uint32_t max[TC_NCLASS];  /* bound of each bin: starts small, grows on overflow */
     size_t grown_bytes;       /* what the bounds grew by since setup, in bytes of blocks */
@@ -90,9 +92,10 @@ struct tcache {
     int off;                  /* 1: this thread does not cache (user or exit) */
     int exited;               /* 1: the exit destructor ran (no longer counted in an arena) */
     int internal;             /* 1: allocations serve memalloc itself (decay.c), from its own buffer */
-    /* TC_MEDIUM_BUDGET minus the bytes the medium bins hold (blocks x
-     * class size): a free tests the sign of its subtraction. Negative past
-     * the budget (a refill may bring more). */
+    /* TC_MEDIUM_BUDGET minus the bytes of the blocks the medium bins hold
+     * (their own sizes, which a free has at hand and a pop reads from the
+     * header it has just loaded): a free tests the sign of its
+     * subtraction. Negative past the budget (a refill may bring more). */
     int64_t medium_room;
     uint64_t checked;         /* the tc_check_epoch this cache last verified */
     /* Bytes the thread may still allocate before the next profiler sample
@@ -253,9 +256,14 @@ MA_HIDDEN void tcache_unlock(struct arena *a);
 #define TC_MEDIUM_SLOTS ((TC_MEDIUM_MAX_BLOCK >> TC_MEDIUM_GRAIN_LOG) + 1)
 static inline unsigned tcache_medium_floor(unsigned c) { return c & ~(TC_MEDIUM_STEP - 1); }
 
-/* ceil(block / grain) -> the bin that serves it; block / grain -> the bin a
- * freed block of that size goes to, or 0 where no bin is (below the medium
- * range). Set once at init. */
+/* A bin that never holds a block: requests the medium bins must not serve
+ * (at or above ma_fast_limit: check mode, the mmap threshold, before init)
+ * map to it, so that their pop fails without a test of its own. */
+#define TC_NOBIN TC_NCLASS
+/* ceil(block / grain) -> the bin that serves it (TC_NOBIN where any
+ * request of the slot is at or above ma_fast_limit); block / grain -> the
+ * bin a freed block of that size goes to, or 0 where no bin is (below the
+ * medium range). Set at init (tcache_set_limit). */
 MA_HIDDEN extern uint8_t tc_medium_request_bin[TC_MEDIUM_SLOTS];
 MA_HIDDEN extern uint8_t tc_medium_free_bin[TC_MEDIUM_SLOTS];
 MA_HIDDEN extern uint32_t tc_class_size[TC_NCLASS];  /* block size a refill of class c carves */
@@ -273,7 +281,7 @@ static inline void *tcache_medium_pop(unsigned c)
 {
     void *p = tcache_pop_class(c);
     if (ma_likely(p != NULL))
-        ma_tc.medium_room += tc_class_size[c];
+        ma_tc.medium_room += block_size(block_of(p));
     return p;
 }
 
@@ -281,7 +289,7 @@ static inline void *tcache_medium_pop(unsigned c)
  * bin c (medium_room already counts p): under one acquisition of the lock,
  * blocks go back to the arena, the biggest classes first, until they hold
  * at most half of it; then p goes into its bin. */
-MA_HIDDEN MA_COLD void tcache_medium_trim_push(void *p, unsigned c);
+MA_HIDDEN MA_COLD void tcache_medium_trim_push(void *p, unsigned c, size_t size);
 
 /* Caches freed medium block p of `size` bytes (TC_MAX_BLOCK < size <=
  * TC_MEDIUM_MAX_BLOCK), owned by the thread's arena while it caches; 0 if
@@ -293,8 +301,8 @@ static inline int tcache_medium_free(void *p, size_t size)
     unsigned c = tc_medium_free_bin[size >> TC_MEDIUM_GRAIN_LOG];
     if (ma_unlikely(c == 0))
         return 0;
-    if (ma_unlikely((ma_tc.medium_room -= tc_class_size[c]) < 0)) {
-        tcache_medium_trim_push(p, c); /* a call of its own: no frame on the common path */
+    if (ma_unlikely((ma_tc.medium_room -= (int64_t)size) < 0)) {
+        tcache_medium_trim_push(p, c, size); /* a call of its own: no frame on the common path */
         return 1;
     }
     tcache_push(p, c);
@@ -328,5 +336,9 @@ MA_HIDDEN void tcache_thread_exit(void);
 MA_HIDDEN void tcache_fork_child(void);
 /* Fills the class tables; called once at init. */
 MA_HIDDEN void tcache_init(void);
+/* Maps medium requests of limit bytes or more (every one for 0) to
+ * TC_NOBIN; called at init and by mallopt, before any allocation, with
+ * ma_fast_limit. */
+MA_HIDDEN void tcache_set_limit(size_t limit);
 
 #endif /* MA_TCACHE_H */

@@ -732,8 +732,41 @@ static int cmd_link(const char *kind, const char *mode, size_t size)
     return 0;
 }
 
+/* Requests around the mmap threshold, three times over (each block freed
+ * before the next request, so the medium bins hold the sizes just asked
+ * for): every one below the threshold must be an arena block, every one at
+ * or above it a mapping of its own, whichever bin the bins would offer. In
+ * check mode a request takes 9 bytes more (canary and stored size), so the
+ * 16 bytes below the threshold may be mapped too. */
+static int cmd_threshold(size_t t)
+{
+    void *one = ma_malloc(1);
+    size_t slack = ma_usable_size(one) == 1 ? 16 : 0;
+    ma_free(one);
+    for (int pass = 0; pass < 3; pass++) {
+        for (size_t n = t - 6000; n <= t + 6000; n += 4) {
+            char *p = ma_malloc(n);
+            if (p == NULL) {
+                printf("malloc(%zu) failed\n", n);
+                return 1;
+            }
+            p[0] = 1;
+            p[n - 1] = 2;
+            if ((ma_arena_of(p) >= 0) != (n < t) && !(n < t && n + slack >= t && ma_arena_of(p) < 0)) {
+                printf("malloc(%zu) with a threshold of %zu: arena %d\n", n, t, ma_arena_of(p));
+                return 1;
+            }
+            ma_free(p);
+        }
+    }
+    printf("threshold ok\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 3 && strcmp(argv[1], "threshold") == 0)
+        return cmd_threshold((size_t)atol(argv[2]));
     if (argc >= 5 && strcmp(argv[1], "link") == 0)
         return cmd_link(argv[2], argv[3], (size_t)atol(argv[4]));
     if (argc >= 2 && strcmp(argv[1], "no-retention") == 0)
@@ -768,6 +801,6 @@ int main(int argc, char **argv)
     }
     if (argc >= 3 && strcmp(argv[1], "misuse") == 0)
         return cmd_misuse(argv[2]);
-    fprintf(stderr, "usage: probe arenas T | move STAY | orphan | oom | touch | leak | misuse CASE | no-retention | move-refused\n");
+    fprintf(stderr, "usage: probe threshold BYTES | arenas T | move STAY | orphan | oom | touch | leak | misuse CASE | no-retention | move-refused\n");
     return 2;
 }

@@ -136,3 +136,24 @@ Test(config, by_default_blocks_below_1_mib_come_from_an_arena)
     ma_free(q);
     ma_check();
 }
+
+/* The medium bins serve requests below the threshold only, also where a
+ * threshold that is not a multiple of their 2 KiB grain cuts through the
+ * sizes that share a slot of their request table. */
+static void threshold_holds(const char *t)
+{
+    char arg[32], var[64];
+    snprintf(arg, sizeof arg, "%s", t);
+    snprintf(var, sizeof var, "MEMALLOC_MMAP_THRESHOLD=%s", t);
+    char *argv[] = { "threshold", arg, NULL };
+    char *env[] = { var, NULL };
+    int st = run_probe(argv, env, out, sizeof out);
+    cr_assert(st == 0 && strstr(out, "threshold ok") != NULL, "threshold %s: status %d, %s", t, st, out);
+}
+
+Test(config, requests_at_or_above_the_threshold_are_mapped_whatever_the_bins_hold)
+{
+    threshold_holds("61000");
+    threshold_holds("65536");
+    threshold_holds("20000");
+}
