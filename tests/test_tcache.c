@@ -741,7 +741,7 @@ Test(tcache, a_size_freed_in_a_long_batch_stays_parked_for_its_next_round)
  * growth next to an allocated block moves through the bins without the
  * lock and sends the old block to its bin, and a shrink by more than an
  * eighth stays in place and gives the tail back. */
-Test(tcache, realloc_of_a_small_block_keeps_moves_or_shrinks_it_as_the_full_path_would)
+Test(tcache, realloc_of_a_small_block_keeps_it_moves_it_or_shrinks_it_in_place)
 {
     unsigned me = ma_thread_arena();
     ma_free(ma_malloc(400)); /* warm the bin the growth moves to */
@@ -759,11 +759,29 @@ Test(tcache, realloc_of_a_small_block_keeps_moves_or_shrinks_it_as_the_full_path
     cr_assert_eq(again, p, "the old block went back to its bin");
     ma_free(again);
     fill(r, 400, 6);
-    char *s = ma_realloc(r, 40);
-    cr_assert_eq(s, r, "a shrink stays in place");
+    ma_free(ma_malloc(300)); /* the bin of the new size holds a block */
+    char *s = ma_realloc(r, 300);
+    cr_assert_eq(s, r, "a shrink to half or more stays in place");
     cr_assert_lt(ma_usable_size(s), 400 - 400 / 8, "the tail went back (usable %zu)", ma_usable_size(s));
-    cr_assert(intact(s, 40, 6));
-    ma_free(s);
+    cr_assert(intact(s, 300, 6));
+    ma_free(ma_malloc(40)); /* the bin of the next shrink's size holds a block */
+    locks = arena_stats(me).lock_acquires;
+    char *t = ma_realloc(s, 40);
+    cr_assert_eq(arena_stats(me).lock_acquires, locks + 1, "a shrink that moves takes no lock");
+    cr_assert_neq(t, s, "a shrink to less than half moves to the bin of the new size");
+    cr_assert(intact(t, 40, 6));
+    char *back = ma_malloc(300);
+    cr_assert_eq(back, s, "the old block went back to its bin");
+    ma_free(back);
+    /* No block of 456 bytes was freed here: that bin is empty. */
+    char *v = ma_malloc(1000);
+    fill(v, 1000, 7);
+    char *w = ma_realloc(v, 456);
+    cr_assert_eq(w, v, "with the bin of the new size empty, a shrink to less than half stays in place");
+    cr_assert_lt(ma_usable_size(w), 500, "the tail went back (usable %zu)", ma_usable_size(w));
+    cr_assert(intact(w, 456, 7));
+    ma_free(w);
+    ma_free(t);
     ma_check();
 }
 
