@@ -585,33 +585,25 @@ static __attribute__((noinline)) void *realloc_small(void *p, size_t n)
     if (ma_unlikely(size == 0))
         return NULL;
     size_t usable = size - B_OVERHEAD;
-    void *q;
-    if (2 * n < usable && (q = bin_pop_moving(n)) != NULL) {
-        /* A shrink to less than half moves to a block of the new size when
-         * its bin has one: no lock, and both blocks stay in the classes
-         * they were carved for. Shrunk in place, the block would become one
-         * of a class the thread may never ask for (CPython formats a string
-         * in an oversized buffer and shrinks it; another thread frees the
-         * string), parked until a consolidation coalesces it. Smaller
-         * shrinks stay in place: moved, a block that shrinks by halves
-         * would leave one block in a bin at every step (bench/realloc's
-         * strings: peak RSS +16%). */
-        memcpy(q, p, n);
-        tcache_push(p, tcache_class_of(size));
-        if (prof_due(n))
-            sample_take(q, n, 0, 0, 0);
-        return q;
-    }
+    /* A shrink to less than half moves to a block of the new size when its
+     * bin has one: no lock, and both blocks stay in the classes they were
+     * carved for. Shrunk in place, the block would become one of a class
+     * the thread may never ask for (CPython formats a string in an
+     * oversized buffer and shrinks it; another thread frees the string),
+     * parked until a consolidation coalesces it. Smaller shrinks stay in
+     * place: moved, a block that shrinks by halves would leave one block in
+     * a bin at every step (bench/realloc's strings: peak RSS +16%). */
+    void *q = 2 * n < usable ? bin_pop_moving(n) : NULL;
     /* The tag said p is a block of the arena the thread caches for. */
-    q = resize_in_place(p, ma_tc.cache_for, usable, n);
-    if (q == NULL && n > usable) {
+    if (q == NULL && (q = resize_in_place(p, ma_tc.cache_for, usable, n)) == NULL && n > usable)
         q = bin_pop_moving(n);
-        if (q == NULL)
-            return NULL;
-        memcpy(q, p, usable);
+    if (q == NULL)
+        return NULL;
+    if (q != p) {
+        memcpy(q, p, n < usable ? n : usable);
         tcache_push(p, tcache_class_of(size));
     }
-    if (q != NULL && prof_due(n))
+    if (prof_due(n))
         sample_take(q, n, 0, 0, 0); /* the resized block, moved or not */
     return q;
 }
