@@ -357,9 +357,9 @@ MA_HIDDEN void *arena_alloc_growing(struct arena *a, size_t bsize);
  * below CLASS_EXACT_LIMIT) for a thread cache and puts their payloads,
  * keyed as cached blocks, in front of the list *head (a bin; linked
  * through the first payload word) in the order they were carved. Counts
- * them in in_use, not in allocs. Returns how many (fewer only if no chunk
- * could be mapped). Lock held. */
-MA_HIDDEN unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **head);
+ * them in in_use, not in allocs, and adds their bytes to *bytes. Returns
+ * how many (fewer only if no chunk could be mapped). Lock held. */
+MA_HIDDEN unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **head, size_t *bytes);
 /* A payload aligned to `align` (power of two, > 16), block at least `bsize`.
  * Lock held. */
 MA_HIDDEN void *arena_alloc_aligned(struct arena *a, size_t bsize, size_t align);

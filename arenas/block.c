@@ -158,7 +158,7 @@ static inline void batch_append(void **first, void **last, void *p)
     *last = p;
 }
 
-unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **head)
+unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **head, size_t *bytes)
 {
     unsigned got = 0;
     /* The blocks are linked in the order they are carved, in front of what
@@ -181,7 +181,9 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
         if (k > n - got)
             k = n - got;
         if (k <= 1) {
-            batch_append(&first, &last, block_carve(a, b, bsize));
+            void *p = block_carve(a, b, bsize);
+            *bytes += block_size(block_of(p));
+            batch_append(&first, &last, p);
             got++;
             continue;
         }
@@ -222,6 +224,7 @@ unsigned arena_alloc_batch(struct arena *a, size_t bsize, unsigned n, void **hea
         }
         if (a->in_use > a->peak_in_use)
             a->peak_in_use = a->in_use;
+        *bytes += k * bsize;
         got += (unsigned)k;
     }
     if (last != NULL) {

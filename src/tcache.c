@@ -510,6 +510,7 @@ static void *refill_class(unsigned c, size_t n)
             bin_grow(c);
         unsigned want = ma_tc.max[c] / 2 ? ma_tc.max[c] / 2 : 1;
         unsigned got = 0;
+        size_t carved = 0;
         if (small) {
             arena_drain_class(a, c); /* a stack too big to take whole */
             /* Parked blocks first (a splice, keys already set), then fresh
@@ -519,18 +520,13 @@ static void *refill_class(unsigned c, size_t n)
         if (got < want) {
             /* Below 1 KiB a bin holds blocks of exactly its size (the quick
              * lists count on it), and a batch carves nothing else. */
-            got += arena_alloc_batch(a, tc_class_size[c], want - got, tcache_head(c));
+            got += arena_alloc_batch(a, tc_class_size[c], want - got, tcache_head(c), &carved);
         }
         ma_tc.room[c] -= (int32_t)got;
         ma_tc.taken[c] = got;
         ma_tc.moved_in += got;
-        if (!small) {
-            /* The blocks carved (a carve may leave one a little bigger
-             * than its class) lead the bin: their bytes leave the budget. */
-            void *q = *tcache_head(c);
-            for (unsigned i = 0; i < got; i++, q = link_raw(q))
-                ma_tc.medium_room -= (int64_t)block_size(block_of(q));
-        }
+        if (!small)
+            ma_tc.medium_room -= (int64_t)carved; /* a carve may leave a block a little bigger than its class */
         p = bin_pop(c);
     } else {
         p = arena_alloc(a, block_size_for(n));

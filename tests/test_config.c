@@ -142,10 +142,9 @@ Test(config, by_default_blocks_below_1_mib_come_from_an_arena)
  * sizes that share a slot of their request table. */
 static void threshold_holds(const char *t)
 {
-    char arg[32], var[64];
-    snprintf(arg, sizeof arg, "%s", t);
+    char var[64];
     snprintf(var, sizeof var, "MEMALLOC_MMAP_THRESHOLD=%s", t);
-    char *argv[] = { "threshold", arg, NULL };
+    char *argv[] = { "threshold", (char *)t, NULL };
     char *env[] = { var, NULL };
     int st = run_probe(argv, env, out, sizeof out);
     cr_assert(st == 0 && strstr(out, "threshold ok") != NULL, "threshold %s: status %d, %s", t, st, out);
