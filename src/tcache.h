@@ -165,6 +165,12 @@ static inline void *tcache_pop_at(size_t i)
     if (ma_unlikely((uintptr_t)next & (MA_ALIGN - 1)))
         return tcache_pop_failed(p);
     ma_tc.head[i] = next;
+    /* The next pop reads that block's link: a block parked or freed long
+     * ago is out of the cache, and loading it now overlaps the miss with
+     * the caller's work instead of stalling the next malloc (bench/NOTES.md,
+     * "The next block of a bin, fetched at the pop"). An empty bin's
+     * LIST_END is a valid address too. */
+    __builtin_prefetch(next);
     ((uintptr_t *)p)[1] = 0;
     ma_tc.room[i + TC_FIRST]++;
     return p;
