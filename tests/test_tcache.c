@@ -733,14 +733,13 @@ Test(tcache, a_size_freed_in_a_long_batch_stays_parked_for_its_next_round)
     ma_check();
 }
 
-/* A block that realloc has to move for growth comes from the arena's free
- * space, not from a bin (whose blocks sit next to each other), so that the
- * next growth finds room after it. */
 /* realloc's small path (a small block of the thread's own arena, sizes up
- * to 1 KiB) does what the full path would: a size the block fits keeps it,
- * growth next to an allocated block moves through the bins without the
- * lock and sends the old block to its bin, and a shrink by more than an
- * eighth stays in place and gives the tail back. */
+ * to 1 KiB): a size the block fits keeps it; growth next to an allocated
+ * block moves through the bins without the lock and sends the old block to
+ * its bin; a shrink to half or more stays in place and gives the tail
+ * back; a shrink to less than half moves to the bin of the new size when
+ * that holds a block (no lock, the old block to its bin), and otherwise
+ * stays in place too. */
 Test(tcache, realloc_of_a_small_block_keeps_it_moves_it_or_shrinks_it_in_place)
 {
     unsigned me = ma_thread_arena();
