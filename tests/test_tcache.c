@@ -56,6 +56,44 @@ Test(tcache, medium_requests_fit_their_bins_and_pairs_take_no_lock)
     ma_check();
 }
 
+/* A medium request whose bin is empty takes a block the next bin up holds
+ * (40,000 bytes are in the 40 KiB class, 30,000 in the 32 KiB one), with
+ * no lock, and the block goes back to its own bin when freed. Run in a
+ * fresh thread, whose bins start empty. */
+static void *medium_neighbour(void *arg)
+{
+    (void)arg;
+    unsigned me = ma_thread_arena();
+    void *p = ma_malloc(40000);
+    cr_assert_not_null(p);
+    ma_free(p);
+    uint64_t locks = arena_stats(me).lock_acquires;
+    volatile char *q = ma_malloc(30000);
+    cr_assert_eq((void *)q, p, "the 40 KiB bin's block serves the 32 KiB request");
+    cr_assert_geq(ma_usable_size((void *)q), 40000);
+    q[29999] = 1;
+    ma_free((void *)q);
+    cr_assert_eq(ma_malloc(40000), p, "freed, it is back in its own bin");
+    cr_assert_eq(arena_stats(me).lock_acquires, locks + 1); /* the first statistics call */
+    ma_free(p);
+    /* With both bins empty, the request is served by a refill: a block of
+     * its own class. */
+    void *r = ma_malloc(30000), *s = ma_malloc(30000);
+    cr_assert_lt(ma_usable_size(s), 40000);
+    ma_free(r);
+    ma_free(s);
+    return NULL;
+}
+
+Test(tcache, a_medium_request_takes_the_next_bins_block_when_its_own_is_empty)
+{
+    if (check_mode())
+        return; /* check mode caches nothing */
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, medium_neighbour, NULL), 0);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+}
+
 /* The block of the smallest class that holds an n-byte request (n up to 8
  * KiB): exact 16-byte classes below 1 KiB, 16 per power of two above. */
 static size_t class_block_for(size_t n)
