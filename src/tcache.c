@@ -549,11 +549,10 @@ void *tcache_medium_alloc(unsigned c)
         return p;
     /* An empty bin with no reserve takes a block of the next bin up (a
      * class at most a quarter bigger; the block goes back there when
-     * freed) before it
-     * refills: where sizes spread over the medium range, one bin runs dry
-     * while its neighbour holds blocks, and a refill carves under the lock
-     * what a flush will coalesce again (bench/NOTES.md, "A medium miss
-     * takes the next bin's block"). */
+     * freed) before it refills: where sizes spread over the medium range,
+     * one bin runs dry while its neighbour holds blocks, and a refill
+     * carves under the lock what a flush will coalesce again
+     * (bench/NOTES.md, "A medium miss takes the next bin's block"). */
     unsigned up = c + TC_MEDIUM_STEP;
     if (ma_tc.reserve_n[c] == 0 && up < TC_NCLASS && (p = tcache_medium_pop(up)) != NULL)
         return p;
