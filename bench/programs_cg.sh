@@ -5,10 +5,13 @@
 # allocator in turn).
 #
 # Usage: bench/programs_cg.sh [workload...]
-#   workloads: python-json python-dict python-pc perl-hash cc1 (default: all)
+#   workloads: python-json python-dict python-pc perl-hash cc1 lua redis
+#   (default: all)
 #   python-pc: a producer thread builds dicts that a consumer thread takes
 #   from a queue.Queue and drops, so CPython frees them in another thread
 #   than the one that allocated them
+#   lua: tests/programs/lua_work.lua at depth 12 (Lua allocates every
+#   object with realloc(NULL, n))
 #   redis: redis-server (Debian's, whose own allocator is jemalloc: the
 #   "glibc" column is that build's jemalloc too) under callgrind, driven by
 #   redis-benchmark -q -n 30000 -P 16 -d 256 -t set,get,lpush; its idle
@@ -90,6 +93,7 @@ run_workload() { # workload -> runs it (under whatever wraps this call)
     python-pc) PYTHONHASHSEED=0 PYTHONMALLOC=malloc "${@:2}" "$PY" "$TMP/producer_consumer.py" ;;
     perl-hash) "${@:2}" perl -e 'my %h; $h{"key$_"} = "v" x ($_ % 50) for 1..100000; my @k = sort keys %h; exit(@k != 100000)' ;;
     cc1) "${@:2}" "$CC1" -quiet -O2 "$TMP/big.c" -o "$TMP/big.s" ;;
+    lua) "${@:2}" lua5.4 "$ROOT/tests/programs/lua_work.lua" 12 >/dev/null ;;
     *) echo "unknown workload $1" >&2; exit 2 ;;
     esac
 }
@@ -131,10 +135,14 @@ count() { # workload allocator -> instructions
     echo "$out" | sed -n 's/.*Collected : \([0-9]*\).*/\1/p' | tail -1
 }
 
-WORKLOADS=${*:-python-json python-dict python-pc perl-hash cc1 redis}
+WORKLOADS=${*:-python-json python-dict python-pc perl-hash cc1 lua redis}
 for w in $WORKLOADS; do
     if [[ $w == redis ]] && ! command -v redis-server >/dev/null; then
         echo "redis: redis-server is not installed (apt-get install redis-server)"
+        continue
+    fi
+    if [[ $w == lua ]] && ! command -v lua5.4 >/dev/null; then
+        echo "lua: lua5.4 is not installed (apt-get install lua5.4)"
         continue
     fi
     line="$w:"

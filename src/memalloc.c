@@ -577,13 +577,13 @@ static __attribute__((noinline)) void *realloc_slow(void *p, size_t n);
  * still fits, wasting at most an eighth, keeps it; a shrink by more, or
  * growth into a free next block, resizes it in place under the arena
  * lock; growth that cannot happen in place moves through the bins, with no
- * lock. NULL when none of that serves (an empty bin, a resize refused):
- * realloc_slow decides. */
+ * lock. When none of that serves (an empty bin, a resize refused),
+ * realloc_slow decides: a jump, so that ma_realloc keeps no frame. */
 static __attribute__((noinline)) void *realloc_small(void *p, size_t n)
 {
     size_t size = block_plausible((uintptr_t)p);
     if (ma_unlikely(size == 0))
-        return NULL;
+        return realloc_slow(p, n);
     size_t usable = size - B_OVERHEAD;
     /* A shrink to less than half moves to a block of the new size when its
      * bin has one: no lock, and both blocks stay in the classes they were
@@ -598,7 +598,7 @@ static __attribute__((noinline)) void *realloc_small(void *p, size_t n)
     if (q == NULL && (q = resize_in_place(p, ma_tc.cache_for, usable, n)) == NULL && n > usable)
         q = bin_pop_moving(n);
     if (q == NULL)
-        return NULL;
+        return realloc_slow(p, n);
     if (q != p) {
         memcpy(q, p, n < usable ? n : usable);
         tcache_push(p, tcache_class_of(size));
@@ -610,14 +610,16 @@ static __attribute__((noinline)) void *realloc_small(void *p, size_t n)
 
 void *ma_realloc(void *p, size_t n)
 {
+    /* realloc(NULL, n) is malloc(n), and some programs allocate mostly
+     * through it (Lua's allocator; arrays that grow from empty): malloc's
+     * own fast path, inline. */
+    if (p == NULL)
+        return fast_malloc(n);
     /* Two tests before the small path: the size, then the pointer's
      * pagemap byte against the thread's cache tag (which no pointer
      * matches in check mode or while the thread does not cache). */
-    if (n <= REALLOC_BIN_MOVE_MAX && pointer_tag((uintptr_t)p) == ma_tc.tag) {
-        void *q = realloc_small(p, n);
-        if (ma_likely(q != NULL))
-            return q;
-    }
+    if (n <= REALLOC_BIN_MOVE_MAX && pointer_tag((uintptr_t)p) == ma_tc.tag)
+        return realloc_small(p, n);
     return realloc_slow(p, n);
 }
 

@@ -23,6 +23,25 @@ Test(tcache, pairs_are_served_without_the_arena_lock)
     cr_assert_eq(arena_stats(me).lock_acquires, locks + 1);
 }
 
+/* realloc(NULL, n) is malloc(n), down to the bin: the block a free just
+ * cached comes back, with no lock. */
+Test(tcache, realloc_of_null_takes_the_bins_block)
+{
+    if (check_mode())
+        return; /* check mode caches nothing */
+    unsigned me = ma_thread_arena();
+    void *p = ma_malloc(48);
+    ma_free(p);
+    uint64_t locks = arena_stats(me).lock_acquires;
+    for (int i = 0; i < 1000; i++) {
+        volatile char *q = ma_realloc(NULL, 48);
+        cr_assert_eq((void *)q, p);
+        q[47] = 1;
+        ma_free((void *)q);
+    }
+    cr_assert_eq(arena_stats(me).lock_acquires, locks + 1); /* the statistics call */
+}
+
 /* Every medium request (8 KiB to 256 KiB) gets a block that holds it and
  * wastes at most a quarter (4 bins per power of two), and a pair of one
  * size is served from its bin: the same block back, no lock. */

@@ -1,5 +1,5 @@
 # tests/programs/programs.mk - real programs (CPython's regression tests,
-# Redis, gcc, git, sqlite3) and thread/process stress programs under
+# Redis, gcc, git, sqlite3, Lua) and thread/process stress programs under
 # LD_PRELOAD, each compared with the system allocator. Included by the top
 # Makefile (-include $(wildcard tests/*/*.mk)).
 #
@@ -25,7 +25,7 @@ PROGRAMS_EXE := $(addprefix $(PROGRAMS_BIN)/,$(PROGRAMS_C))
 
 TEST_EXTRA += test-programs
 # python3.11 is Debian's /usr/bin/python3; its test package is separate.
-DEPS_EXTRA += redis-server redis-tools sqlite3 python3.11 libpython3.11-testsuite gcc git procps
+DEPS_EXTRA += redis-server redis-tools sqlite3 python3.11 libpython3.11-testsuite gcc git procps lua5.4
 
 .PHONY: test-programs programs-progs
 

@@ -20,6 +20,8 @@
 #                 identical output (object ids, status, log, gc, fsck, ...)
 #   sqlite        tests/programs/sqlite_work.sql, a million rows in memory:
 #                 identical output
+#   lua           tests/programs/lua_work.lua at depth 16 (Lua allocates
+#                 every object with realloc(NULL, n)): identical output
 #   thread_churn, ring_storm, fork_storm, mem_return
 #                 the C programs of this directory (see each file's header);
 #                 each must succeed on both allocators
@@ -556,6 +558,15 @@ if wanted sqlite; then
             result "sqlite: $(grep -m1 '^rows' "$TMP/sqlite/sys.out"); identical output"
             pass sqlite
         fi
+    fi
+fi
+
+if wanted lua; then
+    if ! why=$(need lua5.4); then
+        fail lua "$why"
+    elif same_output lua 600 "lua5.4 '$HERE/lua_work.lua' 16"; then
+        result "lua: $(tr '\t\n' '  ' <"$TMP/lua/sys.out"); identical output"
+        pass lua
     fi
 fi
 
