@@ -425,6 +425,11 @@ MA_HIDDEN void arena_release_cached(struct arena *a, void *head, uint32_t count)
 MA_HIDDEN unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head);
 /* Coalesces every parked block into the free lists. Lock held. */
 MA_HIDDEN void arena_consolidate(struct arena *a);
+/* Called, the arena's lock held, before an arena maps a chunk of `bytes`:
+ * releases memory that the layers above keep resident for reuse (src/
+ * sets it to large_shed at init; NULL: nothing to release). It must take
+ * no arena lock. */
+MA_HIDDEN extern size_t (*arena_chunk_shed)(size_t bytes);
 
 /* What arena_walk reports: each chunk, then each of its blocks in address
  * order (the fence excluded). */

@@ -8,9 +8,16 @@
 
 #include "engine.h"
 
+size_t (*arena_chunk_shed)(size_t bytes);
+
 struct block *chunk_grow(struct arena *a)
 {
     size_t cs = a->chunk_size;
+    /* Pages cached for large blocks go back first: a program that now
+     * allocates small blocks where it used large ones (a buffer grown to
+     * megabytes, copied out, freed) would otherwise hold both. */
+    if (arena_chunk_shed != NULL)
+        arena_chunk_shed(cs);
     struct chunk *c = os_map_chunk(cs);
     if (c == NULL)
         return NULL;

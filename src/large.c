@@ -316,6 +316,31 @@ static size_t cache_release(int all)
     return released;
 }
 
+size_t large_shed(size_t bytes)
+{
+    struct large *drop[LARGE_CACHE_SLOTS];
+    unsigned n = 0;
+    size_t released = 0;
+    if (__atomic_load_n(&cache_bytes, __ATOMIC_RELAXED) == 0)
+        return 0;
+    ma_lock_acquire(&large_lock);
+    while (released < bytes) {
+        int oldest = -1;
+        for (unsigned i = 0; i < LARGE_CACHE_SLOTS; i++)
+            if (cache[i] != NULL && (oldest < 0 || freed_before(cache[i], cache[oldest])))
+                oldest = (int)i;
+        if (oldest < 0)
+            break;
+        drop[n] = cache_remove((unsigned)oldest);
+        released += drop[n++]->map_size;
+    }
+    large_unmaps += n;
+    ma_lock_release(&large_lock);
+    for (unsigned i = 0; i < n; i++)
+        mapping_unmap(drop[i]);
+    return released;
+}
+
 void large_decay(void)
 {
     if (__atomic_load_n(&cache_bytes, __ATOMIC_RELAXED) != 0)

@@ -62,6 +62,12 @@ MA_HIDDEN void large_check(void);
 MA_HIDDEN void large_decay(void);
 /* Unmaps every cached mapping; returns the bytes released. */
 MA_HIDDEN size_t large_trim(void);
+/* Unmaps cached mappings, the longest cached first, until at least `bytes`
+ * are released or none is left; returns the bytes released. An arena
+ * calls it before it maps a chunk (arena_chunk_shed): memory kept for
+ * large blocks that the program now asks for as small ones goes back
+ * before fresh pages are added. */
+MA_HIDDEN size_t large_shed(size_t bytes);
 /* Figures of the large-object path. */
 struct large_totals {
     size_t live, bytes, peak_bytes;

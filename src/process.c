@@ -58,6 +58,7 @@ void process_init(void)
             ma_fatal("init", "cannot map the arena table", NULL);
         arena_key_init();
         tcache_init();
+        arena_chunk_shed = large_shed;
         pthread_key_create(&exit_key, thread_exit);
         stats_init();
         prof_init();

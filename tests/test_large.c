@@ -121,6 +121,35 @@ Test(large, cached_mappings_stay_resident_then_go_back_when_unused)
     ma_check();
 }
 
+/* Pages cached for large blocks go back before an arena maps a chunk: a
+ * program that frees a big buffer and goes on with small blocks does not
+ * hold both. */
+Test(large, cached_mappings_go_back_before_an_arena_maps_a_chunk)
+{
+    char *big = ma_malloc(8u << 20);
+    memset(big, 0x22, 8u << 20);
+    ma_free(big);
+    cr_assert_geq(large_stats().large_cached_bytes, 8u << 20, "freed, the mapping is cached");
+    cr_assert_eq(page_resident(big + (6u << 20)), 1);
+    unsigned me = ma_thread_arena();
+    size_t mapped = arena_stats(me).mapped;
+    enum { MAX = 16384 };
+    static char *small[MAX];
+    int n = 0;
+    while (n < MAX && arena_stats(me).mapped == mapped) {
+        small[n] = ma_malloc(4000);
+        cr_assert_not_null(small[n]);
+        memset(small[n], 0x33, 4000);
+        n++;
+    }
+    cr_assert_gt(arena_stats(me).mapped, mapped, "the arena mapped a chunk");
+    cr_assert_eq(large_stats().large_cached_bytes, 0, "the cached mapping went back first");
+    cr_assert_eq(page_mapped(big), 0);
+    while (n > 0)
+        ma_free(small[--n]);
+    ma_check();
+}
+
 /* Freed mappings are kept up to what was live lately (at least 32 MiB)
  * and 32 pieces; room is made from the oldest, and the newest is served
  * first. */
