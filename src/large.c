@@ -218,6 +218,17 @@ static int freed_before(const struct large *a, const struct large *b)
     return (int32_t)(a->cached_seq - b->cached_seq) < 0;
 }
 
+/* The slot of the piece cached longest, or -1 if the cache is empty.
+ * large_lock held. */
+static int cache_oldest(void)
+{
+    int oldest = -1;
+    for (int i = 0; i < LARGE_CACHE_SLOTS; i++)
+        if (cache[i] != NULL && (oldest < 0 || freed_before(cache[i], cache[oldest])))
+            oldest = i;
+    return oldest;
+}
+
 /* Caches mapping l if retention is on, within the bounds: a mapping over
  * the byte bound keeps its head only, and room is made by cutting the
  * oldest piece's tail or dropping the oldest pieces. `freed`: l was just
@@ -238,14 +249,11 @@ static int cache_put(struct large *l, int freed)
     size_t keep = have < cap ? have : cap;
     if (keep >= LARGE_MOVE_MIN) {
         for (;;) {
-            int oldest = -1;
+            int oldest = cache_oldest();
             slot = -1;
-            for (int i = 0; i < LARGE_CACHE_SLOTS; i++) {
+            for (int i = 0; i < LARGE_CACHE_SLOTS; i++)
                 if (cache[i] == NULL)
                     slot = i;
-                else if (oldest < 0 || freed_before(cache[i], cache[oldest]))
-                    oldest = i;
-            }
             size_t excess = cache_bytes + keep > cap ? cache_bytes + keep - cap : 0;
             if (slot >= 0 && excess == 0)
                 break;
@@ -325,10 +333,7 @@ size_t large_shed(size_t bytes)
         return 0;
     ma_lock_acquire(&large_lock);
     while (released < bytes) {
-        int oldest = -1;
-        for (unsigned i = 0; i < LARGE_CACHE_SLOTS; i++)
-            if (cache[i] != NULL && (oldest < 0 || freed_before(cache[i], cache[oldest])))
-                oldest = (int)i;
+        int oldest = cache_oldest();
         if (oldest < 0)
             break;
         drop[n] = cache_remove((unsigned)oldest);
