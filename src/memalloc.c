@@ -623,10 +623,10 @@ void *ma_realloc(void *p, size_t n)
     return realloc_slow(p, n);
 }
 
+/* realloc of a block p (never NULL: ma_realloc serves that) that the small
+ * path did not take. */
 static __attribute__((noinline)) void *realloc_slow(void *p, size_t n)
 {
-    if (p == NULL)
-        return ma_malloc(n);
     if (ma_unlikely(n > MA_MAX_REQUEST)) {
         errno = ENOMEM;
         return NULL;
