@@ -423,6 +423,10 @@ MA_HIDDEN void arena_release_cached(struct arena *a, void *head, uint32_t count)
  * list *head (keys kept), which ends in LIST_END and is LIST_END when empty
  * (a thread-cache bin). Returns how many. Lock held. */
 MA_HIDDEN unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head);
+/* Coalesces into the free lists the first segment of the biggest
+ * non-empty quick list below class *cls, which it lowers to that list's
+ * class + 1; 0 if none is. Lock held. */
+MA_HIDDEN int arena_release_segment(struct arena *a, unsigned *cls);
 /* Coalesces every parked block into the free lists. Lock held. */
 MA_HIDDEN void arena_consolidate(struct arena *a);
 /* Called, the arena's lock held, before an arena maps a chunk of `bytes`:

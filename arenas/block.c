@@ -71,12 +71,35 @@ static inline int reuse_first(const struct arena *a, const struct block *b, size
     return a->quick_bytes > carve_reuse_min(a) && block_size(b) - bsize >= CARVE_REST;
 }
 
-/* Puts b back, coalesces what is parked, and takes again. */
-static struct block *index_retake_consolidated(struct arena *a, struct block *b, size_t need)
+/* Coalesces parked blocks a segment at a time, the biggest classes first,
+ * until the index holds a free block of at least need bytes that
+ * reuse_first lets a block of bsize bytes be cut from, or nothing is
+ * parked; returns that block (out of the index), else the best fit then,
+ * NULL if none. Big blocks go first because they coalesce into room for
+ * the request soonest; a crowd of small ones, which cost the most to
+ * coalesce per byte, often stays parked for its own sizes (bench/NOTES.md,
+ * "Parked blocks coalesced biggest first"). */
+static struct block *index_take_releasing(struct arena *a, size_t need, size_t bsize)
+{
+    unsigned cls = QUICK_CLASSES;
+    a->grow_cut = 0;
+    while (arena_release_segment(a, &cls)) {
+        struct block *b = index_take(a, need);
+        if (b != NULL) {
+            if (!reuse_first(a, b, bsize))
+                return b;
+            index_link(a, b, block_size(b));
+        }
+    }
+    return index_take(a, need);
+}
+
+/* Puts b back and takes again once what is parked has been coalesced as
+ * far as the request needs. */
+static struct block *index_retake_released(struct arena *a, struct block *b, size_t need, size_t bsize)
 {
     index_link(a, b, block_size(b));
-    arena_consolidate(a);
-    return index_take(a, need);
+    return index_take_releasing(a, need, bsize);
 }
 
 /* index_take(a, need) for a block of bsize bytes, coalescing what is
@@ -85,7 +108,7 @@ static struct block *index_take_reusing(struct arena *a, size_t need, size_t bsi
 {
     struct block *b = index_take(a, need);
     if (b != NULL && reuse_first(a, b, bsize))
-        b = index_retake_consolidated(a, b, need);
+        b = index_retake_released(a, b, need, bsize);
     return b;
 }
 
@@ -98,12 +121,8 @@ static struct block *block_find(struct arena *a, size_t bsize)
         /* Take what other threads freed and coalesce what is parked
          * before asking the OS for more. */
         arena_drain(a);
-        if (a->quick_blocks != 0) {
-            arena_consolidate(a);
-            b = index_take(a, bsize);
-            if (b != NULL)
-                return b;
-        }
+        if (a->quick_blocks != 0 && (b = index_take_releasing(a, bsize, bsize)) != NULL)
+            return b;
         arena_purge_fragmented(a);
         if (chunk_grow(a) == NULL)
             return NULL;
@@ -140,7 +159,7 @@ void *arena_alloc_growing(struct arena *a, size_t bsize)
     size_t need = 2 * bsize;
     struct block *b = index_take(a, need);
     if (b != NULL && reuse_first(a, b, bsize) && (a->grow_cut += bsize) >= a->quick_blocks * GROW_PATIENCE)
-        b = index_retake_consolidated(a, b, need);
+        b = index_retake_released(a, b, need, bsize);
     if (b == NULL)
         return arena_alloc(a, bsize);
     a->allocs++;

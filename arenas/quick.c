@@ -54,30 +54,49 @@ static void blocks_release(struct arena *a, void *p, uint32_t count)
         run_release(a, lo, run, n);
 }
 
+/* Coalesces the first segment of quick list cls into the free lists. The
+ * releases must not start a purge, which would consolidate the lists: the
+ * caller sets a->reclaiming. */
+static void segment_release(struct arena *a, unsigned cls)
+{
+    struct qlist *q = &a->quick[cls];
+    void *h = q->head;
+    uint32_t k = seg_count(h);
+    size_t bytes = seg_bytes(h, cls);
+    /* The record goes with the first block's release (it may become a free
+     * block's footer): read it first. */
+    q->head = seg_next(h);
+    q->count -= k;
+    q->bytes -= bytes;
+    a->quick_blocks -= k;
+    a->quick_bytes -= bytes;
+    a->in_use += bytes; /* parked blocks are not in use; block_release takes them off */
+    blocks_release(a, h, k);
+}
+
 /* Coalesces the blocks of quick list cls into the free lists. */
 static void quick_release(struct arena *a, unsigned cls)
 {
-    struct qlist *q = &a->quick[cls];
-    void *p = q->head;
-    uint32_t count = q->count;
-    a->quick_blocks -= count;
-    a->quick_bytes -= q->bytes;
-    a->in_use += q->bytes; /* parked blocks are not in use; block_release takes them off */
-    q->head = NULL;
-    q->count = 0;
-    q->bytes = 0;
-    /* The releases must not start a purge, which would consolidate the
-     * lists (this one is already detached, the others are not). */
     int was = a->reclaiming;
     a->reclaiming = 1;
-    while (p != NULL) {
-        /* The record goes with the first block's release (it may become a
-         * free block's footer): read it first. */
-        void *next = seg_next(p);
-        blocks_release(a, p, seg_count(p));
-        p = next;
-    }
+    while (a->quick[cls].head != NULL)
+        segment_release(a, cls);
     a->reclaiming = was;
+}
+
+int arena_release_segment(struct arena *a, unsigned *cls)
+{
+    unsigned c = *cls;
+    while (c > 0 && a->quick[c - 1].head == NULL)
+        c--;
+    *cls = c;
+    if (c == 0)
+        return 0;
+    int was = a->reclaiming;
+    a->reclaiming = 1;
+    segment_release(a, c - 1);
+    a->reclaiming = was;
+    return 1;
 }
 
 void arena_release_cached(struct arena *a, void *head, uint32_t count)

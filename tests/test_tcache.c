@@ -618,6 +618,52 @@ Test(tcache, parked_blocks_are_reused_before_a_big_free_block_is_cut)
     ma_check();
 }
 
+/* When a big cut must wait for parked blocks (the test above), the arena
+ * coalesces the biggest parked classes first and stops once a free block
+ * fits or what stays parked is too little to matter: here a run of
+ * 2000-byte blocks serves the request, and the crowd of 48-byte blocks,
+ * which coalescing would cost the most per byte, stays parked for their
+ * own size. */
+Test(tcache, a_big_cut_coalesces_the_biggest_parked_blocks_first)
+{
+    if (check_mode())
+        return; /* check mode caches nothing: every free coalesces */
+    enum { BIG = 1000, SMALL = 4000, M = 16 }; /* 2 MB and 256 KB, most of it parked */
+    static void *b[BIG], *s[SMALL];
+    void *q[M];
+    char *lo = NULL, *hi = NULL;
+    for (int i = 0; i < BIG; i++) {
+        b[i] = ma_malloc(2000);
+        cr_assert_not_null(b[i]);
+        if (lo == NULL || (char *)b[i] < lo)
+            lo = b[i];
+        if ((char *)b[i] + 2000 > hi)
+            hi = (char *)b[i] + 2000;
+    }
+    for (int i = 0; i < SMALL; i++) {
+        s[i] = ma_malloc(48);
+        cr_assert_not_null(s[i]);
+    }
+    for (int i = 0; i < BIG; i++)
+        ma_free(b[i]);
+    for (int i = 0; i < SMALL; i++)
+        ma_free(s[i]);
+    size_t parked = my_stats().free_blocks;
+    cr_assert_geq(parked, (BIG + SMALL) / 2, "parked one by one: %zu free blocks", parked);
+    unsigned inside = 0;
+    for (int k = 0; k < M; k++) {
+        q[k] = ma_malloc(20000);
+        cr_assert_not_null(q[k]);
+        inside += (char *)q[k] >= lo && (char *)q[k] < hi;
+    }
+    cr_assert_eq(inside, M, "%u of %d 20000-byte blocks in the space the 2000-byte ones left", inside, M);
+    size_t after = my_stats().free_blocks;
+    cr_assert_geq(after, SMALL / 2, "the 48-byte blocks stay parked: %zu free blocks, %zu before", after, parked);
+    for (int k = 0; k < M; k++)
+        ma_free(q[k]);
+    ma_check();
+}
+
 /* realloc's growth coalesces a crowd of small parked blocks only once it
  * has cut 64 bytes per parked block from big free blocks (GROW_PATIENCE,
  * arenas/block.c): one growth that moves leaves them parked; growth that
