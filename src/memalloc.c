@@ -659,6 +659,7 @@ static __attribute__((noinline)) void *realloc_slow(void *p, size_t n)
             return NULL;
     }
     if (q == NULL) {
+        struct arena *back_to_arena = NULL;
         /* Exactly what was asked: slack on growth feeds back through
          * programs that size their buffers by malloc_usable_size (Redis's
          * peak in-use doubles; bench/NOTES.md). */
@@ -676,6 +677,12 @@ static __attribute__((noinline)) void *realloc_slow(void *p, size_t n)
                 errno = ENOMEM;
                 return NULL;
             }
+            /* A medium block left behind goes back to the arena, not to
+             * a bin: growth seldom asks again for the size it leaves, and
+             * the arena can coalesce it for the next growth, where a bin
+             * would hold it (bench/NOTES.md, "Medium blocks that growth
+             * leaves behind"). */
+            back_to_arena = c->arena == a && usable > TC_MAX_REQUEST ? a : NULL;
         } else {
             /* A small block from the bin, else the allocation's own path. */
             q = bin_pop_moving(need);
@@ -683,7 +690,13 @@ static __attribute__((noinline)) void *realloc_slow(void *p, size_t n)
                 return NULL;
         }
         memcpy(q, p, keep < n ? keep : n);
-        free_located(p, c, l);
+        if (back_to_arena != NULL) {
+            tcache_lock(back_to_arena);
+            arena_free(back_to_arena, p);
+            tcache_unlock(back_to_arena);
+        } else {
+            free_located(p, c, l);
+        }
     }
     if (ma_unlikely(ma_cfg.check)) {
         struct large *ql = NULL;

@@ -902,6 +902,43 @@ Test(tcache, a_block_moved_by_realloc_growth_grows_in_place_next)
     ma_check();
 }
 
+/* A medium block that moves to grow goes back to the arena, not to a
+ * medium bin: growing vectors leave behind blocks of sizes they will not
+ * ask for again, which the bins would hold up to their budget while the
+ * arena could coalesce them for the next growth. The arena counts a block
+ * in a bin as in use, so its in-use bytes grow by the difference. */
+Test(tcache, a_medium_block_moved_by_realloc_growth_goes_back_to_the_arena)
+{
+    if (check_mode())
+        return; /* check mode caches nothing */
+    /* A block whose neighbour is allocated cannot grow in place. */
+    enum { TRIES = 16 };
+    char *p[TRIES], *wall[TRIES];
+    int k = 0;
+    for (;; k++) {
+        cr_assert_lt(k, TRIES, "no adjacent pair of 20000-byte blocks in %d draws", TRIES);
+        p[k] = ma_malloc(20000);
+        wall[k] = ma_malloc(20000);
+        cr_assert(p[k] != NULL && wall[k] != NULL);
+        if (wall[k] == p[k] + ma_usable_size(p[k]) + 8)
+            break;
+    }
+    fill(p[k], 20000, 5);
+    size_t before = my_stats().in_use;
+    char *q = ma_realloc(p[k], 60000);
+    cr_assert_neq(q, p[k], "the allocated neighbour forces a move");
+    cr_assert(intact(q, 20000, 5));
+    size_t after = my_stats().in_use;
+    cr_assert_lt(after - before, 60000 - 16000, "in use grew by %zu: the 20000-byte block left it", after - before);
+    ma_free(q);
+    for (int i = 0; i <= k; i++) {
+        if (i < k)
+            ma_free(p[i]);
+        ma_free(wall[i]);
+    }
+    ma_check();
+}
+
 /* Growth to 1 KiB or less that cannot happen in place moves through the
  * bins: no lock, when the bin of the new size has a block. */
 Test(tcache, a_small_block_moved_by_realloc_growth_takes_no_lock)
