@@ -159,6 +159,7 @@ static inline void *link_get_aligned(const void *p)
 struct qlist {
     void *head;           /* payloads linked through their first word */
     uint32_t count;
+    uint32_t asked;       /* the arena's release_epoch at the last refill of the class */
     size_t bytes;
 };
 
@@ -220,6 +221,9 @@ struct arena {
     int reclaiming;                   /* guarded by lock: in consolidate or purge */
     struct qlist quick[QUICK_CLASSES];/* guarded by lock */
     size_t quick_bytes, quick_blocks; /* guarded by lock */
+    /* guarded by lock: counts the passes that coalesce parked blocks for a
+     * request (block.c, index_take_releasing) */
+    uint32_t release_epoch;
     /* guarded by lock: bytes realloc's growth has cut from big free blocks
      * since the last consolidation without coalescing what is parked
      * (block.c, arena_alloc_growing) */
@@ -427,6 +431,9 @@ MA_HIDDEN unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, v
  * non-empty quick list below class *cls, which it lowers to that list's
  * class + 1; 0 if none is. Lock held. */
 MA_HIDDEN int arena_release_segment(struct arena *a, unsigned *cls);
+/* Coalesces every quick list whose class no refill has asked for since
+ * the last such pass, and starts a new one. Lock held. */
+MA_HIDDEN void arena_release_unasked(struct arena *a);
 /* Coalesces every parked block into the free lists. Lock held. */
 MA_HIDDEN void arena_consolidate(struct arena *a);
 /* Called, the arena's lock held, before an arena maps a chunk of `bytes`:

@@ -71,26 +71,31 @@ static inline int reuse_first(const struct arena *a, const struct block *b, size
     return a->quick_bytes > carve_reuse_min(a) && block_size(b) - bsize >= CARVE_REST;
 }
 
-/* Coalesces parked blocks a segment at a time, the biggest classes first,
- * until the index holds a free block of at least need bytes that
- * reuse_first lets a block of bsize bytes be cut from, or nothing is
- * parked; returns that block (out of the index), else the best fit then,
- * NULL if none. Big blocks go first because they coalesce into room for
- * the request soonest; a crowd of small ones, which cost the most to
- * coalesce per byte, often stays parked for its own sizes (bench/NOTES.md,
- * "Parked blocks coalesced biggest first"). */
+/* Takes a free block of at least need bytes for a block of bsize bytes
+ * once parked blocks have been coalesced as far as the request needs:
+ * first every quick list whose class no refill has asked for since the
+ * last such pass (sizes the program has left, which would otherwise stay
+ * parked between the big blocks for good), then a segment at a time, the
+ * biggest classes first, until the index holds a block reuse_first lets
+ * it cut, or nothing is parked. Returns that block (out of the index),
+ * else the best fit then, NULL if none. Big blocks go first because they
+ * coalesce into room for the request soonest; a crowd of small ones that
+ * refills still ask for, the costliest to coalesce per byte, often stays
+ * parked for its own sizes (bench/NOTES.md, "Parked blocks coalesced
+ * biggest first"). */
 static struct block *index_take_releasing(struct arena *a, size_t need, size_t bsize)
 {
     unsigned cls = QUICK_CLASSES;
     a->grow_cut = 0;
-    while (arena_release_segment(a, &cls)) {
+    arena_release_unasked(a);
+    do {
         struct block *b = index_take(a, need);
         if (b != NULL) {
             if (!reuse_first(a, b, bsize))
                 return b;
             index_link(a, b, block_size(b));
         }
-    }
+    } while (arena_release_segment(a, &cls));
     return index_take(a, need);
 }
 

@@ -227,7 +227,8 @@ MA_HIDDEN void leave_purge(struct arena *a, int orphan);
  * carve_reuse_min() is parked (block.c: reuse comes before fresh or big
  * space; realloc's growth waits until it has cut GROW_PATIENCE bytes per
  * parked block), at every decay pass, and, without retention, past a limit
- * (quick_over). The first two coalesce a segment at a time, the biggest
+ * (quick_over). The first two coalesce the classes no refill has asked
+ * for since the last such pass, then a segment at a time, the biggest
  * classes first, only until the request fits without such a cut.
  * So memory a program frees and no longer asks for (a free-only phase, the
  * sizes it has left behind, its teardown at exit) is coalesced only if

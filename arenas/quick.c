@@ -99,6 +99,14 @@ int arena_release_segment(struct arena *a, unsigned *cls)
     return 1;
 }
 
+void arena_release_unasked(struct arena *a)
+{
+    for (unsigned c = 0; c < QUICK_CLASSES; c++)
+        if (a->quick[c].head != NULL && a->quick[c].asked != a->release_epoch)
+            quick_release(a, c);
+    a->release_epoch++;
+}
+
 void arena_release_cached(struct arena *a, void *head, uint32_t count)
 {
     blocks_release(a, head, count);
@@ -132,6 +140,7 @@ static void *seg_last(const struct arena *a, void *h, uint32_t k)
 unsigned arena_quick_take(struct arena *a, unsigned cls, unsigned n, void **head)
 {
     struct qlist *q = &a->quick[cls];
+    q->asked = a->release_epoch;
     if (q->head == NULL || n == 0)
         return 0;
     /* Whole segments while they fit in n, and always the first. Each is

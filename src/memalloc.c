@@ -567,6 +567,7 @@ static inline void *bin_pop_moving(size_t need)
 }
 
 static __attribute__((noinline)) void *realloc_slow(void *p, size_t n);
+static __attribute__((noinline)) void *realloc_own(void *p, size_t n);
 
 /* realloc of a small block p of the arena this thread caches for to n
  * bytes (at most REALLOC_BIN_MOVE_MAX), when its header passes free's fast
@@ -615,16 +616,65 @@ void *ma_realloc(void *p, size_t n)
      * own fast path, inline. */
     if (p == NULL)
         return fast_malloc(n);
-    /* Two tests before the small path: the size, then the pointer's
-     * pagemap byte against the thread's cache tag (which no pointer
-     * matches in check mode or while the thread does not cache). */
-    if (n <= REALLOC_BIN_MOVE_MAX && pointer_tag((uintptr_t)p) == ma_tc.tag)
-        return realloc_small(p, n);
+    /* The pointer's pagemap byte against the thread's cache tag (which no
+     * pointer matches in check mode or while the thread does not cache),
+     * then the size, pick the small path or the one for bigger blocks of
+     * the thread's own arena. */
+    if (pointer_tag((uintptr_t)p) == ma_tc.tag)
+        return n <= REALLOC_BIN_MOVE_MAX ? realloc_small(p, n) : realloc_own(p, n);
     return realloc_slow(p, n);
 }
 
-/* realloc of a block p (never NULL: ma_realloc serves that) that the small
- * path did not take. */
+/* The move of a realloc that could not resize block p (of chunk c, or of
+ * large block l; `usable` bytes, the first `keep` of them worth copying)
+ * to n bytes (`need` with check mode's canary): a new block, the bytes
+ * copied, p freed. NULL + ENOMEM if no block can be had (p is kept). */
+static void *realloc_move(void *p, size_t n, struct chunk *c, struct large *l, size_t usable, size_t keep, size_t need)
+{
+    void *q;
+    struct arena *back_to_arena = NULL;
+    /* Exactly what was asked: slack on growth feeds back through
+     * programs that size their buffers by malloc_usable_size (Redis's
+     * peak in-use doubles; bench/NOTES.md). */
+    if (c != NULL && need > usable && need > REALLOC_BIN_MOVE_MAX && need < ma_fast_limit) {
+        /* Growth that moves: from the arena itself, not from a bin. A
+         * bin's blocks were carved in a batch, each next to another
+         * cached block, so the following growth would move again; a
+         * block carved from free space often has free space after it
+         * and grows in place. */
+        struct arena *a = tcache_arena();
+        tcache_lock(a);
+        q = arena_alloc_growing(a, block_size_for(need));
+        tcache_unlock(a);
+        if (q == NULL) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        /* A medium block left behind goes back to the arena, not to
+         * a bin: growth seldom asks again for the size it leaves, and
+         * the arena can coalesce it for the next growth, where a bin
+         * would hold it (bench/NOTES.md, "Medium blocks that growth
+         * leaves behind"). */
+        back_to_arena = c->arena == a && usable > TC_MAX_REQUEST ? a : NULL;
+    } else {
+        /* A small block from the bin, else the allocation's own path. */
+        q = bin_pop_moving(need);
+        if (q == NULL && (q = alloc_raw(need, 0, 0)) == NULL)
+            return NULL;
+    }
+    memcpy(q, p, keep < n ? keep : n);
+    if (back_to_arena != NULL) {
+        tcache_lock(back_to_arena);
+        arena_free(back_to_arena, p);
+        tcache_unlock(back_to_arena);
+    } else {
+        free_located(p, c, l);
+    }
+    return q;
+}
+
+/* realloc of a block p (never NULL: ma_realloc serves that) that the
+ * faster paths did not take. */
 static __attribute__((noinline)) void *realloc_slow(void *p, size_t n)
 {
     if (ma_unlikely(n > MA_MAX_REQUEST)) {
@@ -658,51 +708,34 @@ static __attribute__((noinline)) void *realloc_slow(void *p, size_t n)
         if (q == NULL)
             return NULL;
     }
-    if (q == NULL) {
-        struct arena *back_to_arena = NULL;
-        /* Exactly what was asked: slack on growth feeds back through
-         * programs that size their buffers by malloc_usable_size (Redis's
-         * peak in-use doubles; bench/NOTES.md). */
-        if (c != NULL && need > usable && need > REALLOC_BIN_MOVE_MAX && need < ma_fast_limit) {
-            /* Growth that moves: from the arena itself, not from a bin. A
-             * bin's blocks were carved in a batch, each next to another
-             * cached block, so the following growth would move again; a
-             * block carved from free space often has free space after it
-             * and grows in place. */
-            struct arena *a = tcache_arena();
-            tcache_lock(a);
-            q = arena_alloc_growing(a, block_size_for(need));
-            tcache_unlock(a);
-            if (q == NULL) {
-                errno = ENOMEM;
-                return NULL;
-            }
-            /* A medium block left behind goes back to the arena, not to
-             * a bin: growth seldom asks again for the size it leaves, and
-             * the arena can coalesce it for the next growth, where a bin
-             * would hold it (bench/NOTES.md, "Medium blocks that growth
-             * leaves behind"). */
-            back_to_arena = c->arena == a && usable > TC_MAX_REQUEST ? a : NULL;
-        } else {
-            /* A small block from the bin, else the allocation's own path. */
-            q = bin_pop_moving(need);
-            if (q == NULL && (q = alloc_raw(need, 0, 0)) == NULL)
-                return NULL;
-        }
-        memcpy(q, p, keep < n ? keep : n);
-        if (back_to_arena != NULL) {
-            tcache_lock(back_to_arena);
-            arena_free(back_to_arena, p);
-            tcache_unlock(back_to_arena);
-        } else {
-            free_located(p, c, l);
-        }
-    }
+    if (q == NULL && (q = realloc_move(p, n, c, l, usable, keep, need)) == NULL)
+        return NULL;
     if (ma_unlikely(ma_cfg.check)) {
         struct large *ql = NULL;
         struct chunk *qc = locate(q, "realloc", &ql);
         canary_set(q, n, raw_usable(q, qc, ql));
     }
+    if (prof_due(n))
+        sample_take(q, n, 0, 0, 0); /* the resized block, moved or not */
+    return q;
+}
+
+/* realloc to more than REALLOC_BIN_MOVE_MAX bytes of a block p of the arena
+ * this thread caches for, of up to TC_MEDIUM_MAX_BLOCK bytes, when its
+ * header passes free's fast checks (block_head_plausible): what
+ * realloc_slow would do with it, without the full validation (a string
+ * grown by a few bytes at a time resizes in place on every call). Anything
+ * else, a sampled block included, goes to realloc_slow. */
+static __attribute__((noinline)) void *realloc_own(void *p, size_t n)
+{
+    size_t size = block_plausible_in((uintptr_t)p, B_MIN, TC_MEDIUM_MAX_BLOCK);
+    if (ma_unlikely(size == 0 || n >= ma_fast_limit))
+        return realloc_slow(p, n);
+    size_t usable = size - B_OVERHEAD;
+    void *q = resize_in_place(p, ma_tc.cache_for, usable, n);
+    if (q == NULL &&
+        (q = realloc_move(p, n, chunk_of(p, ma_cfg.chunk_size), NULL, usable, usable, n)) == NULL)
+        return NULL;
     if (prof_due(n))
         sample_take(q, n, 0, 0, 0); /* the resized block, moved or not */
     return q;

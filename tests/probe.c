@@ -296,6 +296,15 @@ static int cmd_misuse(const char *what)
         ma_free(p);
         void *q = ma_realloc(p, strcmp(what, "realloc-freed-grow") == 0 ? 400 : 40);
         printf("%p\n", q);
+    } else if (strcmp(what, "realloc-freed-big") == 0 || strcmp(what, "realloc-freed-medium") == 0) {
+        /* The same above 1 KiB, where realloc takes the path for bigger
+         * blocks of the thread's own arena: a 3000-byte block in a small
+         * bin, a 20000-byte one in a medium bin. */
+        size_t n = strcmp(what, "realloc-freed-big") == 0 ? 3000 : 20000;
+        char *p = ma_malloc(n);
+        ma_free(p);
+        void *q = ma_realloc(p, 2 * n);
+        printf("%p\n", q);
     } else if (strcmp(what, "realloc-interior") == 0) {
         char *p = ma_malloc(200);
         memset(p, 0, 200);

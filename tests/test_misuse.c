@@ -61,6 +61,11 @@ Test(misuse, realloc_of_a_freed_block_to_a_size_it_fits)
 {
     expect_abort("realloc-freed-fit", no_env, "realloc(): block is not allocated (already freed?)");
 }
+Test(misuse, realloc_of_a_freed_block_above_1_kib)
+{
+    expect_abort("realloc-freed-big", no_env, "realloc(): block is not allocated (already freed?)");
+    expect_abort("realloc-freed-medium", no_env, "realloc(): block is not allocated (already freed?)");
+}
 Test(misuse, realloc_of_an_interior_pointer) { expect_abort("realloc-interior", no_env, "realloc(): invalid pointer"); }
 Test(misuse, usable_size_of_a_freed_block)
 {
