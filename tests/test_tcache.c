@@ -585,6 +585,22 @@ Test(tcache, the_bin_of_a_size_no_longer_allocated_goes_back_to_the_arena)
     ma_check();
 }
 
+/* Allocates n blocks of `size` bytes into p and sets [*lo, *hi) to the
+ * span of memory they cover. */
+static void malloc_spanning(void **p, int n, size_t size, char **lo, char **hi)
+{
+    *lo = NULL;
+    *hi = NULL;
+    for (int i = 0; i < n; i++) {
+        p[i] = ma_malloc(size);
+        cr_assert_not_null(p[i]);
+        if (*lo == NULL || (char *)p[i] < *lo)
+            *lo = p[i];
+        if ((char *)p[i] + size > *hi)
+            *hi = (char *)p[i] + size;
+    }
+}
+
 /* What thread caches give back is parked in the arena uncoalesced, and
  * coalesced when the arena needs the space: before a big free block (here
  * the rest of the chunk) is cut for another size, so that size lands in the
@@ -595,15 +611,8 @@ Test(tcache, parked_blocks_are_reused_before_a_big_free_block_is_cut)
         return; /* check mode caches nothing: every free coalesces */
     enum { N = 8192, M = 256 }; /* 8192 208-byte blocks: 1.6 MiB, most of it parked */
     static void *p[N], *q[M];
-    char *lo = NULL, *hi = NULL;
-    for (int i = 0; i < N; i++) {
-        p[i] = ma_malloc(200);
-        cr_assert_not_null(p[i]);
-        if (lo == NULL || (char *)p[i] < lo)
-            lo = p[i];
-        if ((char *)p[i] + 200 > hi)
-            hi = (char *)p[i] + 200;
-    }
+    char *lo, *hi;
+    malloc_spanning(p, N, 200, &lo, &hi);
     for (int i = 0; i < N; i++)
         ma_free(p[i]);
     unsigned inside = 0;
@@ -633,15 +642,8 @@ Test(tcache, a_big_cut_coalesces_the_biggest_parked_blocks_first)
     enum { BIG = 1000, SMALL = 4000, M = 64 }; /* 2 MB and 256 KB, most of it parked */
     static void *b[BIG], *s[SMALL];
     static void *q[M];
-    char *lo = NULL, *hi = NULL;
-    for (int i = 0; i < BIG; i++) {
-        b[i] = ma_malloc(2000);
-        cr_assert_not_null(b[i]);
-        if (lo == NULL || (char *)b[i] < lo)
-            lo = b[i];
-        if ((char *)b[i] + 2000 > hi)
-            hi = (char *)b[i] + 2000;
-    }
+    char *lo, *hi;
+    malloc_spanning(b, BIG, 2000, &lo, &hi);
     for (int i = 0; i < SMALL; i++) {
         s[i] = ma_malloc(48);
         cr_assert_not_null(s[i]);
