@@ -54,9 +54,7 @@ static void blocks_release(struct arena *a, void *p, uint32_t count)
         run_release(a, lo, run, n);
 }
 
-/* Coalesces the first segment of quick list cls into the free lists. The
- * releases must not start a purge, which would consolidate the lists: the
- * caller sets a->reclaiming. */
+/* Coalesces the first segment of quick list cls into the free lists. */
 static void segment_release(struct arena *a, unsigned cls)
 {
     struct qlist *q = &a->quick[cls];
@@ -71,17 +69,19 @@ static void segment_release(struct arena *a, unsigned cls)
     a->quick_blocks -= k;
     a->quick_bytes -= bytes;
     a->in_use += bytes; /* parked blocks are not in use; block_release takes them off */
+    /* The releases must not start a purge, which would consolidate the
+     * lists. */
+    int was = a->reclaiming;
+    a->reclaiming = 1;
     blocks_release(a, h, k);
+    a->reclaiming = was;
 }
 
 /* Coalesces the blocks of quick list cls into the free lists. */
 static void quick_release(struct arena *a, unsigned cls)
 {
-    int was = a->reclaiming;
-    a->reclaiming = 1;
     while (a->quick[cls].head != NULL)
         segment_release(a, cls);
-    a->reclaiming = was;
 }
 
 int arena_release_segment(struct arena *a, unsigned *cls)
@@ -92,10 +92,7 @@ int arena_release_segment(struct arena *a, unsigned *cls)
     *cls = c;
     if (c == 0)
         return 0;
-    int was = a->reclaiming;
-    a->reclaiming = 1;
     segment_release(a, c - 1);
-    a->reclaiming = was;
     return 1;
 }
 

@@ -245,6 +245,14 @@ static void *alloc_raw(size_t n, size_t align, int zero)
     return p;
 }
 
+/* Frees chunk block p into arena a, the thread's own, under its lock. */
+static void free_to_arena(struct arena *a, void *p)
+{
+    tcache_lock(a);
+    arena_free(a, p);
+    tcache_unlock(a);
+}
+
 static void free_located(void *p, struct chunk *c, struct large *l)
 {
     if (ma_unlikely(is_sampled(p, c, l)))
@@ -257,9 +265,7 @@ static void free_located(void *p, struct chunk *c, struct large *l)
         } else if (a == ma_tc.cache_for && size <= TC_MEDIUM_MAX_BLOCK && tcache_medium_free(p, size)) {
             return;
         } else if (a == ma_tc.arena) {
-            tcache_lock(a);
-            arena_free(a, p);
-            tcache_unlock(a);
+            free_to_arena(a, p);
         } else {
             arena_free_remote(a, p, size);
         }
@@ -663,13 +669,10 @@ static void *realloc_move(void *p, size_t n, struct chunk *c, struct large *l, s
             return NULL;
     }
     memcpy(q, p, keep < n ? keep : n);
-    if (back_to_arena != NULL) {
-        tcache_lock(back_to_arena);
-        arena_free(back_to_arena, p);
-        tcache_unlock(back_to_arena);
-    } else {
+    if (back_to_arena != NULL)
+        free_to_arena(back_to_arena, p);
+    else
         free_located(p, c, l);
-    }
     return q;
 }
 
